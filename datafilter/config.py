@@ -1,0 +1,96 @@
+"""The YAML config of ``datafilter run``: every stage's settings in one validated file.
+
+Relative paths are taken relative to the current working directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from datafilter.errors import ConfigError
+from datafilter.kenlm_train import KenlmTrainingOptions
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DemoCorpusStep(_Strict):
+    output: str
+    seed: int = 0
+    n_shards: int = Field(4, ge=1)
+
+
+class TrainKenlmStep(_Strict):
+    input: list[str]
+    output: str
+    text_columns: list[str] = ["text"]
+    options: KenlmTrainingOptions = KenlmTrainingOptions()
+
+
+class ScoreStep(_Strict):
+    scorer: str = "kenlm"
+    scorer_id: str | None = None
+    options: dict[str, Any] = {}
+    text_column: str = "text"
+    id_column: str | None = None
+    batch_rows: int = Field(512, ge=1)
+    max_doc_bytes: int = Field(8 * 1024 * 1024, ge=1)
+
+
+class ThresholdsStep(_Strict):
+    group_by: list[str | None] = [None]
+    quantiles: list[float] = []
+    approx: bool = False
+    memory_limit: str | None = None
+
+
+class SelectStep(_Strict):
+    output: str
+    selector: str = "perplexity_band"
+    options: dict[str, Any] = {}
+    group_by: str | None = None
+    report_by: str | None = None
+    seed: int = 0
+    with_scores: bool = False
+
+
+class RayStep(_Strict):
+    executor: Literal["ray", "local"] = "ray"
+    address: str | None = None
+    num_actors: int | None = Field(None, ge=1)
+
+
+class RunConfig(_Strict):
+    """``input`` shards → ``run_dir`` (scores, thresholds) → ``select.output`` (filtered shards)."""
+
+    input: str
+    run_dir: str
+    demo_corpus: DemoCorpusStep | None = None
+    train_kenlm: TrainKenlmStep | None = None
+    score: ScoreStep = ScoreStep()
+    thresholds: ThresholdsStep = ThresholdsStep()
+    select: SelectStep
+    ray: RayStep = RayStep()
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Parse and validate a run config; errors name the file and the offending keys."""
+    file = Path(path)
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {file} not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML ({exc})") from None
+    try:
+        return RunConfig.model_validate(raw or {})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"{file}: {problems}") from None

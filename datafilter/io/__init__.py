@@ -1,0 +1,1 @@
+"""Reading shards, writing files atomically, run layout, completion records, manifests."""

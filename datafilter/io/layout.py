@@ -1,0 +1,41 @@
+"""Where each stage's artifacts live inside a run folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+STATE_DIR = "_state"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths of a run folder: ``scores/``, ``thresholds/`` and the ``_state/`` bookkeeping."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | Path) -> RunLayout:
+        return cls(Path(root).expanduser().resolve())
+
+    @property
+    def record_path(self) -> Path:
+        """The run record: input, columns and scorer settings shared by later stages."""
+        return self.root / "run.json"
+
+    def scores_dir(self, scorer_id: str) -> Path:
+        return self.root / "scores" / scorer_id
+
+    def score_path(self, scorer_id: str, shard_rel: str) -> Path:
+        return self.scores_dir(scorer_id) / shard_rel
+
+    def thresholds_path(self, scorer_id: str, group_by: str | None) -> Path:
+        suffix = f".by-{group_by}" if group_by else ""
+        return self.root / "thresholds" / f"{scorer_id}{suffix}.parquet"
+
+    def marker_path(self, stage: str, key: str, shard_rel: str) -> Path:
+        return self.root / STATE_DIR / stage / key / f"{shard_rel}.done.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / STATE_DIR / "lock"

@@ -1,0 +1,63 @@
+"""Find the input shards and open them with clear errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from datafilter.errors import InputError
+from datafilter.io.atomic import TMP_MARK
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One input Parquet file: its path and its path relative to the input root."""
+
+    rel: str
+    path: Path
+
+    def with_suffix_rel(self, suffix: str = ".parquet") -> str:
+        """The relative path with its extension replaced by ``suffix``."""
+        return str(Path(self.rel).with_suffix(suffix))
+
+
+def discover_shards(input_path: str | Path) -> list[Shard]:
+    """Every ``*.parquet`` under ``input_path`` (or the file itself), sorted by relative path."""
+    root = Path(input_path).expanduser().resolve()
+    if root.is_file():
+        return [Shard(rel=root.name, path=root)]
+    if not root.is_dir():
+        raise InputError("input path does not exist", path=str(input_path))
+    shards = [
+        Shard(rel=p.relative_to(root).as_posix(), path=p)
+        for p in sorted(root.rglob("*.parquet"))
+        if p.is_file() and not _is_hidden(p.relative_to(root))
+    ]
+    if not shards:
+        raise InputError("no *.parquet files found under this folder", path=str(root))
+    return shards
+
+
+def _is_hidden(rel: Path) -> bool:
+    return any(part.startswith((".", "_")) or TMP_MARK in part for part in rel.parts)
+
+
+def open_parquet(path: Path) -> pq.ParquetFile:
+    """Open a Parquet file, turning a corrupt or truncated file into an InputError."""
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        raise InputError(f"not a readable Parquet file ({exc})", path=str(path)) from exc
+
+
+def require_column(pf: pq.ParquetFile, column: str, path: Path) -> pa.DataType:
+    """The Arrow type of ``column``; an InputError listing the columns if it is missing."""
+    schema = pf.schema_arrow
+    if column not in schema.names:
+        raise InputError(
+            f"column {column!r} not found; columns are {', '.join(schema.names)}", path=str(path)
+        )
+    return schema.field(column).type

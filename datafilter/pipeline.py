@@ -1,0 +1,83 @@
+"""``datafilter run``: every stage of a config in order, each one resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from datafilter import api
+from datafilter.config import RunConfig, load_config
+from datafilter.runtime import RuntimeOptions
+
+
+def run(config: str | Path | RunConfig, *, progress: bool = True, log: api.Log = api._stderr):
+    """Run the optional demo-corpus and KenLM-training steps, then score, thresholds, select."""
+    cfg = config if isinstance(config, RunConfig) else load_config(config)
+    results: dict[str, Any] = {}
+    if cfg.demo_corpus:
+        from datafilter.demo_corpus import build_demo_corpus
+
+        corpus = build_demo_corpus(
+            Path(cfg.demo_corpus.output),
+            seed=cfg.demo_corpus.seed,
+            n_shards=cfg.demo_corpus.n_shards,
+            log=log,
+        )
+        results["demo_corpus"] = str(corpus.root)
+    if cfg.train_kenlm:
+        from datafilter.kenlm_train import train_kenlm
+
+        step = cfg.train_kenlm
+        recipe = train_kenlm(
+            step.input, step.output, text_columns=step.text_columns, options=step.options, log=log
+        )
+        results["train_kenlm"] = recipe.training
+    runtime = RuntimeOptions(
+        executor=cfg.ray.executor,
+        address=cfg.ray.address,
+        num_actors=cfg.ray.num_actors,
+        progress=progress,
+    )
+    s = cfg.score
+    results["score"] = api.score(
+        cfg.input,
+        cfg.run_dir,
+        scorer=s.scorer,
+        options=s.options,
+        scorer_id=s.scorer_id,
+        text_column=s.text_column,
+        id_column=s.id_column,
+        batch_rows=s.batch_rows,
+        max_doc_bytes=s.max_doc_bytes,
+        runtime=runtime,
+        log=log,
+    )
+    sid = s.scorer_id or s.scorer
+    results["thresholds"] = [
+        api.thresholds(
+            cfg.run_dir,
+            scorer_id=sid,
+            group_by=g,
+            quantiles=cfg.thresholds.quantiles,
+            approx=cfg.thresholds.approx,
+            memory_limit=cfg.thresholds.memory_limit,
+            log=log,
+        )["n_docs"]
+        for g in cfg.thresholds.group_by
+    ]
+    sel = cfg.select
+    manifest = api.select(
+        cfg.run_dir,
+        sel.output,
+        selector=sel.selector,
+        options=sel.options,
+        scorer_id=sid,
+        group_by=sel.group_by,
+        report_by=sel.report_by,
+        seed=sel.seed,
+        with_scores=sel.with_scores,
+        runtime=runtime,
+        log=log,
+    )
+    results["select"] = manifest["totals"]
+    return results

@@ -1,0 +1,55 @@
+"""Name → class registries for scorers and selectors, with entry-point plugins."""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from datafilter.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Built-ins given as ``"module:Class"`` strings (imported on use) plus entry points."""
+
+    def __init__(self, kind: str, group: str, builtins: dict[str, str]):
+        self.kind = kind
+        self.group = group
+        self._targets = dict(builtins)
+        self._plugins_loaded = False
+
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        for ep in entry_points(group=self.group):
+            self._targets.setdefault(ep.name, ep.value)
+        self._plugins_loaded = True
+
+    def names(self) -> list[str]:
+        self._load_plugins()
+        return sorted(self._targets)
+
+    def get(self, name: str) -> type[T]:
+        """The class registered as ``name``; a ConfigError listing the known names otherwise."""
+        self._load_plugins()
+        if name not in self._targets:
+            known = ", ".join(self.names()) or "none"
+            raise ConfigError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}")
+        module_name, _, attr = self._targets[name].partition(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+def parse_options(model: type[BaseModel], values: dict, what: str) -> BaseModel:
+    """Validate ``values`` against ``model``; unknown keys and bad values become a ConfigError."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(options)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid options for {what}: {problems}") from None

@@ -1,0 +1,142 @@
+"""The only module that talks to Ray: run one function per shard on an actor pool."""
+
+from __future__ import annotations
+
+import json
+import os
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from datafilter.errors import DatafilterError, MissingDependencyError
+
+Executor = Literal["ray", "local"]
+# A worker factory runs once per actor (loading models) and returns the per-task function.
+WorkerFactory = Callable[[], Callable[[Any], dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Where and how wide to run: Ray address (or a local Ray), actors, and progress display."""
+
+    executor: Executor = "ray"
+    address: str | None = None
+    num_actors: int | None = None
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """What one task returned, or the error that stopped it."""
+
+    task: Any
+    result: dict[str, Any] | None
+    error: str | None
+
+
+def _guarded(fn: Callable[[Any], dict[str, Any]], task: Any) -> dict[str, Any]:
+    """Run one task; an error becomes data so the other shards keep going."""
+    try:
+        return {"ok": True, "result": fn(task)}
+    except DatafilterError as exc:
+        return {"ok": False, "error": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - any failure of one shard must not lose the others
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        return {"ok": False, "error": f"{detail}\n{traceback.format_exc(limit=-3)}"}
+
+
+class _ShardActor:
+    """Ray Data callable class: builds the worker once, then handles one task per row."""
+
+    def __init__(self, factory: WorkerFactory):
+        self._fn = factory()
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import pickle
+
+        import numpy as np
+
+        outcomes = [_guarded(self._fn, pickle.loads(blob)) for blob in batch["task"]]
+        return {
+            "index": np.asarray(batch["index"]),
+            "outcome": np.array([json.dumps(o) for o in outcomes], dtype=object),
+        }
+
+
+def run_tasks(
+    tasks: list[Any],
+    factory: WorkerFactory,
+    options: RuntimeOptions,
+    *,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+    label: str = "shards",
+) -> Iterator[TaskOutcome]:
+    """Run ``factory()(task)`` for every task, yielding outcomes as they complete."""
+    if not tasks:
+        return
+    if options.executor == "local":
+        fn = factory()
+        for task in tasks:
+            yield _to_outcome(task, _guarded(fn, task))
+        return
+    yield from _run_on_ray(tasks, factory, options, num_cpus, num_gpus, label)
+
+
+def _to_outcome(task: Any, raw: dict[str, Any]) -> TaskOutcome:
+    if raw["ok"]:
+        return TaskOutcome(task, raw["result"], None)
+    return TaskOutcome(task, None, raw["error"])
+
+
+def ensure_ray(address: str | None) -> Any:
+    """Join ``address``/``RAY_ADDRESS`` if given, else start a local Ray sized to the machine."""
+    try:
+        import ray
+    except ImportError:
+        raise MissingDependencyError(
+            "Ray is needed to run stages: pip install 'datafilter[ray]'"
+        ) from None
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    return ray
+
+
+def _run_on_ray(
+    tasks: list[Any],
+    factory: WorkerFactory,
+    options: RuntimeOptions,
+    num_cpus: float,
+    num_gpus: float,
+    label: str,
+) -> Iterator[TaskOutcome]:
+    import pickle
+
+    ray = ensure_ray(options.address)
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = options.progress
+    ctx.verbose_progress = False
+    if num_gpus:
+        slots = ray.cluster_resources().get("GPU", 0) / num_gpus
+    else:
+        slots = ray.cluster_resources().get("CPU", 1) / max(num_cpus, 0.001)
+    actors = max(1, min(len(tasks), options.num_actors or int(slots) or 1))
+    items = [{"index": i, "task": pickle.dumps(t)} for i, t in enumerate(tasks)]
+    ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        _ShardActor,
+        fn_constructor_args=(factory,),
+        batch_size=1,
+        concurrency=actors,
+        num_cpus=num_cpus,
+        num_gpus=num_gpus,
+        max_task_retries=3,
+    )
+    for row in ds.iter_rows():
+        yield _to_outcome(tasks[int(row["index"])], json.loads(row["outcome"]))

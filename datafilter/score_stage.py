@@ -1,0 +1,190 @@
+"""Score one input shard into a row-aligned score shard, rejecting bad rows with a reason."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from datafilter.errors import InputError
+from datafilter.io.atomic import parquet_writer
+from datafilter.io.markers import write_marker
+from datafilter.io.shards import open_parquet, require_column
+from datafilter.score_columns import SCORE_SCHEMA, bits_per_byte, id_hash, perplexity
+from datafilter.scorers.base import Scorer
+
+# Reasons a row is rejected rather than scored (documented in the README).
+NULL_TEXT = "null_text"
+EMPTY_TEXT = "empty_text"
+INVALID_UTF8 = "invalid_utf8"
+TOO_LONG = "too_long"
+NO_TOKENS = "no_tokens"
+NULL_ID = "null_id"
+
+
+class ScoreSettings(BaseModel):
+    """How input rows are read: columns, batch size and the largest document accepted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text_column: str = "text"
+    id_column: str | None = None
+    batch_rows: int = Field(512, ge=1)
+    max_doc_bytes: int = Field(8 * 1024 * 1024, ge=1)
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard to score: where to read, where to write, and the record that marks it done."""
+
+    shard_rel: str
+    input_path: Path
+    output_path: Path
+    marker_path: Path
+    marker_fields: dict[str, Any]
+
+
+def score_shard(job: ShardJob, scorer: Scorer, settings: ScoreSettings) -> dict[str, Any]:
+    """Score every row of one shard; write the score shard, then its completion record."""
+    start = time.monotonic()
+    pf = open_parquet(job.input_path)
+    text_type = require_column(pf, settings.text_column, job.input_path)
+    if not _is_textual(text_type):
+        raise InputError(
+            f"text column {settings.text_column!r} has type {text_type}; expected string or binary",
+            path=str(job.input_path),
+        )
+    columns = [settings.text_column]
+    if settings.id_column:
+        require_column(pf, settings.id_column, job.input_path)
+        columns.append(settings.id_column)
+    rejected: Counter[str] = Counter()
+    rows = n_bytes_total = 0
+    with parquet_writer(job.output_path, SCORE_SCHEMA) as writer:
+        for batch in _iter_batches(pf, columns, settings.batch_rows, job.input_path):
+            table = _score_batch(batch, rows, job, scorer, settings, rejected)
+            writer.write_table(table)
+            rows += batch.num_rows
+            n_bytes_total += int(table["n_bytes"].to_numpy().sum())
+    if rows != pf.metadata.num_rows:
+        raise InputError(
+            f"read {rows} rows but the footer says {pf.metadata.num_rows}", path=str(job.input_path)
+        )
+    stats = {
+        "shard": job.shard_rel,
+        "rows": rows,
+        "scored": rows - sum(rejected.values()),
+        "rejected": dict(sorted(rejected.items())),
+        "n_bytes": n_bytes_total,
+        "seconds": round(time.monotonic() - start, 3),
+    }
+    write_marker(job.marker_path, {**job.marker_fields, "stats": stats})
+    return stats
+
+
+def _is_textual(kind: pa.DataType) -> bool:
+    return any(
+        check(kind)
+        for check in (
+            pa.types.is_string,
+            pa.types.is_large_string,
+            pa.types.is_binary,
+            pa.types.is_large_binary,
+            pa.types.is_string_view,
+            pa.types.is_binary_view,
+        )
+    )
+
+
+def _iter_batches(pf, columns: list[str], batch_rows: int, path: Path):
+    try:
+        yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        raise InputError(f"corrupt or truncated Parquet data ({exc})", path=str(path)) from exc
+
+
+def _decode_texts(column: pa.Array) -> list[str | bytes | None]:
+    """Python values of the text column: str where valid UTF-8, bytes where not, None for null."""
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        try:
+            column.validate(full=True)
+            return column.to_pylist()
+        except pa.ArrowInvalid:
+            column = column.cast(pa.large_binary())
+    values = column.cast(pa.large_binary()).to_pylist()
+    out: list[str | bytes | None] = []
+    for value in values:
+        if value is None:
+            out.append(None)
+            continue
+        try:
+            out.append(value.decode("utf-8"))
+        except UnicodeDecodeError:
+            out.append(value)
+    return out
+
+
+def _reject_reason(text: str | bytes | None, max_bytes: int) -> str | None:
+    if text is None:
+        return NULL_TEXT
+    if isinstance(text, bytes):
+        return INVALID_UTF8
+    if not text.strip():
+        return EMPTY_TEXT
+    if len(text) > max_bytes // 4 and len(text.encode("utf-8")) > max_bytes:
+        return TOO_LONG
+    return None
+
+
+def _score_batch(
+    batch: pa.RecordBatch,
+    first_row: int,
+    job: ShardJob,
+    scorer: Scorer,
+    settings: ScoreSettings,
+    rejected: Counter[str],
+) -> pa.Table:
+    n = batch.num_rows
+    texts = _decode_texts(batch.column(settings.text_column))
+    rows = np.arange(first_row, first_row + n, dtype=np.int64)
+    if settings.id_column:
+        ids = [None if v is None else str(v) for v in batch.column(settings.id_column).to_pylist()]
+    else:
+        ids = [f"{job.shard_rel}:{r}" for r in rows.tolist()]
+    reasons = [_reject_reason(t, settings.max_doc_bytes) for t in texts]
+    reasons = [r or (NULL_ID if i is None else None) for r, i in zip(reasons, ids, strict=True)]
+    n_bytes = np.array(
+        [len(t.encode("utf-8")) if isinstance(t, str) else len(t or b"") for t in texts],
+        dtype=np.int64,
+    )
+    logprob = np.full(n, np.nan)
+    n_tokens = np.zeros(n, dtype=np.int64)
+    ok = [i for i, r in enumerate(reasons) if r is None]
+    if ok:
+        scores = scorer.score_batch([texts[i] for i in ok])
+        logprob[ok] = scores.logprob_sum
+        n_tokens[ok] = scores.n_tokens
+        for i in ok:
+            if n_tokens[i] == 0:
+                reasons[i] = NO_TOKENS
+    rejected.update(r for r in reasons if r is not None)
+    return pa.table(
+        {
+            "doc_id": pa.array(ids, pa.string()),
+            "row": rows,
+            "id_hash": pa.array([0 if i is None else id_hash(i) for i in ids], pa.uint64()),
+            "logprob_sum": logprob,
+            "n_tokens": n_tokens,
+            "n_bytes": n_bytes,
+            "ppl": perplexity(logprob, n_tokens),
+            "bpb": bits_per_byte(logprob, n_bytes),
+            "reject_reason": pa.array(reasons, pa.string()),
+        },
+        schema=SCORE_SCHEMA,
+    )

@@ -1,0 +1,174 @@
+"""Write one filtered output shard per input shard, counting every row's fate."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from datafilter.errors import InputError
+from datafilter.io.atomic import parquet_writer
+from datafilter.io.markers import write_marker
+from datafilter.io.shards import open_parquet
+from datafilter.score_columns import SCORE_SCHEMA
+from datafilter.selectors.base import Selector
+from datafilter.thresholds import ALL, NULL_GROUP
+
+SCORE_OUTPUT_PREFIX = "datafilter_"
+SCORE_OUTPUT_COLUMNS = ("ppl", "bpb", "logprob_sum", "n_tokens", "n_bytes")
+
+
+@dataclass(frozen=True)
+class SelectJob:
+    """One shard to filter: its input, its score shard, its output and completion record."""
+
+    shard_rel: str
+    input_path: Path
+    score_path: Path
+    output_path: Path
+    marker_path: Path
+    marker_fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SelectSettings:
+    group_by: str | None
+    seed: int
+    with_scores: bool
+    report_by: str | None = None
+    batch_rows: int = 8192
+
+    @property
+    def tally_by(self) -> str | None:
+        """The column the manifest counts by: ``report_by``, else the selection groups."""
+        return self.report_by or self.group_by
+
+
+def select_shard(
+    job: SelectJob, selector: Selector, plan: dict[str, Any], settings: SelectSettings
+) -> dict[str, Any]:
+    """Filter one shard; write the output shard, then its completion record (with counts)."""
+    scores = _read_scores(job.score_path)
+    pf = open_parquet(job.input_path)
+    if pf.metadata.num_rows != scores.num_rows:
+        raise InputError(
+            f"score shard {job.score_path} has {scores.num_rows} rows but the input has "
+            f"{pf.metadata.num_rows}: the input changed since scoring; score it again",
+            path=str(job.input_path),
+        )
+    for column in {settings.group_by, settings.report_by} - {None}:
+        if column not in pf.schema_arrow.names:
+            raise InputError(f"group column {column!r} not found", path=str(job.input_path))
+    tally = _Tally()
+    schema = _output_schema(pf.schema_arrow, selector, settings)
+    offset = 0
+    with parquet_writer(job.output_path, schema) as writer:
+        for batch in pf.iter_batches(batch_size=settings.batch_rows):
+            part = scores.slice(offset, batch.num_rows)
+            offset += batch.num_rows
+            kept = _decide_batch(batch, part, selector, plan, settings, tally)
+            if kept.num_rows:
+                writer.write_table(kept.cast(schema))
+    if offset != scores.num_rows:
+        raise InputError(
+            f"read {offset} rows, expected {scores.num_rows}", path=str(job.input_path)
+        )
+    stats = {"shard": job.shard_rel, **tally.as_dict()}
+    write_marker(job.marker_path, {**job.marker_fields, "stats": stats})
+    return stats
+
+
+def _read_scores(path: Path) -> pa.Table:
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"score shard unreadable ({exc}); score again", path=str(path)) from exc
+    return table.select(SCORE_SCHEMA.names)
+
+
+def group_keys(batch: pa.RecordBatch, group_by: str | None) -> np.ndarray:
+    """Each row's group key as used by the thresholds (nulls get their own group)."""
+    if group_by is None:
+        return np.full(batch.num_rows, ALL, dtype=object)
+    values = batch.column(group_by).cast(pa.string()).to_pylist()
+    return np.array([NULL_GROUP if v is None else v for v in values], dtype=object)
+
+
+def _output_schema(input_schema: pa.Schema, selector: Selector, settings: SelectSettings):
+    if not settings.with_scores:
+        return input_schema
+    extra = [
+        pa.field(SCORE_OUTPUT_PREFIX + c, SCORE_SCHEMA.field(c).type) for c in SCORE_OUTPUT_COLUMNS
+    ]
+    return pa.schema(list(input_schema) + extra, metadata=input_schema.metadata)
+
+
+def _decide_batch(
+    batch: pa.RecordBatch,
+    scores: pa.Table,
+    selector: Selector,
+    plan: dict[str, Any],
+    settings: SelectSettings,
+    tally: _Tally,
+) -> pa.Table:
+    groups = group_keys(batch, settings.group_by)
+    reasons = scores.column("reject_reason").to_pylist()
+    valid = np.array([r is None for r in reasons], dtype=bool)
+    arrays = {c: scores.column(c).to_numpy(zero_copy_only=False) for c in ("ppl", "bpb")}
+    arrays["id_hash"] = scores.column("id_hash").to_numpy()
+    decision = selector.decide(arrays, groups, plan, settings.seed)
+    keep = decision.keep & valid
+    tally_groups = (
+        groups if settings.tally_by == settings.group_by else group_keys(batch, settings.tally_by)
+    )
+    tally.add(tally_groups, valid, keep, reasons, decision.drop_reason, scores)
+    table = pa.Table.from_batches([batch])
+    if settings.with_scores:
+        for c in SCORE_OUTPUT_COLUMNS:
+            table = table.append_column(SCORE_OUTPUT_PREFIX + c, scores.column(c))
+    return table.filter(pa.array(keep))
+
+
+class _Tally:
+    """Counts of read / kept / dropped / rejected rows, overall and per group."""
+
+    def __init__(self) -> None:
+        self.read = 0
+        self.kept = 0
+        self.dropped: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+        self.groups: dict[str, Counter[str]] = defaultdict(Counter)
+
+    def add(self, groups, valid, keep, reasons, drop_reason, scores: pa.Table) -> None:
+        n_tokens = scores.column("n_tokens").to_numpy()
+        n_bytes = scores.column("n_bytes").to_numpy()
+        self.read += len(keep)
+        self.kept += int(keep.sum())
+        n_dropped = int((valid & ~keep).sum())
+        if n_dropped:
+            self.dropped[drop_reason] += n_dropped
+        self.rejected.update(r for r in reasons if r is not None)
+        for g in np.unique(groups) if len(groups) else []:
+            rows = groups == g
+            counter = self.groups[str(g)]
+            counter["read"] += int(rows.sum())
+            counter["read_bytes"] += int(n_bytes[rows].sum())
+            counter["read_tokens"] += int(n_tokens[rows & valid].sum())
+            counter["kept"] += int((rows & keep).sum())
+            counter["kept_bytes"] += int(n_bytes[rows & keep].sum())
+            counter["kept_tokens"] += int(n_tokens[rows & keep].sum())
+            counter["rejected"] += int((rows & ~valid).sum())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "read": self.read,
+            "kept": self.kept,
+            "dropped": dict(sorted(self.dropped.items())),
+            "rejected": dict(sorted(self.rejected.items())),
+            "groups": {g: dict(sorted(c.items())) for g, c in sorted(self.groups.items())},
+        }

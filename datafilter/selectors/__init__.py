@@ -1,0 +1,23 @@
+"""Selectors: one file per selector; this registry maps names to classes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datafilter.registry import Registry, parse_options
+from datafilter.selectors.base import Decision, Selector, SelectorOptions
+
+SELECTORS: Registry[Selector] = Registry(
+    "selector",
+    "datafilter.selectors",
+    {"perplexity_band": "datafilter.selectors.perplexity_band:PerplexityBand"},
+)
+
+
+def make_selector(name: str, options: dict[str, Any] | None = None) -> Selector:
+    """Build a selector from its registered name and raw options (validated)."""
+    cls = SELECTORS.get(name)
+    return cls(parse_options(cls.Options, options or {}, f"selector {name!r}"))
+
+
+__all__ = ["SELECTORS", "Decision", "Selector", "SelectorOptions", "make_selector"]

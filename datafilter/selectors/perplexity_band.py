@@ -1,0 +1,94 @@
+"""Perplexity pruning (Ankner et al. 2024; Marion et al. 2023): keep a band of the ranking.
+
+Documents are ordered by (metric, id_hash); ties in the metric are broken by the hash of the
+document id, so the kept count is exactly ``round(keep * n)`` per group and reruns agree.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from datafilter.selectors.base import Decision, Selector, SelectorOptions
+from datafilter.thresholds import ScoreStats
+
+
+class PerplexityBandOptions(SelectorOptions):
+    criterion: Literal["low", "medium", "high"] = "medium"
+    keep: float = Field(0.5, ge=0.0, le=1.0, description="fraction of documents kept per group")
+    metric: Literal["ppl", "bpb"] = "ppl"
+
+
+def band_ranks(n: int, keep: float, criterion: str) -> tuple[int, int]:
+    """The half-open rank range [start, stop) kept out of ``n`` ascending-ordered documents."""
+    k = min(n, math.floor(keep * n + 0.5))
+    if criterion == "low":
+        return 0, k
+    if criterion == "high":
+        return n - k, n
+    start = (n - k) // 2
+    return start, start + k
+
+
+class PerplexityBand(Selector):
+    name = "perplexity_band"
+    Options = PerplexityBandOptions
+    options: PerplexityBandOptions
+
+    def plan(self, stats: ScoreStats) -> dict[str, Any]:
+        opts = self.options
+        counts = stats.counts()
+        bands = {g: band_ranks(n, opts.keep, opts.criterion) for g, n in counts.items()}
+        wanted = {}
+        for g, (start, stop) in bands.items():
+            ranks = []
+            if stop > start and start > 0:
+                ranks.append(start)
+            if stop > start and stop < counts[g]:
+                ranks.append(stop - 1)
+            wanted[g] = ranks
+        keys = stats.keys_at_ranks(wanted, opts.metric)
+        groups = {}
+        for g, (start, stop) in bands.items():
+            lower = keys.get((g, start)) if start > 0 and stop > start else None
+            upper = keys.get((g, stop - 1)) if stop < counts[g] and stop > start else None
+            groups[g] = {
+                "n_docs": counts[g],
+                "kept": stop - start,
+                "rank_start": start,
+                "rank_stop": stop,
+                "lower": None if lower is None else {"value": lower[0], "id_hash": lower[1]},
+                "upper": None if upper is None else {"value": upper[0], "id_hash": upper[1]},
+            }
+        return {"metric": opts.metric, "groups": groups}
+
+    def decide(
+        self, scores: dict[str, np.ndarray], groups: np.ndarray, plan: dict[str, Any], seed: int
+    ) -> Decision:
+        values = scores[plan["metric"]]
+        hashes = scores["id_hash"]
+        keep = np.zeros(len(values), dtype=bool)
+        for group, params in plan["groups"].items():
+            rows = groups == group
+            if params["kept"] == 0 or not rows.any():
+                continue
+            in_band = rows.copy()
+            if params["lower"] is not None:
+                in_band &= _at_or_above(values, hashes, params["lower"])
+            if params["upper"] is not None:
+                in_band &= _at_or_below(values, hashes, params["upper"])
+            keep |= in_band
+        return Decision(keep=keep, drop_reason=f"perplexity_band:{self.options.criterion}")
+
+
+def _at_or_above(values: np.ndarray, hashes: np.ndarray, key: dict[str, Any]) -> np.ndarray:
+    v, h = key["value"], np.uint64(key["id_hash"])
+    return (values > v) | ((values == v) & (hashes >= h))
+
+
+def _at_or_below(values: np.ndarray, hashes: np.ndarray, key: dict[str, Any]) -> np.ndarray:
+    v, h = key["value"], np.uint64(key["id_hash"])
+    return (values < v) | ((values == v) & (hashes <= h))

@@ -1,0 +1,187 @@
+"""The only module that talks to DuckDB: quantiles and order statistics over score shards."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from datafilter.errors import ConfigError, InputError
+from datafilter.score_columns import METRICS
+
+ALL = "__all__"  # the one group when no group column is used
+NULL_GROUP = "__null__"  # documents whose group value is null
+PERCENTILES = [i / 100 for i in range(101)]
+
+
+@dataclass(frozen=True)
+class ScoreFiles:
+    """Score shards of one scorer and, row-aligned with each, the input shard it came from."""
+
+    score_files: list[str]
+    input_files: list[str]
+
+
+def _quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class ScoreStats:
+    """A DuckDB view ``scores(grp, metric columns, id_hash)`` over every valid scored row."""
+
+    def __init__(
+        self,
+        files: ScoreFiles,
+        group_by: str | None = None,
+        *,
+        memory_limit: str | None = None,
+        temp_directory: str | None = None,
+    ):
+        import duckdb
+
+        if not files.score_files:
+            raise InputError("no finished score shards to compute thresholds from")
+        self.group_by = group_by
+        self.con = duckdb.connect()
+        if memory_limit:
+            self.con.execute(f"SET memory_limit = '{_checked_size(memory_limit)}'")
+        if temp_directory:
+            self.con.execute("SET temp_directory = $dir", {"dir": temp_directory})
+        self._create_view(files)
+
+    def _create_view(self, files: ScoreFiles) -> None:
+        mapping = pa.table({"score_file": files.score_files, "input_file": files.input_files})
+        self.con.register("shard_map", mapping)
+        params = {"scores": files.score_files}
+        if self.group_by is None:
+            grp, join = f"'{ALL}'", ""
+        else:
+            self._check_group_column(files.input_files)
+            column = _quote_identifier(self.group_by)
+            grp = f"coalesce(CAST(i.{column} AS VARCHAR), '{NULL_GROUP}')"
+            join = (
+                "JOIN shard_map m ON s.filename = m.score_file "
+                f"LEFT JOIN (SELECT filename, file_row_number, {column} FROM "
+                "read_parquet($inputs, filename=true, file_row_number=true, union_by_name=true)) i"
+                " ON i.filename = m.input_file AND i.file_row_number = s.row"
+            )
+            params["inputs"] = files.input_files
+        self.con.execute(
+            f"CREATE TEMP TABLE scores AS SELECT {grp} AS grp, s.ppl, s.bpb, s.id_hash "
+            f"FROM read_parquet($scores, filename=true) s {join} "
+            "WHERE s.reject_reason IS NULL",
+            params,
+        )
+
+    def _check_group_column(self, input_files: list[str]) -> None:
+        import pyarrow.parquet as pq
+
+        for path in input_files:
+            if self.group_by not in pq.read_schema(path).names:
+                raise InputError(f"group column {self.group_by!r} not found", path=path)
+
+    def counts(self) -> dict[str, int]:
+        """Valid scored documents per group."""
+        rows = self.con.execute("SELECT grp, count(*) FROM scores GROUP BY grp ORDER BY grp")
+        return dict(rows.fetchall())
+
+    def quantiles(
+        self, qs: Sequence[float], metric: str = "ppl", approx: bool = False
+    ) -> dict[str, list[float]]:
+        """Per group, the quantiles ``qs`` of ``metric`` (exact by default)."""
+        col = _metric(metric)
+        fn = f"approx_quantile({col}, $qs::FLOAT[])" if approx else f"quantile_cont({col}, $qs)"
+        rows = self.con.execute(
+            f"SELECT grp, {fn} FROM scores GROUP BY grp ORDER BY grp", {"qs": list(qs)}
+        ).fetchall()
+        return {g: [float(v) for v in vals] for g, vals in rows}
+
+    def moments(self, metric: str = "ppl") -> dict[str, dict[str, float]]:
+        """Per group: count, mean, min and max of ``metric`` and mean of its log."""
+        col = _metric(metric)
+        rows = self.con.execute(
+            f"SELECT grp, count(*), avg({col}), min({col}), max({col}), avg(ln({col})) "
+            "FROM scores GROUP BY grp ORDER BY grp"
+        ).fetchall()
+        keys = ("n_docs", "mean", "min", "max", "mean_log")
+        return {r[0]: dict(zip(keys, r[1:], strict=True)) for r in rows}
+
+    def keys_at_ranks(
+        self, wanted: dict[str, list[int]], metric: str = "ppl"
+    ) -> dict[tuple[str, int], tuple[float, int]]:
+        """The (metric, id_hash) key at each 0-based rank of each group, ordered ascending."""
+        pairs = [(g, r) for g, ranks in wanted.items() for r in ranks]
+        if not pairs:
+            return {}
+        col = _metric(metric)
+        self.con.register(
+            "wanted", pa.table({"grp": [g for g, _ in pairs], "rnk": [r for _, r in pairs]})
+        )
+        rows = self.con.execute(
+            f"SELECT s.grp, s.rnk, s.v, s.h FROM (SELECT grp, {col} AS v, id_hash AS h, "
+            f"row_number() OVER (PARTITION BY grp ORDER BY {col}, id_hash) - 1 AS rnk "
+            "FROM scores WHERE grp IN (SELECT grp FROM wanted)) s "
+            "JOIN wanted w ON s.grp = w.grp AND s.rnk = w.rnk"
+        ).fetchall()
+        self.con.unregister("wanted")
+        return {(g, int(r)): (float(v), int(h)) for g, r, v, h in rows}
+
+
+def _metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    return metric
+
+
+def _checked_size(value: str) -> str:
+    import re
+
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value.strip()):
+        raise ConfigError(f"memory limit {value!r} is not a size such as '4GB'")
+    return value.strip()
+
+
+def threshold_table(
+    stats: ScoreStats, scorer_id: str, quantiles: Sequence[float], approx: bool
+) -> tuple[pa.Table, dict[str, Any]]:
+    """The long percentile table (group, metric, quantile, value) and a readable summary."""
+    counts = stats.counts()
+    columns: dict[str, list[Any]] = {k: [] for k in ("group", "metric", "quantile", "value")}
+    summary: dict[str, Any] = {
+        "scorer": scorer_id,
+        "group_by": stats.group_by,
+        "method": "approx" if approx else "exact",
+        "n_docs": sum(counts.values()),
+        "groups": {},
+    }
+    for metric in METRICS:
+        for group, values in stats.quantiles(quantiles, metric, approx).items():
+            for q, v in zip(quantiles, values, strict=True):
+                columns["group"].append(group)
+                columns["metric"].append(metric)
+                columns["quantile"].append(float(q))
+                columns["value"].append(v)
+            entry = summary["groups"].setdefault(group, {"n_docs": counts[group]})
+            entry[metric] = {
+                f"p{round(q * 100, 4):g}": round(v, 6)
+                for q, v in zip(quantiles, values, strict=True)
+                if round(q * 100, 4) in (0, 1, 5, 10, 25, 30, 50, 60, 75, 90, 95, 99, 100)
+                or q not in PERCENTILES
+            }
+    table = pa.table(
+        {
+            "scorer": pa.array([scorer_id] * len(columns["group"]), pa.string()),
+            "group_by": pa.array([stats.group_by] * len(columns["group"]), pa.string()),
+            **{k: pa.array(v) for k, v in columns.items()},
+            "n_docs": pa.array([counts[g] for g in columns["group"]], pa.int64()),
+        }
+    )
+    return table, summary
+
+
+def threshold_paths(path: Path) -> tuple[Path, Path]:
+    """The Parquet table and its JSON summary."""
+    return path, path.with_suffix(".json")
