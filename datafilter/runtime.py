@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import traceback
 from collections.abc import Callable, Iterator
@@ -101,9 +102,9 @@ def ensure_ray(address: str | None) -> Any:
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
         if address:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:
-            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     return ray
 
 
@@ -120,6 +121,8 @@ def _run_on_ray(
     ray = ensure_ray(options.address)
     from ray.data import DataContext
 
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = options.progress
     ctx.verbose_progress = False
@@ -133,10 +136,9 @@ def _run_on_ray(
         _ShardActor,
         fn_constructor_args=(factory,),
         batch_size=1,
-        concurrency=actors,
+        compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=num_cpus,
         num_gpus=num_gpus,
-        max_task_retries=3,
     )
     for row in ds.iter_rows():
         yield _to_outcome(tasks[int(row["index"])], json.loads(row["outcome"]))
