@@ -130,16 +130,15 @@ def _score_worker(name: str, options: dict[str, Any], settings: ScoreSettings):
 def _drive(jobs, factory, runtime, num_cpus, num_gpus, log: Log, stage: str) -> dict[str, str]:
     """Run the jobs, log each finished shard, and return the failed ones with their errors."""
     failures: dict[str, str] = {}
-    done = 0
-    for outcome in run_tasks(
+    outcomes = run_tasks(
         jobs,
         factory,
         runtime or RuntimeOptions(),
         num_cpus=num_cpus,
         num_gpus=num_gpus,
         label=stage,
-    ):
-        done += 1
+    )
+    for done, outcome in enumerate(outcomes, start=1):
         rel = outcome.task.shard_rel
         if outcome.error is not None:
             failures[rel] = outcome.error

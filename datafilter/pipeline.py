@@ -80,4 +80,5 @@ def run(config: str | Path | RunConfig, *, progress: bool = True, log: api.Log =
         log=log,
     )
     results["select"] = manifest["totals"]
+    results["groups_read_kept"] = {g: [c["read"], c["kept"]] for g, c in manifest["groups"].items()}
     return results
