@@ -50,12 +50,13 @@ class ScoreStats:
             self.con.execute(f"SET memory_limit = '{_checked_size(memory_limit)}'")
         if temp_directory:
             self.con.execute("SET temp_directory = $dir", {"dir": temp_directory})
-        self._create_view(files)
+        self._source, self._params = self._source_query(files)
 
-    def _create_view(self, files: ScoreFiles) -> None:
+    def _source_query(self, files: ScoreFiles) -> tuple[str, dict[str, Any]]:
+        """The subquery over all valid scored rows; re-read per query so memory stays bounded."""
         mapping = pa.table({"score_file": files.score_files, "input_file": files.input_files})
         self.con.register("shard_map", mapping)
-        params = {"scores": files.score_files}
+        params: dict[str, Any] = {"scores": files.score_files}
         if self.group_by is None:
             grp, join = f"'{ALL}'", ""
         else:
@@ -69,12 +70,18 @@ class ScoreStats:
                 " ON i.filename = m.input_file AND i.file_row_number = s.row"
             )
             params["inputs"] = files.input_files
-        self.con.execute(
-            f"CREATE TEMP TABLE scores AS SELECT {grp} AS grp, s.ppl, s.bpb, s.id_hash "
+        source = (
+            f"(SELECT {grp} AS grp, s.ppl, s.bpb, s.id_hash "
             f"FROM read_parquet($scores, filename=true) s {join} "
-            "WHERE s.reject_reason IS NULL",
-            params,
+            "WHERE s.reject_reason IS NULL) AS scores"
         )
+        return source, params
+
+    def _query(self, sql: str, extra: dict[str, Any] | None = None) -> list[tuple]:
+        """Run ``sql`` with ``{scores}`` replaced by the source subquery; values are bound."""
+        return self.con.execute(
+            sql.format(scores=self._source), {**self._params, **(extra or {})}
+        ).fetchall()
 
     def _check_group_column(self, input_files: list[str]) -> None:
         import pyarrow.parquet as pq
@@ -85,8 +92,7 @@ class ScoreStats:
 
     def counts(self) -> dict[str, int]:
         """Valid scored documents per group."""
-        rows = self.con.execute("SELECT grp, count(*) FROM scores GROUP BY grp ORDER BY grp")
-        return dict(rows.fetchall())
+        return dict(self._query("SELECT grp, count(*) FROM {scores} GROUP BY grp ORDER BY grp"))
 
     def quantiles(
         self, qs: Sequence[float], metric: str = "ppl", approx: bool = False
@@ -94,18 +100,18 @@ class ScoreStats:
         """Per group, the quantiles ``qs`` of ``metric`` (exact by default)."""
         col = _metric(metric)
         fn = f"approx_quantile({col}, $qs::FLOAT[])" if approx else f"quantile_cont({col}, $qs)"
-        rows = self.con.execute(
-            f"SELECT grp, {fn} FROM scores GROUP BY grp ORDER BY grp", {"qs": list(qs)}
-        ).fetchall()
+        rows = self._query(
+            f"SELECT grp, {fn} FROM {{scores}} GROUP BY grp ORDER BY grp", {"qs": list(qs)}
+        )
         return {g: [float(v) for v in vals] for g, vals in rows}
 
     def moments(self, metric: str = "ppl") -> dict[str, dict[str, float]]:
         """Per group: count, mean, min and max of ``metric`` and mean of its log."""
         col = _metric(metric)
-        rows = self.con.execute(
+        rows = self._query(
             f"SELECT grp, count(*), avg({col}), min({col}), max({col}), avg(ln({col})) "
-            "FROM scores GROUP BY grp ORDER BY grp"
-        ).fetchall()
+            "FROM {scores} GROUP BY grp ORDER BY grp"
+        )
         keys = ("n_docs", "mean", "min", "max", "mean_log")
         return {r[0]: dict(zip(keys, r[1:], strict=True)) for r in rows}
 
@@ -120,12 +126,12 @@ class ScoreStats:
         self.con.register(
             "wanted", pa.table({"grp": [g for g, _ in pairs], "rnk": [r for _, r in pairs]})
         )
-        rows = self.con.execute(
+        rows = self._query(
             f"SELECT s.grp, s.rnk, s.v, s.h FROM (SELECT grp, {col} AS v, id_hash AS h, "
             f"row_number() OVER (PARTITION BY grp ORDER BY {col}, id_hash) - 1 AS rnk "
-            "FROM scores WHERE grp IN (SELECT grp FROM wanted)) s "
+            "FROM {scores} WHERE grp IN (SELECT grp FROM wanted)) s "
             "JOIN wanted w ON s.grp = w.grp AND s.rnk = w.rnk"
-        ).fetchall()
+        )
         self.con.unregister("wanted")
         return {(g, int(r)): (float(v), int(h)) for g, r, v, h in rows}
 
