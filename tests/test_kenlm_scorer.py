@@ -1,0 +1,118 @@
+"""KenLM scorer and trainer against a direct kenlm + SentencePiece computation."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import kenlm
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import sentencepiece as spm
+
+from datafilter.errors import ConfigError, ModelError
+from datafilter.kenlm_model import load_recipe
+from datafilter.kenlm_train import train_kenlm
+from datafilter.normalize import normalize
+from datafilter.scorers import make_scorer
+
+DOCS = [
+    "The Bank of England raised interest rates by 0.25% on Thursday.\n\nShares fell 3%.",
+    "Le café est très bon à Paris — dit-il…",
+    "x",
+    "line with\ttab\nand a second line with 42 numbers",
+]
+
+
+def _direct(model_dir, text: str, one_line: bool) -> tuple[float, int]:
+    """The CCNet formula written out: log10 sums over lines, +1 token per line for </s>."""
+    model = kenlm.Model(str(model_dir / "model.bin"))
+    sp = spm.SentencePieceProcessor(model_file=str(model_dir / "tokenizer.model"))
+    units = [normalize(text)] if one_line else [normalize(line) for line in text.split("\n")]
+    log10 = 0.0
+    tokens = 0
+    for unit in filter(None, units):
+        pieces = sp.encode(unit, out_type=str)
+        log10 += model.score(" ".join(pieces), bos=True, eos=True)
+        tokens += len(pieces) + 1
+    return log10 * math.log(10), tokens
+
+
+@pytest.mark.parametrize("mode", ["per_line", "ccnet_compat"])
+def test_scores_equal_direct_computation(kenlm_model_dir, mode: str) -> None:
+    scorer = make_scorer("kenlm", {"model": str(kenlm_model_dir), "mode": mode})
+    scorer.setup()
+    got = scorer.score_batch(DOCS)
+    for i, doc in enumerate(DOCS):
+        logprob, tokens = _direct(kenlm_model_dir, doc, one_line=mode == "ccnet_compat")
+        assert got.n_tokens[i] == tokens
+        assert got.logprob_sum[i] == pytest.approx(logprob, rel=1e-12)
+
+
+def test_modes_differ_on_multi_line_documents(kenlm_model_dir) -> None:
+    scores = {}
+    for mode in ("per_line", "ccnet_compat"):
+        scorer = make_scorer("kenlm", {"model": str(kenlm_model_dir), "mode": mode})
+        scorer.setup()
+        scores[mode] = scorer.score_batch([DOCS[0]])
+    # ccnet_compat glues the lines together ("…3%.shares…"): one </s>, other pieces.
+    assert scores["per_line"].logprob_sum[0] != scores["ccnet_compat"].logprob_sum[0]
+
+
+def test_recipe_mismatch_is_refused(kenlm_model_dir) -> None:
+    scorer = make_scorer(
+        "kenlm", {"model": str(kenlm_model_dir), "normalization": {"lowercase": False}}
+    )
+    with pytest.raises(ModelError, match="lowercase: False != True"):
+        scorer.validate()
+
+
+def test_missing_or_incomplete_model_folder(tmp_path) -> None:
+    with pytest.raises(ModelError, match="does not exist"):
+        make_scorer("kenlm", {"model": str(tmp_path / "nope")}).validate()
+    (tmp_path / "half").mkdir()
+    with pytest.raises(ModelError, match="no recipe.json"):
+        make_scorer("kenlm", {"model": str(tmp_path / "half")}).validate()
+    with pytest.raises(ConfigError, match="mode"):
+        make_scorer("kenlm", {"model": "x", "mode": "sentence"})
+
+
+def test_recipe_records_training(kenlm_model_dir) -> None:
+    recipe = load_recipe(kenlm_model_dir)
+    assert recipe.order == 3
+    assert recipe.normalization.lowercase and recipe.normalization.digits_to_zero
+    assert recipe.training["documents"] > 1000 and recipe.training["lines"] > 1000
+    assert 0 < recipe.vocab_size <= 2000
+    arpa_free = {p.name for p in kenlm_model_dir.iterdir()}
+    assert arpa_free == {"model.bin", "tokenizer.model", "tokenizer.vocab", "recipe.json"}
+
+
+def test_retraining_reuses_a_complete_folder(kenlm_model_dir, tmp_path) -> None:
+    before = (kenlm_model_dir / "recipe.json").stat().st_mtime_ns
+    messages: list[str] = []
+    train_kenlm(["unused"], kenlm_model_dir, log=messages.append)
+    assert (kenlm_model_dir / "recipe.json").stat().st_mtime_ns == before
+    assert "reusing" in messages[0]
+    (tmp_path / "partial").mkdir()
+    with pytest.raises(ModelError, match="not a complete model folder"):
+        train_kenlm(["unused"], tmp_path / "partial")
+
+
+def test_model_prefers_held_out_news_to_degraded_text(kenlm_model_dir, demo_corpus) -> None:
+    pool = pq.read_table(demo_corpus.pool_dir).to_pandas()
+    scorer = make_scorer("kenlm", {"model": str(kenlm_model_dir)})
+    scorer.setup()
+
+    def median_ppl(frame) -> float:
+        scores = scorer.score_batch(frame["text"].tolist()[:100])
+        return float(np.median(np.exp(-scores.logprob_sum / scores.n_tokens)))
+
+    news = median_ppl(pool[pool.source == "bbc"])
+    for domain in ("shuffled", "noise", "tokens"):
+        assert median_ppl(pool[pool.domain == domain]) > 2 * news, domain
+
+
+def test_recipe_file_is_readable_json(kenlm_model_dir) -> None:
+    data = json.loads((kenlm_model_dir / "recipe.json").read_text())
+    assert data["format"] == "datafilter-kenlm"
