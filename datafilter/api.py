@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from datafilter.errors import ConfigError, DatafilterError
-from datafilter.io.atomic import dumps_json, write_json, write_table
+from datafilter.io.atomic import dumps_json, remove_temp_files, write_json, write_table
 from datafilter.io.layout import STATE_DIR, RunLayout
 from datafilter.io.lock import run_lock
 from datafilter.io.manifest import build_manifest
@@ -77,6 +77,7 @@ def score(
             )
         record.scorers[sid] = entry
         save_record(layout, record)
+        remove_temp_files(layout.root)
         jobs = []
         for shard in shards:
             job = ShardJob(
@@ -210,18 +211,19 @@ def thresholds(
         if not 0.0 <= q <= 1.0:
             raise ConfigError(f"quantile {q} is outside [0, 1]")
     qs = sorted(set(PERCENTILES) | {float(q) for q in quantiles})
-    stats = _score_stats(
-        layout,
-        record,
-        sid,
-        group_by,
-        memory_limit=memory_limit,
-        temp_directory=str(layout.root / STATE_DIR / "duckdb"),
-    )
-    table, summary = threshold_table(stats, sid, qs, approx)
-    path = layout.thresholds_path(sid, group_by)
-    write_table(path, table)
-    write_json(path.with_suffix(".json"), summary)
+    with run_lock(layout.lock_path):
+        stats = _score_stats(
+            layout,
+            record,
+            sid,
+            group_by,
+            memory_limit=memory_limit,
+            temp_directory=str(layout.root / STATE_DIR / "duckdb"),
+        )
+        table, summary = threshold_table(stats, sid, qs, approx)
+        path = layout.thresholds_path(sid, group_by)
+        write_table(path, table)
+        write_json(path.with_suffix(".json"), summary)
     log(f"thresholds: {summary['n_docs']} documents, {len(summary['groups'])} group(s) -> {path}")
     return summary
 
@@ -247,6 +249,7 @@ def select(
     sid = resolve_scorer_id(record, scorer_id)
     the_selector = make_selector(selector, options)
     with run_lock(out / STATE_DIR / "lock"):
+        remove_temp_files(out)
         stats = _score_stats(layout, record, sid, group_by)
         plan = the_selector.plan(stats)
         pairs = finished_score_shards(layout, record, sid)

@@ -28,6 +28,8 @@ class KenlmRecipe(BaseModel):
     binary_type: Literal["probing", "trie"] = "probing"
     tokenizer_file: str = "tokenizer.model"
     normalization: NormalizationRecipe
+    # sha256 of the model files: identifies the model, so retraining in place is noticed.
+    checksums: dict[str, str] = {}
     training: dict[str, Any] = {}
 
 

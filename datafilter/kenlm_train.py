@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -85,6 +86,7 @@ def train_kenlm(
             vocab_size=_vocab_size(work / "tokenizer.model"),
             binary_type=opts.binary_type,
             normalization=opts.normalization,
+            checksums={name: _sha256(work / name) for name in ("model.bin", "tokenizer.model")},
             training={
                 **summary,
                 "inputs": [str(i) for i in inputs],
@@ -154,6 +156,14 @@ def _encode(text: Path, sp_model: Path, out: Path, batch: int = 10_000) -> None:
                 chunk = []
         if chunk:
             dst.writelines(" ".join(p) + "\n" for p in sp.encode(chunk, out_type=str))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _vocab_size(sp_model: Path) -> int:

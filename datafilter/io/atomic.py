@@ -35,6 +35,16 @@ def atomic_path(path: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def remove_temp_files(folder: Path) -> int:
+    """Delete temporary files left under ``folder`` by a killed writer; call holding the lock."""
+    if not folder.exists():
+        return 0
+    stale = [p for p in folder.rglob(f".*{TMP_MARK}*") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def write_bytes(path: Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import numpy as np
 
 from datafilter.errors import MissingDependencyError, ModelError
+from datafilter.io.markers import file_fingerprint
 from datafilter.kenlm_model import KenlmRecipe, load_recipe
 from datafilter.normalize import NormalizationRecipe, normalize
 from datafilter.scorers.base import BatchScores, Scorer, ScorerOptions
@@ -49,6 +50,13 @@ class KenlmScorer(Scorer):
         info = super().describe()
         recipe = self._checked_recipe()
         info["model_recipe"] = recipe.model_dump(mode="json", exclude={"training"})
+        if not recipe.checksums:
+            # Folders without checksums: size and mtime of the files identify the model.
+            folder = Path(self.options.model).expanduser()
+            info["model_files"] = {
+                name: file_fingerprint(folder / name)
+                for name in (recipe.binary_file, recipe.tokenizer_file)
+            }
         return info
 
     def setup(self) -> None:
