@@ -98,7 +98,9 @@ def normalize(text: str, recipe: NormalizationRecipe = CCNET_RECIPE) -> str:
         text = text.translate(_PUNCT_TABLE)
     elif recipe.punctuation == "remove":
         text = text.translate(_PUNCT_REMOVE_TABLE)
-    if recipe.remove_non_printing:
+    if recipe.remove_non_printing and not text.isprintable():
+        # isprintable() is False for every category-C character (and a few separators), so
+        # this cheap test skips the slow regex for the usual line with nothing to remove.
         text = _non_printing_re().sub("", text)
     return text
 

@@ -1,0 +1,450 @@
+"""KenLM scoring throughput: a bare single-core loop against datafilter's score stage.
+
+Run from the repository root (see bench/README.md)::
+
+    python bench/kenlm_throughput.py                 # ~30 MB, 8 shards, Ray with 1 and 2 actors
+    python bench/kenlm_throughput.py --skip-ray      # bare loop and the local executor only
+
+All figures and ratios come from the same run. MB means 10^6 bytes of UTF-8 document text
+(the original documents, before normalisation). The bench fails (exit 1) if any pipeline's
+per-document ``logprob_sum`` differs from the bare loop's by more than 1e-9 relative.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+try:
+    from bench._data import BenchData, prepare
+except ImportError:  # run as a script: bench/ is on sys.path
+    from _data import BenchData, prepare
+
+LN10 = math.log(10.0)
+REL_TOL = 1e-9
+SCORER_ID = "kenlm"
+RAY_NICENESS_ENV = "RAY_worker_niceness"  # Ray config override; the name is case-sensitive
+
+
+@dataclass
+class Result:
+    """One measured configuration."""
+
+    name: str
+    cores: int
+    startup_s: float | None  # what the "excl." figures leave out
+    wall_s: float  # excluding start-up
+    n_bytes: int
+    shard_seconds: list[float] = field(default_factory=list)  # inside score_shard, per shard
+    first_start_s: float | None = None  # from the call until the first shard began
+    busy_cores: float | None = None  # machine-wide, all processes, during wall_s
+    driver_cpu_s: float | None = None  # CPU of this process (all threads) during wall_s
+    run_dir: Path | None = None
+
+    @property
+    def mbps(self) -> float:
+        return self.n_bytes / 1e6 / self.wall_s
+
+    @property
+    def wall_incl_s(self) -> float:
+        return self.wall_s + (self.startup_s or 0.0)
+
+    @property
+    def mbps_incl(self) -> float:
+        return self.n_bytes / 1e6 / self.wall_incl_s
+
+    @property
+    def shard_mbps_per_core(self) -> float | None:
+        total = sum(self.shard_seconds)
+        return self.n_bytes / 1e6 / total if total else None
+
+    @property
+    def overhead_s(self) -> float | None:
+        """Wall time not spent inside score_shard (actor start-up, model load, Ray, tail)."""
+        if not self.shard_seconds:
+            return None
+        return self.wall_s - sum(self.shard_seconds) / self.cores
+
+
+class CpuMeter:
+    """Machine-wide busy and stolen cores (from /proc/stat) between start() and stop()."""
+
+    @staticmethod
+    def _read() -> tuple[int, int, int] | None:
+        try:
+            fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return None
+        fields = (fields + [0] * 8)[:8]  # user nice system idle iowait irq softirq steal
+        total = sum(fields)
+        return total - fields[3] - fields[4] - fields[7], fields[7], total
+
+    def start(self) -> CpuMeter:
+        self._t0 = self._read()
+        return self
+
+    def stop_all(self) -> tuple[float, float] | None:
+        """(busy cores, stolen cores) on average since start()."""
+        t1 = self._read()
+        if self._t0 is None or t1 is None or t1[2] == self._t0[2]:
+            return None
+        busy, steal, total = (x1 - x0 for x1, x0 in zip(t1, self._t0, strict=True))
+        ncpu = os.cpu_count() or 1
+        return busy / total * ncpu, steal / total * ncpu
+
+    def stop(self) -> float | None:
+        both = self.stop_all()
+        return None if both is None else both[0]
+
+
+# ----------------------------------------------------------------------------- bare loop
+
+
+def bare_loop(data: BenchData, batch_rows: int) -> tuple[Result, dict[str, np.ndarray]]:
+    """One process, one core: pyarrow → split lines → normalize → SentencePiece → KenLM."""
+    import kenlm
+    import sentencepiece
+
+    from datafilter.normalize import NormalizationRecipe, normalize
+
+    t0 = time.perf_counter()
+    recipe_json = json.loads((data.model_dir / "recipe.json").read_text())
+    recipe = NormalizationRecipe(**recipe_json["normalization"])
+    model = kenlm.Model(str(data.model_dir / recipe_json["binary_file"]))
+    sp = sentencepiece.SentencePieceProcessor(
+        model_file=str(data.model_dir / recipe_json["tokenizer_file"])
+    )
+    normalize("caf\u00e9 \u00ab1\u00bb", recipe)  # builds the non-ASCII regex once
+    setup_s = time.perf_counter() - t0
+
+    score = model.score
+    results: dict[str, np.ndarray] = {}
+    meter = CpuMeter().start()
+    cpu0 = time.process_time()
+    t0 = time.perf_counter()
+    for path in data.shard_paths:
+        sums: list[float] = []
+        pf = pq.ParquetFile(path)
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=["text"]):
+            lines: list[str] = []
+            bounds = [0]
+            for text in batch.column(0).to_pylist():
+                for line in text.split("\n"):
+                    line = normalize(line, recipe)
+                    if line:
+                        lines.append(line)
+                bounds.append(len(lines))
+            logs = [score(" ".join(p), bos=True, eos=True) for p in sp.encode(lines, out_type=str)]
+            for a, b in zip(bounds, bounds[1:], strict=False):
+                sums.append(sum(logs[a:b]) * LN10)
+        results[path.name] = np.asarray(sums, dtype=np.float64)
+    wall = time.perf_counter() - t0
+    result = Result("bare loop", 1, setup_s, wall, data.n_bytes, busy_cores=meter.stop())
+    result.driver_cpu_s = time.process_time() - cpu0
+    return result, results
+
+
+# ----------------------------------------------------------------------------- pipelines
+
+
+def run_pipeline(name: str, data: BenchData, out: Path, runtime, cores: int) -> Result:
+    """``datafilter.api.score`` into a fresh run folder; time it and read the shard markers."""
+    from datafilter import api
+    from datafilter.io.layout import RunLayout
+    from datafilter.io.markers import read_marker
+
+    run_dir = out / "runs" / name.replace(" ", "-").replace(",", "")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    meter = CpuMeter().start()
+    cpu0 = time.process_time()
+    t0, t0_epoch = time.perf_counter(), time.time()
+    summary = api.score(
+        data.pool_dir,
+        run_dir,
+        scorer="kenlm",
+        options={"model": str(data.model_dir)},
+        scorer_id=SCORER_ID,
+        id_column="id",
+        runtime=runtime,
+        log=lambda message: None,
+    )
+    wall = time.perf_counter() - t0
+    driver_cpu = time.process_time() - cpu0
+    busy = meter.stop()
+    if summary["failed_shards"] or summary["scored"] != data.n_docs:
+        raise SystemExit(f"FAIL {name}: the pipeline did not score every document: {summary}")
+    layout = RunLayout.at(run_dir)
+    # Each completion record is written as its shard ends, in the worker: its mtime minus the
+    # shard's own seconds is when that shard began (same clock as time.time() here).
+    seconds, starts = [], []
+    for p in data.shard_paths:
+        marker = layout.marker_path("score", SCORER_ID, p.name)
+        sec = read_marker(marker)["stats"]["seconds"]
+        seconds.append(sec)
+        starts.append(marker.stat().st_mtime - t0_epoch - sec)
+    return Result(
+        name,
+        cores,
+        None,
+        wall,
+        data.n_bytes,
+        seconds,
+        first_start_s=max(0.0, min(starts)),
+        busy_cores=busy,
+        driver_cpu_s=driver_cpu,
+        run_dir=run_dir,
+    )
+
+
+def check_scores(name: str, data: BenchData, run_dir: Path, bare: dict[str, np.ndarray]) -> int:
+    """Every document's logprob_sum against the bare loop; exit loudly on any mismatch."""
+    checked = 0
+    for path in data.shard_paths:
+        scores = pq.read_table(
+            run_dir / "scores" / SCORER_ID / path.name, columns=["doc_id", "logprob_sum"]
+        )
+        ids = pq.read_table(path, columns=["id"]).column("id").to_pylist()
+        if scores.column("doc_id").to_pylist() != ids:
+            raise SystemExit(f"FAIL {name}: {path.name}: score rows are not aligned with input ids")
+        got = scores.column("logprob_sum").to_numpy()
+        want = bare[path.name]
+        if got.shape != want.shape:
+            raise SystemExit(f"FAIL {name}: {path.name}: {got.shape} scores, bare {want.shape}")
+        both_nan = np.isnan(got) & np.isnan(want)
+        rel = np.abs(got - want) / np.maximum(np.abs(want), 1e-300)
+        bad = ~both_nan & ~(rel <= REL_TOL)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise SystemExit(
+                f"FAIL {name}: {int(bad.sum())} documents in {path.name} differ from the bare "
+                f"loop by more than {REL_TOL:g} relative; first: {ids[i]} "
+                f"pipeline={float(got[i])!r} bare={float(want[i])!r}"
+            )
+        checked += len(got)
+    return checked
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def _versions() -> str:
+    names = ["datafilter", "ray", "pyarrow", "kenlm", "sentencepiece", "numpy"]
+    parts = [f"python {platform.python_version()}"]
+    for dist in names:
+        try:
+            parts.append(f"{dist} {importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            parts.append(f"{dist} ?")
+    return ", ".join(parts)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(results: list[Result], bare: Result) -> None:
+    head = (
+        f"{'run':<16}{'cores':>6}{'start-up s':>11}{'wall s':>8}{'excl. s':>8}{'MB/s':>7}"
+        f"{'MB/s/core':>10}{'in-shard':>9}{'1st shard':>10}{'overhead':>9}{'drv cpu':>8}{'busy':>6}"
+        f"{'x bare':>7}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        print(
+            f"{r.name:<16}{r.cores:>6}{_fmt(r.startup_s):>11}{r.wall_incl_s:>8.2f}"
+            f"{r.wall_s:>8.2f}{r.mbps:>7.2f}{r.mbps / r.cores:>10.2f}"
+            f"{_fmt(r.shard_mbps_per_core):>9}{_fmt(r.first_start_s):>10}"
+            f"{_fmt(r.overhead_s):>9}{_fmt(r.driver_cpu_s):>8}{_fmt(r.busy_cores, '.1f'):>6}"
+            f"{r.mbps / bare.mbps:>7.2f}"
+        )
+
+
+def _ratio(label: str, num: Result | None, den: Result, per_core: bool = False) -> None:
+    if num is None:
+        print(f"  {label:<50} n/a (not run)")
+        return
+    extra = f"   (per core {num.mbps / num.cores / den.mbps:.2f})" if per_core else ""
+    print(f"  {label:<50} {num.mbps / den.mbps:5.2f}{extra}")
+
+
+LEGEND = """\
+start-up s: bare = model load; ray = ray.init alone (done once, before the first Ray run).
+wall s    : including start-up; excl. s: without it. MB/s, MB/s/core and x bare use excl. s.
+in-shard  : MB/s per core inside score_shard (per-shard seconds from the completion records).
+1st shard : s from the score() call until the first shard began (Ray: actor start-up).
+overhead  : excl. s - sum(shard seconds)/cores: time not spent in score_shard.
+drv cpu   : CPU s of the driver process (all threads) during excl. s; for Ray, the
+            driver only waits for results, so this is Ray's cost on the driver.
+busy      : machine-wide busy cores during excl. s, all processes (bare loop alone ~ 1.0;
+            more means something else was running too)."""
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mb", type=float, default=30.0, help="MB of text in the pool (30)")
+    parser.add_argument("--shards", type=int, default=8, help="Parquet shards (8)")
+    parser.add_argument("--actors", type=int, nargs="+", default=[1, 2], help="Ray actors (1 2)")
+    parser.add_argument("--out", type=Path, default=Path("bench/out"), help="work folder")
+    parser.add_argument("--skip-ray", action="store_true", help="no Ray pipeline runs")
+    parser.add_argument("--order", type=int, default=5, help="KenLM n-gram order (5)")
+    parser.add_argument("--vocab-size", type=int, default=8000, help="SentencePiece vocab (8000)")
+    parser.add_argument("--batch-rows", type=int, default=512, help="rows per batch (512)")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per row; keep the fastest (2)")
+    parser.add_argument(
+        "--ray-worker-niceness",
+        type=int,
+        default=None,
+        help="set RAY_worker_niceness for the local Ray (Ray's default is 15)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _ray_name(actors: int) -> str:
+    return f"ray, {actors} actor{'s' if actors > 1 else ''}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    out = args.out.resolve()
+    say: Callable[[str], None] = lambda m: print(f"# {m}", file=sys.stderr, flush=True)  # noqa: E731
+
+    from datafilter.runtime import RuntimeOptions
+
+    started = time.perf_counter()
+    data = prepare(
+        out,
+        mb=args.mb,
+        shards=args.shards,
+        order=args.order,
+        vocab_size=args.vocab_size,
+        seed=args.seed,
+        log=say,
+    )
+    load_before = os.getloadavg()
+    whole = CpuMeter().start()
+    checked: dict[str, list[int]] = {}
+    runs: dict[str, list[Result]] = {}
+
+    def keep(res: Result) -> None:
+        runs.setdefault(res.name, []).append(res)
+
+    def pipeline(name: str, runtime: RuntimeOptions, cores: int) -> Result:
+        res = run_pipeline(name, data, out, runtime, cores)
+        checked.setdefault(name, []).append(check_scores(name, data, res.run_dir, bare_scores))
+        return res
+
+    # Rounds alternate the configurations so that a slow spell of the machine does not fall on
+    # one of them only; each row keeps its fastest run. Ray runs come last (its daemons stay).
+    bare_scores: dict[str, np.ndarray] = {}
+    for r in range(args.repeat):
+        say(f"round {r + 1}/{args.repeat}: bare loop ...")
+        res, bare_scores = bare_loop(data, args.batch_rows)
+        keep(res)
+        say(f"round {r + 1}/{args.repeat}: local executor ...")
+        keep(pipeline("local executor", RuntimeOptions(executor="local"), 1))
+
+    ray_init_s = ray_cpus = None
+    if not args.skip_ray:
+        from datafilter.runtime import ensure_ray
+
+        if args.ray_worker_niceness is not None:
+            os.environ[RAY_NICENESS_ENV] = str(args.ray_worker_niceness)
+        say("ray.init ...")
+        t0 = time.perf_counter()
+        ray = ensure_ray(None)
+        ray_init_s = time.perf_counter() - t0
+        ray_cpus = ray.cluster_resources().get("CPU")
+        for r in range(args.repeat):
+            for n in args.actors:
+                name = _ray_name(n)
+                say(f"round {r + 1}/{args.repeat}: {name} ...")
+                opts = RuntimeOptions(executor="ray", num_actors=n, progress=False)
+                res = pipeline(name, opts, min(n, len(data.shard_paths)))
+                res.startup_s = ray_init_s
+                keep(res)
+        ray.shutdown()
+    usage = whole.stop_all()
+
+    best = {name: min(rs, key=lambda x: x.wall_s) for name, rs in runs.items()}
+    results = list(best.values())
+    bare, local = best["bare loop"], best["local executor"]
+    ray_runs = {n: best[_ray_name(n)] for n in args.actors if _ray_name(n) in best}
+
+    load_after = os.getloadavg()
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    niceness = os.environ.get(RAY_NICENESS_ENV, "Ray default (15)")
+    print()
+    print("KenLM scoring throughput (datafilter bench/kenlm_throughput.py)")
+    print(
+        f"machine : {_cpu_model()}; nproc {affinity} (os.cpu_count {os.cpu_count()})"
+        + (f"; Ray CPUs {ray_cpus:g}; Ray worker niceness {niceness}" if ray_cpus else "")
+    )
+    print(
+        f"load avg: {load_before[0]:.2f} before, {load_after[0]:.2f} after (1 min)"
+        + (f"; cpu steal {usage[1]:.2f} cores on average" if usage else "")
+    )
+    print(f"versions: {_versions()}")
+    print(
+        f"data    : {data.n_docs} docs ({data.source_docs} demo-pool docs x {data.copies:g}), "
+        f"{data.n_bytes / 1e6:.2f} MB text, {len(data.shard_paths)} shards; "
+        f"{args.order}-gram, vocab {args.vocab_size}; batch_rows {args.batch_rows}; "
+        f"best of {args.repeat}"
+    )
+    print()
+    print_table(results, bare)
+    if args.repeat > 1:
+        print("all runs, MB/s excl. start-up (the table shows the fastest):")
+        for name, rs in runs.items():
+            print(f"  {name:<16}" + "  ".join(f"{x.mbps:.2f}" for x in rs))
+    print()
+    print(LEGEND)
+    print()
+    print("ratios (MB/s, excluding start-up):")
+    _ratio("pipeline ray 1 actor / bare loop", ray_runs.get(1), bare)
+    _ratio("pipeline ray 2 actors / bare loop (total)", ray_runs.get(2), bare, per_core=True)
+    _ratio("pipeline local executor / bare loop", local, bare)
+    _ratio("pipeline ray 1 actor / local executor", ray_runs.get(1), local)
+    if 1 in ray_runs:
+        r1 = ray_runs[1]
+        label = "pipeline ray 1 actor incl. ray.init / bare loop"
+        print(f"  {label:<50} {r1.mbps_incl / bare.mbps:5.2f}")
+    print()
+    for name, counts in checked.items():
+        print(
+            f"correctness: {name}: all {counts[0]} docs' logprob_sum == bare loop "
+            f"(rel {REL_TOL:g}), {len(counts)} run(s): OK"
+        )
+    print(f"total bench time {time.perf_counter() - started:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
