@@ -137,7 +137,6 @@ def _drive(jobs, factory, runtime, num_cpus, num_gpus, log: Log, stage: str) -> 
         runtime or RuntimeOptions(),
         num_cpus=num_cpus,
         num_gpus=num_gpus,
-        label=stage,
     )
     for done, outcome in enumerate(outcomes, start=1):
         rel = outcome.task.shard_rel
@@ -185,8 +184,8 @@ def _score_summary(layout: RunLayout, sid: str, shards, failures: dict[str, str]
     }
 
 
-def _score_stats(layout: RunLayout, record: RunRecord, sid: str, group_by: str | None, **kw):
-    pairs = finished_score_shards(layout, record, sid)
+def _score_stats(pairs: list, group_by: str | None, **kw) -> ScoreStats:
+    """DuckDB statistics over the score shards of ``pairs`` (input shard, score path)."""
     files = ScoreFiles(
         score_files=[str(p) for _, p in pairs], input_files=[str(s.path) for s, _ in pairs]
     )
@@ -213,9 +212,7 @@ def thresholds(
     qs = sorted(set(PERCENTILES) | {float(q) for q in quantiles})
     with run_lock(layout.lock_path):
         stats = _score_stats(
-            layout,
-            record,
-            sid,
+            finished_score_shards(layout, record, sid),
             group_by,
             memory_limit=memory_limit,
             temp_directory=str(layout.root / STATE_DIR / "duckdb"),
@@ -250,9 +247,8 @@ def select(
     the_selector = make_selector(selector, options)
     with run_lock(out / STATE_DIR / "lock"):
         remove_temp_files(out)
-        stats = _score_stats(layout, record, sid, group_by)
-        plan = the_selector.plan(stats)
         pairs = finished_score_shards(layout, record, sid)
+        plan = the_selector.plan(_score_stats(pairs, group_by))
         context = {
             "input": record.input,
             "run": str(layout.root),

@@ -72,7 +72,6 @@ def run_tasks(
     *,
     num_cpus: float = 1.0,
     num_gpus: float = 0.0,
-    label: str = "shards",
 ) -> Iterator[TaskOutcome]:
     """Run ``factory()(task)`` for every task, yielding outcomes as they complete."""
     if not tasks:
@@ -82,7 +81,7 @@ def run_tasks(
         for task in tasks:
             yield _to_outcome(task, _guarded(fn, task))
         return
-    yield from _run_on_ray(tasks, factory, options, num_cpus, num_gpus, label)
+    yield from _run_on_ray(tasks, factory, options, num_cpus, num_gpus)
 
 
 def _to_outcome(task: Any, raw: dict[str, Any]) -> TaskOutcome:
@@ -114,7 +113,6 @@ def _run_on_ray(
     options: RuntimeOptions,
     num_cpus: float,
     num_gpus: float,
-    label: str,
 ) -> Iterator[TaskOutcome]:
     import pickle
 

@@ -39,30 +39,35 @@ class PerplexityBand(Selector):
     options: PerplexityBandOptions
 
     def plan(self, stats: ScoreStats) -> dict[str, Any]:
+        """Per group: the kept rank range and the (value, id_hash) keys at its two ends."""
         opts = self.options
         counts = stats.counts()
         bands = {g: band_ranks(n, opts.keep, opts.criterion) for g, n in counts.items()}
-        wanted = {}
-        for g, (start, stop) in bands.items():
-            ranks = []
-            if stop > start and start > 0:
-                ranks.append(start)
-            if stop > start and stop < counts[g]:
-                ranks.append(stop - 1)
-            wanted[g] = ranks
+        # A bound is needed only where the band stops short of that end of the ranking.
+        bounds = {
+            g: (start if 0 < start < stop else None, stop - 1 if start < stop < counts[g] else None)
+            for g, (start, stop) in bands.items()
+        }
+        wanted = {g: [r for r in pair if r is not None] for g, pair in bounds.items()}
         keys = stats.keys_at_ranks(wanted, opts.metric)
-        groups = {}
-        for g, (start, stop) in bands.items():
-            lower = keys.get((g, start)) if start > 0 and stop > start else None
-            upper = keys.get((g, stop - 1)) if stop < counts[g] and stop > start else None
-            groups[g] = {
+
+        def key(group: str, rank: int | None) -> dict[str, Any] | None:
+            if rank is None:
+                return None
+            value, id_hash = keys[(group, rank)]
+            return {"value": value, "id_hash": id_hash}
+
+        groups = {
+            g: {
                 "n_docs": counts[g],
                 "kept": stop - start,
                 "rank_start": start,
                 "rank_stop": stop,
-                "lower": None if lower is None else {"value": lower[0], "id_hash": lower[1]},
-                "upper": None if upper is None else {"value": upper[0], "id_hash": upper[1]},
+                "lower": key(g, bounds[g][0]),
+                "upper": key(g, bounds[g][1]),
             }
+            for g, (start, stop) in bands.items()
+        }
         return {"metric": opts.metric, "groups": groups}
 
     def decide(
