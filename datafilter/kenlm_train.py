@@ -129,18 +129,22 @@ def _write_normalized(
 def _train_sentencepiece(text: Path, prefix: Path, opts: KenlmTrainingOptions, lines: int) -> None:
     import sentencepiece as spm
 
-    spm.SentencePieceTrainer.train(
-        input=str(text),
-        model_prefix=str(prefix),
-        vocab_size=opts.vocab_size,
-        model_type="unigram",
-        character_coverage=0.9999,
-        input_sentence_size=min(lines, opts.max_sentences),
-        shuffle_input_sentence=True,
-        hard_vocab_limit=False,
-        num_threads=os.cpu_count() or 1,
-        minloglevel=2,
-    )
+    try:
+        spm.SentencePieceTrainer.train(
+            input=str(text),
+            model_prefix=str(prefix),
+            vocab_size=opts.vocab_size,
+            model_type="unigram",
+            character_coverage=0.9999,
+            # 0 means every line; a sample only when there are more lines than the cap.
+            input_sentence_size=0 if lines <= opts.max_sentences else opts.max_sentences,
+            shuffle_input_sentence=True,
+            hard_vocab_limit=False,
+            num_threads=os.cpu_count() or 1,
+            minloglevel=2,
+        )
+    except RuntimeError as exc:
+        raise DatafilterError(f"SentencePiece training failed on {lines} lines: {exc}") from None
 
 
 def _encode(text: Path, sp_model: Path, out: Path, batch: int = 10_000) -> None:

@@ -116,3 +116,15 @@ def test_model_prefers_held_out_news_to_degraded_text(kenlm_model_dir, demo_corp
 def test_recipe_file_is_readable_json(kenlm_model_dir) -> None:
     data = json.loads((kenlm_model_dir / "recipe.json").read_text())
     assert data["format"] == "datafilter-kenlm"
+
+
+def test_train_on_a_tiny_text_file(tmp_path) -> None:
+    text = tmp_path / "tiny.txt"
+    text.write_text("The cat sat on the mat.\nA dog ran in the park!\nÜnïcödé — 42…\n" * 7)
+    recipe = train_kenlm([text], tmp_path / "tiny-model", log=lambda _m: None)
+    assert recipe.training["lines"] == 21 and recipe.order == 5
+    scorer = make_scorer("kenlm", {"model": str(tmp_path / "tiny-model")})
+    scorer.setup()
+    scores = scorer.score_batch(["the cat sat on the mat.", "zebra quantum xylophone"])
+    ppl = np.exp(-scores.logprob_sum / scores.n_tokens)
+    assert ppl[0] < ppl[1] / 5  # the training sentence is far more likely
