@@ -290,6 +290,7 @@ def select(
         shard_stats = [read_marker(j.marker_path)["stats"] for j in all_jobs]
         manifest = build_manifest(shard_stats, context)
         write_json(out / "manifest.json", manifest)
+        write_json(layout.selection_record_path(out), {"output": str(out), "selector": selector})
     t = manifest["totals"]
     log(
         f"select: read {t['read']}, kept {t['kept']}, dropped {t['dropped']}, "

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from datafilter.errors import ConfigError, InputError
@@ -114,6 +115,26 @@ class ScoreStats:
         )
         keys = ("n_docs", "mean", "min", "max", "mean_log")
         return {r[0]: dict(zip(keys, r[1:], strict=True)) for r in rows}
+
+    def log_histogram(
+        self, metric: str = "ppl", bins: int = 100
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per group: ``bins + 1`` edges over ln(metric) from its min to its max, and counts."""
+        col = _metric(metric)
+        rows = self._query(
+            f"WITH v AS (SELECT grp, ln({col}) AS x FROM {{scores}} WHERE {col} > 0), "
+            "b AS (SELECT grp, min(x) AS lo, max(x) AS hi FROM v GROUP BY grp) "
+            "SELECT v.grp, b.lo, b.hi, CAST(least($bins - 1, CASE WHEN b.hi > b.lo THEN "
+            "floor((v.x - b.lo) / (b.hi - b.lo) * $bins) ELSE 0 END) AS INTEGER) AS bin, "
+            "count(*) FROM v JOIN b ON v.grp = b.grp GROUP BY ALL ORDER BY 1, 4",
+            {"bins": bins},
+        )
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for grp, lo, hi, b, n in rows:
+            if grp not in out:
+                out[grp] = (np.linspace(lo, hi, bins + 1), np.zeros(bins, dtype=np.int64))
+            out[grp][1][b] = n
+        return out
 
     def keys_at_ranks(
         self, wanted: dict[str, list[int]], metric: str = "ppl"

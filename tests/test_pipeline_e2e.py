@@ -129,3 +129,10 @@ def test_stage_commands_with_group_selection(demo_run, tmp_path) -> None:
 def test_list_shows_registered_plugins() -> None:
     listed = json.loads(_cli("list").stdout)
     assert "kenlm" in listed["scorers"] and "perplexity_band" in listed["selectors"]
+
+
+def test_run_folder_remembers_its_selections(demo_run) -> None:
+    from datafilter.io.layout import RunLayout
+
+    root, _, _, _ = demo_run
+    assert root / "out" in RunLayout.at(root / "run").selection_outputs()

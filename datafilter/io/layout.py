@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,20 @@ class RunLayout:
 
     def marker_path(self, stage: str, key: str, shard_rel: str) -> Path:
         return self.root / STATE_DIR / stage / key / f"{shard_rel}.done.json"
+
+    def selection_record_path(self, output: Path) -> Path:
+        """Where a selection made from this run notes its output folder (one file per output)."""
+        key = hashlib.sha256(str(output).encode()).hexdigest()[:16]
+        return self.root / STATE_DIR / "selections" / f"{key}.json"
+
+    def selection_outputs(self) -> list[Path]:
+        """Output folders of the selections made from this run, most recent first."""
+        records = sorted(
+            (self.root / STATE_DIR / "selections").glob("*.json"),
+            key=lambda p: p.stat().st_mtime_ns,
+            reverse=True,
+        )
+        return [Path(json.loads(p.read_text())["output"]) for p in records]
 
     @property
     def lock_path(self) -> Path:
