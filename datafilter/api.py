@@ -184,10 +184,15 @@ def _score_summary(layout: RunLayout, sid: str, shards, failures: dict[str, str]
     }
 
 
-def _score_stats(pairs: list, group_by: str | None, **kw) -> ScoreStats:
-    """DuckDB statistics over the score shards of ``pairs`` (input shard, score path)."""
+def _score_stats(
+    pairs: list, group_by: str | None, extra: dict[str, dict[str, Path]] | None = None, **kw
+) -> ScoreStats:
+    """DuckDB statistics over the score shards of ``pairs`` (input shard, score path), joined
+    with other scorers' shards of the same inputs (``extra``: scorer id -> shard rel -> path)."""
     files = ScoreFiles(
-        score_files=[str(p) for _, p in pairs], input_files=[str(s.path) for s, _ in pairs]
+        score_files=[str(p) for _, p in pairs],
+        input_files=[str(s.path) for s, _ in pairs],
+        extra={x: [str(paths[s.rel]) for s, _ in pairs] for x, paths in (extra or {}).items()},
     )
     return ScoreStats(files, group_by, **kw)
 
@@ -248,12 +253,18 @@ def select(
     with run_lock(out / STATE_DIR / "lock"):
         remove_temp_files(out)
         pairs = finished_score_shards(layout, record, sid)
-        plan = the_selector.plan(_score_stats(pairs, group_by))
+        extra = {
+            x: {s.rel: p for s, p in finished_score_shards(layout, record, x)}
+            for x in the_selector.extra_scorers()
+            if resolve_scorer_id(record, x)
+        }
+        plan = the_selector.plan(_score_stats(pairs, group_by, extra))
         context = {
             "input": record.input,
             "run": str(layout.root),
             "scorer_id": sid,
             "scorer": record.scorers[sid],
+            "extra_scorers": {x: record.scorers[x] for x in extra},
             "selector": {"name": selector, "options": the_selector.options.model_dump(mode="json")},
             "group_by": group_by,
             "report_by": report_by,
@@ -275,7 +286,9 @@ def select(
                     "context": key,
                     "input": file_fingerprint(shard.path),
                     "scores": file_fingerprint(score_path),
+                    "extra_scores": {x: file_fingerprint(p[shard.rel]) for x, p in extra.items()},
                 },
+                extra_score_paths={x: p[shard.rel] for x, p in extra.items()},
             )
             all_jobs.append(job)
             if not is_complete(job.marker_path, job.output_path, job.marker_fields):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ class SelectJob:
     output_path: Path
     marker_path: Path
     marker_fields: dict[str, Any]
+    extra_score_paths: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -53,14 +54,12 @@ def select_shard(
     job: SelectJob, selector: Selector, plan: dict[str, Any], settings: SelectSettings
 ) -> dict[str, Any]:
     """Filter one shard; write the output shard, then its completion record (with counts)."""
-    scores = _read_scores(job.score_path)
     pf = open_parquet(job.input_path)
-    if pf.metadata.num_rows != scores.num_rows:
-        raise InputError(
-            f"score shard {job.score_path} has {scores.num_rows} rows but the input has "
-            f"{pf.metadata.num_rows}: the input changed since scoring; score it again",
-            path=str(job.input_path),
-        )
+    scores = _aligned_scores(job.score_path, pf.metadata.num_rows, job.input_path)
+    extra = {
+        sid: _aligned_scores(path, pf.metadata.num_rows, job.input_path)
+        for sid, path in job.extra_score_paths.items()
+    }
     for column in {settings.group_by, settings.report_by} - {None}:
         if column not in pf.schema_arrow.names:
             raise InputError(f"group column {column!r} not found", path=str(job.input_path))
@@ -71,7 +70,10 @@ def select_shard(
         for batch in pf.iter_batches(batch_size=settings.batch_rows):
             part = scores.slice(offset, batch.num_rows)
             offset += batch.num_rows
-            kept = _decide_batch(batch, part, selector, plan, settings, tally)
+            extra_part = {
+                sid: t.slice(offset - batch.num_rows, batch.num_rows) for sid, t in extra.items()
+            }
+            kept = _decide_batch(batch, part, extra_part, selector, plan, settings, tally)
             if kept.num_rows:
                 writer.write_table(kept.cast(schema))
     if offset != scores.num_rows:
@@ -83,12 +85,19 @@ def select_shard(
     return stats
 
 
-def _read_scores(path: Path) -> pa.Table:
+def _aligned_scores(path: Path, n_rows: int, input_path: Path) -> pa.Table:
+    """A score shard, checked to have one row per input row."""
     try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
+        table = pq.read_table(path).select(SCORE_SCHEMA.names)
+    except (pa.ArrowInvalid, OSError, KeyError) as exc:
         raise InputError(f"score shard unreadable ({exc}); score again", path=str(path)) from exc
-    return table.select(SCORE_SCHEMA.names)
+    if table.num_rows != n_rows:
+        raise InputError(
+            f"score shard {path} has {table.num_rows} rows but the input has {n_rows}: "
+            "the input changed since scoring; score it again",
+            path=str(input_path),
+        )
+    return table
 
 
 def group_keys(batch: pa.RecordBatch, group_by: str | None) -> np.ndarray:
@@ -100,17 +109,22 @@ def group_keys(batch: pa.RecordBatch, group_by: str | None) -> np.ndarray:
 
 
 def _output_schema(input_schema: pa.Schema, selector: Selector, settings: SelectSettings):
-    if not settings.with_scores:
-        return input_schema
-    extra = [
-        pa.field(SCORE_OUTPUT_PREFIX + c, SCORE_SCHEMA.field(c).type) for c in SCORE_OUTPUT_COLUMNS
-    ]
-    return pa.schema(list(input_schema) + extra, metadata=input_schema.metadata)
+    """The input schema, then score columns (if asked for), then the selector's columns."""
+    extra = []
+    if settings.with_scores:
+        extra += [(c, SCORE_SCHEMA.field(c).type) for c in SCORE_OUTPUT_COLUMNS]
+    extra += list(selector.output_columns().items())
+    fields = [pa.field(SCORE_OUTPUT_PREFIX + name, kind) for name, kind in extra]
+    clash = {f.name for f in fields} & set(input_schema.names)
+    if clash:
+        raise InputError(f"input already has column(s) {', '.join(sorted(clash))}")
+    return pa.schema(list(input_schema) + fields, metadata=input_schema.metadata)
 
 
 def _decide_batch(
     batch: pa.RecordBatch,
     scores: pa.Table,
+    extra: dict[str, pa.Table],
     selector: Selector,
     plan: dict[str, Any],
     settings: SelectSettings,
@@ -118,9 +132,14 @@ def _decide_batch(
 ) -> pa.Table:
     groups = group_keys(batch, settings.group_by)
     reasons = scores.column("reject_reason").to_pylist()
-    valid = np.array([r is None for r in reasons], dtype=bool)
     arrays = {c: scores.column(c).to_numpy(zero_copy_only=False) for c in ("ppl", "bpb")}
     arrays["id_hash"] = scores.column("id_hash").to_numpy()
+    for sid, table in extra.items():
+        for c in ("ppl", "bpb"):
+            arrays[f"{sid}:{c}"] = table.column(c).to_numpy(zero_copy_only=False)
+        other = table.column("reject_reason").to_pylist()
+        reasons = [r or (o and f"{sid}:{o}") for r, o in zip(reasons, other, strict=True)]
+    valid = np.array([r is None for r in reasons], dtype=bool)
     decision = selector.decide(arrays, groups, plan, settings.seed)
     keep = decision.keep & valid
     tally_groups = (
@@ -131,6 +150,10 @@ def _decide_batch(
     if settings.with_scores:
         for c in SCORE_OUTPUT_COLUMNS:
             table = table.append_column(SCORE_OUTPUT_PREFIX + c, scores.column(c))
+    for name, kind in selector.output_columns().items():
+        table = table.append_column(
+            SCORE_OUTPUT_PREFIX + name, pa.array(decision.columns[name], type=kind)
+        )
     return table.filter(pa.array(keep))
 
 
@@ -149,9 +172,12 @@ class _Tally:
         n_bytes = scores.column("n_bytes").to_numpy()
         self.read += len(keep)
         self.kept += int(keep.sum())
-        n_dropped = int((valid & ~keep).sum())
-        if n_dropped:
-            self.dropped[drop_reason] += n_dropped
+        dropped = valid & ~keep
+        if isinstance(drop_reason, str):
+            if dropped.any():
+                self.dropped[drop_reason] += int(dropped.sum())
+        else:
+            self.dropped.update(str(r) for r in np.asarray(drop_reason)[dropped])
         self.rejected.update(r for r in reasons if r is not None)
         for g in np.unique(groups) if len(groups) else []:
             rows = groups == g

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ class ScoreFiles:
 
     score_files: list[str]
     input_files: list[str]
+    # Other scorers' shards for the same inputs (scorer id -> files aligned with score_files).
+    extra: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _quote_identifier(name: str) -> str:
@@ -46,6 +48,7 @@ class ScoreStats:
         if not files.score_files:
             raise InputError("no finished score shards to compute thresholds from")
         self.group_by = group_by
+        self.extra_ids = list(files.extra)
         self.con = duckdb.connect()
         if memory_limit:
             self.con.execute(f"SET memory_limit = '{_checked_size(memory_limit)}'")
@@ -55,28 +58,59 @@ class ScoreStats:
 
     def _source_query(self, files: ScoreFiles) -> tuple[str, dict[str, Any]]:
         """The subquery over all valid scored rows; re-read per query so memory stays bounded."""
-        mapping = pa.table({"score_file": files.score_files, "input_file": files.input_files})
-        self.con.register("shard_map", mapping)
+        columns = {"score_file": files.score_files, "input_file": files.input_files}
+        columns.update({f"x{i}_file": files.extra[sid] for i, sid in enumerate(self.extra_ids)})
+        self.con.register("shard_map", pa.table(columns))
         params: dict[str, Any] = {"scores": files.score_files}
-        if self.group_by is None:
-            grp, join = f"'{ALL}'", ""
+        select = ["s.ppl", "s.bpb", "s.id_hash", "s.doc_id"]
+        joins, valid = [], ["s.reject_reason IS NULL"]
+        if self.group_by is None and not self.extra_ids:
+            grp = f"'{ALL}'"
         else:
+            joins.append("JOIN shard_map m ON s.filename = m.score_file")
+            grp = f"'{ALL}'"
+        if self.group_by is not None:
             self._check_group_column(files.input_files)
             column = _quote_identifier(self.group_by)
             grp = f"coalesce(CAST(i.{column} AS VARCHAR), '{NULL_GROUP}')"
-            join = (
-                "JOIN shard_map m ON s.filename = m.score_file "
+            joins.append(
                 f"LEFT JOIN (SELECT filename, file_row_number, {column} FROM "
                 "read_parquet($inputs, filename=true, file_row_number=true, union_by_name=true)) i"
                 " ON i.filename = m.input_file AND i.file_row_number = s.row"
             )
             params["inputs"] = files.input_files
+        for i, sid in enumerate(self.extra_ids):
+            joins.append(
+                f"JOIN read_parquet($x{i}, filename=true) e{i} "
+                f"ON e{i}.filename = m.x{i}_file AND e{i}.row = s.row"
+            )
+            select += [f"e{i}.ppl AS x{i}_ppl", f"e{i}.bpb AS x{i}_bpb"]
+            valid.append(f"e{i}.reject_reason IS NULL")
+            params[f"x{i}"] = files.extra[sid]
         source = (
-            f"(SELECT {grp} AS grp, s.ppl, s.bpb, s.id_hash "
-            f"FROM read_parquet($scores, filename=true) s {join} "
-            "WHERE s.reject_reason IS NULL) AS scores"
+            f"(SELECT {grp} AS grp, {', '.join(select)} "
+            f"FROM read_parquet($scores, filename=true) s {' '.join(joins)} "
+            f"WHERE {' AND '.join(valid)}) AS scores"
         )
         return source, params
+
+    def metric_sql(self, metric: str) -> str:
+        """SQL for a metric: ``ppl``/``bpb``, ``<scorer id>:ppl`` of an extra scorer, or
+        ``log_ratio:<scorer id>`` = ln(that scorer's ppl) - ln(ppl)."""
+        if metric in METRICS:
+            return metric
+        kind, _, sid = metric.partition(":")
+        if kind == "log_ratio" and sid in self.extra_ids:
+            return f"(ln(x{self.extra_ids.index(sid)}_ppl) - ln(ppl))"
+        sid, _, column = metric.rpartition(":")
+        if column in METRICS and sid in self.extra_ids:
+            return f"x{self.extra_ids.index(sid)}_{column}"
+        known = [
+            *METRICS,
+            *(f"{x}:ppl" for x in self.extra_ids),
+            *(f"log_ratio:{x}" for x in self.extra_ids),
+        ]
+        raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(known)}")
 
     def _query(self, sql: str, extra: dict[str, Any] | None = None) -> list[tuple]:
         """Run ``sql`` with ``{scores}`` replaced by the source subquery; values are bound."""
@@ -99,7 +133,7 @@ class ScoreStats:
         self, qs: Sequence[float], metric: str = "ppl", approx: bool = False
     ) -> dict[str, list[float]]:
         """Per group, the quantiles ``qs`` of ``metric`` (exact by default)."""
-        col = _metric(metric)
+        col = self.metric_sql(metric)
         fn = f"approx_quantile({col}, $qs::FLOAT[])" if approx else f"quantile_cont({col}, $qs)"
         rows = self._query(
             f"SELECT grp, {fn} FROM {{scores}} GROUP BY grp ORDER BY grp", {"qs": list(qs)}
@@ -108,7 +142,7 @@ class ScoreStats:
 
     def moments(self, metric: str = "ppl") -> dict[str, dict[str, float]]:
         """Per group: count, mean, min and max of ``metric`` and mean of its log."""
-        col = _metric(metric)
+        col = self.metric_sql(metric)
         rows = self._query(
             f"SELECT grp, count(*), avg({col}), min({col}), max({col}), avg(ln({col})) "
             "FROM {scores} GROUP BY grp ORDER BY grp"
@@ -116,13 +150,17 @@ class ScoreStats:
         keys = ("n_docs", "mean", "min", "max", "mean_log")
         return {r[0]: dict(zip(keys, r[1:], strict=True)) for r in rows}
 
-    def log_histogram(
-        self, metric: str = "ppl", bins: int = 100
+    def histogram(
+        self, metric: str = "ppl", bins: int = 100, log: bool = True
     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Per group: ``bins + 1`` edges over ln(metric) from its min to its max, and counts."""
-        col = _metric(metric)
+        """Per group: ``bins + 1`` edges from min to max of the (log of the) metric, and counts.
+
+        Non-finite values (and, with ``log``, non-positive ones) are left out.
+        """
+        col = self.metric_sql(metric)
+        x = f"ln({col})" if log else col
         rows = self._query(
-            f"WITH v AS (SELECT grp, ln({col}) AS x FROM {{scores}} WHERE {col} > 0), "
+            f"WITH v AS (SELECT grp, {x} AS x FROM {{scores}} WHERE isfinite({x})), "
             "b AS (SELECT grp, min(x) AS lo, max(x) AS hi FROM v GROUP BY grp) "
             "SELECT v.grp, b.lo, b.hi, CAST(least($bins - 1, CASE WHEN b.hi > b.lo THEN "
             "floor((v.x - b.lo) / (b.hi - b.lo) * $bins) ELSE 0 END) AS INTEGER) AS bin, "
@@ -136,6 +174,41 @@ class ScoreStats:
             out[grp][1][b] = n
         return out
 
+    def nearest(
+        self, metric: str, values: dict[str, float], k: int = 5
+    ) -> dict[str, list[tuple[str, float]]]:
+        """Per group: the ``k`` (doc_id, metric) pairs closest to that group's value."""
+        if not values:
+            return {}
+        col = self.metric_sql(metric)
+        self.con.register(
+            "targets",
+            pa.table({"grp": list(values), "target": [float(v) for v in values.values()]}),
+        )
+        rows = self._query(
+            f"SELECT grp, doc_id, v FROM (SELECT s.grp, s.doc_id, {col} AS v, row_number() OVER "
+            f"(PARTITION BY s.grp ORDER BY abs({col} - t.target), s.id_hash) AS rn "
+            "FROM {scores} s JOIN targets t ON s.grp = t.grp) WHERE rn <= $k ORDER BY grp, rn",
+            {"k": k},
+        )
+        self.con.unregister("targets")
+        out: dict[str, list[tuple[str, float]]] = {}
+        for grp, doc_id, v in rows:
+            out.setdefault(grp, []).append((doc_id, float(v)))
+        return out
+
+    def sample(self, metric: str, n: int) -> dict[str, np.ndarray]:
+        """Per group: the metric of up to ``n`` documents, a fixed pseudo-random subset
+        (smallest id hashes), all of them when the group is smaller."""
+        col = self.metric_sql(metric)
+        rows = self._query(
+            f"SELECT grp, list(v) FROM (SELECT grp, {col} AS v, row_number() OVER "
+            "(PARTITION BY grp ORDER BY id_hash) AS rn FROM {scores}) WHERE rn <= $n "
+            "GROUP BY grp ORDER BY grp",
+            {"n": n},
+        )
+        return {g: np.array(v, dtype=np.float64) for g, v in rows}
+
     def keys_at_ranks(
         self, wanted: dict[str, list[int]], metric: str = "ppl"
     ) -> dict[tuple[str, int], tuple[float, int]]:
@@ -143,7 +216,7 @@ class ScoreStats:
         pairs = [(g, r) for g, ranks in wanted.items() for r in ranks]
         if not pairs:
             return {}
-        col = _metric(metric)
+        col = self.metric_sql(metric)
         self.con.register(
             "wanted", pa.table({"grp": [g for g, _ in pairs], "rnk": [r for _, r in pairs]})
         )
@@ -155,12 +228,6 @@ class ScoreStats:
         )
         self.con.unregister("wanted")
         return {(g, int(r)): (float(v), int(h)) for g, r, v, h in rows}
-
-
-def _metric(metric: str) -> str:
-    if metric not in METRICS:
-        raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-    return metric
 
 
 def _checked_size(value: str) -> str:

@@ -87,7 +87,7 @@ def test_group_column_with_quotes_is_safe(tmp_path) -> None:
 
 def test_log_histogram_counts_every_document(shards) -> None:
     files, ppls, groups = shards
-    hist = ScoreStats(files, "domain").log_histogram("ppl", bins=20)
+    hist = ScoreStats(files, "domain").histogram("ppl", bins=20)
     flat_p = np.log(np.concatenate(ppls))
     flat_g = np.array([g if g is not None else NULL_GROUP for gs in groups for g in gs])
     for group, (edges, counts) in hist.items():

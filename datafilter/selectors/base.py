@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
@@ -21,10 +22,14 @@ class SelectorOptions(BaseModel):
 
 @dataclass
 class Decision:
-    """Which rows to keep, why the others were dropped, and any extra output columns."""
+    """Which rows to keep, why the others were dropped, and any extra output columns.
+
+    ``drop_reason`` is one reason for every dropped row, or an array with a reason per row.
+    ``columns`` are written beside the kept documents as ``datafilter_<name>``.
+    """
 
     keep: np.ndarray
-    drop_reason: str
+    drop_reason: str | np.ndarray
     columns: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -36,6 +41,15 @@ class Selector(ABC):
 
     def __init__(self, options: SelectorOptions):
         self.options = options
+
+    def extra_scorers(self) -> list[str]:
+        """Scorer ids besides the selected one whose scores ``decide`` needs (as
+        ``scores["<id>:ppl"]``/``scores["<id>:bpb"]``)."""
+        return []
+
+    def output_columns(self) -> dict[str, pa.DataType]:
+        """Name and type of each column ``decide`` returns in ``Decision.columns``."""
+        return {}
 
     @abstractmethod
     def plan(self, stats: ScoreStats) -> dict[str, Any]:
