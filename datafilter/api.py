@@ -259,6 +259,8 @@ def select(
             if resolve_scorer_id(record, x)
         }
         plan = the_selector.plan(_score_stats(pairs, group_by, extra))
+        for warning in plan.get("warnings", []):
+            log(f"select: warning: {warning}")
         context = {
             "input": record.input,
             "run": str(layout.root),

@@ -174,6 +174,15 @@ class ScoreStats:
             out[grp][1][b] = n
         return out
 
+    def mean_std(self, metric: str) -> dict[str, tuple[float, float]]:
+        """Per group: mean and (population) standard deviation of the metric."""
+        col = self.metric_sql(metric)
+        rows = self._query(
+            f"SELECT grp, avg({col}), coalesce(stddev_pop({col}), 0) FROM {{scores}} "
+            f"WHERE isfinite({col}) GROUP BY grp ORDER BY grp"
+        )
+        return {g: (float(m), float(s)) for g, m, s in rows}
+
     def nearest(
         self, metric: str, values: dict[str, float], k: int = 5
     ) -> dict[str, list[tuple[str, float]]]:

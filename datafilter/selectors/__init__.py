@@ -10,7 +10,12 @@ from datafilter.selectors.base import Decision, Selector, SelectorOptions
 SELECTORS: Registry[Selector] = Registry(
     "selector",
     "datafilter.selectors",
-    {"perplexity_band": "datafilter.selectors.perplexity_band:PerplexityBand"},
+    {
+        "perplexity_band": "datafilter.selectors.perplexity_band:PerplexityBand",
+        "perplexity_sampling": "datafilter.selectors.perplexity_sampling:PerplexitySampling",
+        "ccnet_buckets": "datafilter.selectors.ccnet_buckets:CcnetBuckets",
+        "harmful_outlier": "datafilter.selectors.harmful_outlier:HarmfulOutlier",
+    },
 )
 
 
