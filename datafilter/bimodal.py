@@ -1,4 +1,11 @@
-"""Split a histogram into two modes at its valley (Otsu's method) and say how clear the split is."""
+"""Split a histogram into two modes at its valley and say how clear the split is.
+
+Otsu's method picks the split that best separates the histogram into two classes; the peak of
+each class is then found on a lightly smoothed histogram and the cut is placed at the lowest
+point between the two peaks. The depth of that valley relative to the smaller peak tells a real
+second mode (a deep valley) from a single mode cut in two (no valley): Otsu always finds a split,
+and even Ashman's D of its two halves exceeds 2 for a single Gaussian, so D alone cannot tell.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +20,16 @@ class TwoModes:
     """The cut between two modes of a histogram and a summary of each side."""
 
     cut: float
+    low_peak: float
+    high_peak: float
+    valley_ratio: float  # smoothed density at the cut / the smaller peak: near 0 = deep valley
     low_mass: float
     high_mass: float
     low_mean: float
     high_mean: float
     low_std: float
     high_std: float
-    separation: float  # Ashman's D: above 2 means the modes are cleanly apart
+    separation: float  # Ashman's D of the two sides
 
     def as_dict(self) -> dict[str, float]:
         return {k: float(v) for k, v in asdict(self).items()}
@@ -34,13 +44,9 @@ def ashman_d(mean_a: float, std_a: float, mean_b: float, std_b: float) -> float:
     return math.sqrt(2.0) * gap / spread
 
 
-def otsu_split(edges: np.ndarray, counts: np.ndarray) -> TwoModes | None:
-    """The bin edge that maximises the between-class variance; None without two non-empty sides."""
-    counts = np.asarray(counts, dtype=np.float64)
+def otsu_index(counts: np.ndarray, centers: np.ndarray) -> int:
+    """k such that bins [0, k) and [k, n) maximise the between-class variance."""
     total = counts.sum()
-    if total == 0 or np.count_nonzero(counts) < 2:
-        return None
-    centers = (edges[:-1] + edges[1:]) / 2
     w0 = np.cumsum(counts)[:-1]
     s0 = np.cumsum(counts * centers)[:-1]
     w1 = total - w0
@@ -48,14 +54,42 @@ def otsu_split(edges: np.ndarray, counts: np.ndarray) -> TwoModes | None:
     with np.errstate(divide="ignore", invalid="ignore"):
         between = w0 * w1 * (s0 / w0 - s1 / w1) ** 2
     between[(w0 == 0) | (w1 == 0)] = -1.0
-    k = int(np.argmax(between)) + 1  # the cut is edges[k]: bins [0, k) below, [k, n) above
-    low, high = slice(0, k), slice(k, len(counts))
+    return int(np.argmax(between)) + 1
+
+
+def smooth(counts: np.ndarray, width: int) -> np.ndarray:
+    """A centred moving average (edges padded with zeros)."""
+    if width <= 1:
+        return counts.astype(np.float64)
+    return np.convolve(counts, np.ones(width) / width, mode="same")
+
+
+def split_modes(edges: np.ndarray, counts: np.ndarray) -> TwoModes | None:
+    """The valley between the two modes; None without two non-empty sides."""
+    counts = np.asarray(counts, dtype=np.float64)
+    total = counts.sum()
+    if total == 0 or np.count_nonzero(counts) < 2:
+        return None
+    centers = (edges[:-1] + edges[1:]) / 2
+    k = otsu_index(counts, centers)
+    smoothed = smooth(counts, max(1, len(counts) // 40) | 1)
+    low_peak = int(np.argmax(smoothed[:k]))
+    high_peak = k + int(np.argmax(smoothed[k:]))
+    valley = low_peak + int(np.argmin(smoothed[low_peak : high_peak + 1]))
+    cut_bin = valley if valley > low_peak else k  # adjacent peaks: keep Otsu's split
+    smaller_peak = min(smoothed[low_peak], smoothed[high_peak])
+    ratio = float(smoothed[valley] / smaller_peak) if smaller_peak > 0 else 1.0
+    cut = float(edges[cut_bin]) if cut_bin == k else float(centers[cut_bin])
+    low = centers < cut
     low_mean, low_std = _weighted_moments(centers[low], counts[low])
-    high_mean, high_std = _weighted_moments(centers[high], counts[high])
+    high_mean, high_std = _weighted_moments(centers[~low], counts[~low])
     return TwoModes(
-        cut=float(edges[k]),
+        cut=cut,
+        low_peak=float(centers[low_peak]),
+        high_peak=float(centers[high_peak]),
+        valley_ratio=ratio,
         low_mass=float(counts[low].sum() / total),
-        high_mass=float(counts[high].sum() / total),
+        high_mass=float(counts[~low].sum() / total),
         low_mean=low_mean,
         high_mean=high_mean,
         low_std=low_std,
@@ -65,5 +99,7 @@ def otsu_split(edges: np.ndarray, counts: np.ndarray) -> TwoModes | None:
 
 
 def _weighted_moments(values: np.ndarray, weights: np.ndarray) -> tuple[float, float]:
+    if weights.sum() == 0:
+        return math.nan, math.nan
     mean = float(np.average(values, weights=weights))
     return mean, float(math.sqrt(np.average((values - mean) ** 2, weights=weights)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +16,24 @@ from datafilter.score_columns import METRICS
 ALL = "__all__"  # the one group when no group column is used
 NULL_GROUP = "__null__"  # documents whose group value is null
 PERCENTILES = [i / 100 for i in range(101)]
+
+
+class ScoredDoc(NamedTuple):
+    """One scored document: where its text is (input shard, row) and its scores."""
+
+    group: str
+    doc_id: str
+    input_file: str
+    row: int
+    value: float  # the metric the query ordered by
+    ppl: float
+    bpb: float
+    id_hash: int
+
+
+# The columns of a ScoredDoc after ``group`` and ``value``, from the scores view joined with
+# ``shard_map m`` (for the input file).
+_DOC_FIELDS = "s.doc_id, m.input_file, s.row, s.ppl, s.bpb, s.id_hash"
 
 
 @dataclass(frozen=True)
@@ -62,7 +80,7 @@ class ScoreStats:
         columns.update({f"x{i}_file": files.extra[sid] for i, sid in enumerate(self.extra_ids)})
         self.con.register("shard_map", pa.table(columns))
         params: dict[str, Any] = {"scores": files.score_files}
-        select = ["s.ppl", "s.bpb", "s.id_hash", "s.doc_id"]
+        select = ["s.ppl", "s.bpb", "s.id_hash", "s.doc_id", "s.row", "s.filename AS score_file"]
         joins, valid = [], ["s.reject_reason IS NULL"]
         if self.group_by is None and not self.extra_ids:
             grp = f"'{ALL}'"
@@ -195,9 +213,9 @@ class ScoreStats:
             pa.table({"grp": list(values), "target": [float(v) for v in values.values()]}),
         )
         rows = self._query(
-            f"SELECT grp, doc_id, v FROM (SELECT s.grp, s.doc_id, {col} AS v, row_number() OVER "
-            f"(PARTITION BY s.grp ORDER BY abs({col} - t.target), s.id_hash) AS rn "
-            "FROM {scores} s JOIN targets t ON s.grp = t.grp) WHERE rn <= $k ORDER BY grp, rn",
+            f"SELECT grp, doc_id, v FROM (SELECT scores.grp, doc_id, {col} AS v, row_number() "
+            f"OVER (PARTITION BY scores.grp ORDER BY abs({col} - target), id_hash) AS rn "
+            "FROM {scores} JOIN targets t ON scores.grp = t.grp) WHERE rn <= $k ORDER BY grp, rn",
             {"k": k},
         )
         self.con.unregister("targets")
@@ -238,6 +256,112 @@ class ScoreStats:
         self.con.unregister("wanted")
         return {(g, int(r)): (float(v), int(h)) for g, r, v, h in rows}
 
+    def shared_histogram(
+        self,
+        metric: str = "ppl",
+        bins: int = 60,
+        log: bool = True,
+        lo: float | None = None,
+        hi: float | None = None,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``bins + 1`` edges shared by all groups (over ln(metric) with ``log``; from the
+        smallest to the largest value unless ``lo``/``hi`` are given; values outside fall in the
+        end bins) and each group's counts. Non-finite (and, with ``log``, non-positive) values
+        are left out."""
+        col = self.metric_sql(metric)
+        x = f"ln(CASE WHEN {col} > 0 THEN {col} END)" if log else col
+        rows = self._query(
+            f"WITH v AS (SELECT grp, {x} AS x FROM {{scores}} WHERE isfinite({x})), "
+            "b AS (SELECT coalesce(CAST($lo AS DOUBLE), min(x)) AS lo, "
+            "coalesce(CAST($hi AS DOUBLE), max(x)) AS hi FROM v) "
+            "SELECT v.grp, b.lo, b.hi, CAST(greatest(0, least($bins - 1, CASE WHEN b.hi > b.lo "
+            "THEN floor((v.x - b.lo) / (b.hi - b.lo) * $bins) ELSE 0 END)) AS INTEGER) AS bin, "
+            "count(*) FROM v, b GROUP BY ALL ORDER BY 1, 4",
+            {"bins": bins, "lo": lo, "hi": hi},
+        )
+        if not rows:
+            return np.linspace(0.0, 1.0, bins + 1), {}
+        counts: dict[str, np.ndarray] = {}
+        for grp, _, _, b, n in rows:
+            counts.setdefault(grp, np.zeros(bins, dtype=np.int64))[b] = n
+        return np.linspace(rows[0][1], rows[0][2], bins + 1), counts
+
+    def documents_at_ranks(
+        self, wanted: dict[str, list[int]], metric: str = "ppl"
+    ) -> dict[tuple[str, int], ScoredDoc]:
+        """The document at each 0-based rank of each group, ordered by (metric, id_hash)."""
+        pairs = [(g, r) for g, ranks in wanted.items() for r in ranks]
+        if not pairs:
+            return {}
+        col = self.metric_sql(metric)
+        self.con.register(
+            "wanted_docs", pa.table({"grp": [g for g, _ in pairs], "rnk": [r for _, r in pairs]})
+        )
+        rows = self._query(
+            f"SELECT s.grp, s.rnk, s.v, {_DOC_FIELDS} FROM (SELECT *, {col} AS v, row_number() "
+            f"OVER (PARTITION BY grp ORDER BY {col}, id_hash) - 1 AS rnk FROM {{scores}} "
+            "WHERE grp IN (SELECT grp FROM wanted_docs)) s "
+            "JOIN wanted_docs w ON s.grp = w.grp AND s.rnk = w.rnk "
+            "JOIN shard_map m ON m.score_file = s.score_file"
+        )
+        self.con.unregister("wanted_docs")
+        return {(g, int(r)): _scored_doc(g, v, *rest) for g, r, v, *rest in rows}
+
+    def documents_at_quantiles(
+        self, qs: Sequence[float], metric: str = "ppl"
+    ) -> dict[str, list[ScoredDoc]]:
+        """Per group, the document at each quantile ``q`` of the ranking (rank
+        ``round(q * (n - 1))``), e.g. one per decile with ``qs = 0, 0.1, ..., 1``."""
+        counts = self.counts()
+        ranks = {g: [round(q * (n - 1)) for q in qs] for g, n in counts.items()}
+        docs = self.documents_at_ranks({g: sorted(set(r)) for g, r in ranks.items()}, metric)
+        return {g: [docs[(g, r)] for r in rs] for g, rs in ranks.items()}
+
+    def documents_near(
+        self,
+        targets: dict[str, list[tuple[float, int | None]]],
+        metric: str = "ppl",
+        k: int = 3,
+    ) -> dict[tuple[str, int], list[ScoredDoc]]:
+        """For each group's targets (value, optional id_hash tie-breaker), by position in the
+        list: the ``k`` documents ranked just before the target and the ``k`` at or after it,
+        in ascending (metric, id_hash) order."""
+        items = [(g, i, v, h) for g, ts in targets.items() for i, (v, h) in enumerate(ts)]
+        if not items:
+            return {}
+        col = self.metric_sql(metric)
+        self.con.register(
+            "near_targets",
+            pa.table(
+                {
+                    "grp": [g for g, *_ in items],
+                    "idx": [i for _, i, *_ in items],
+                    "target": [float(v) for _, _, v, _ in items],
+                    "h": pa.array([h or 0 for *_, h in items], pa.uint64()),
+                }
+            ),
+        )
+        doc = (
+            "struct_pack(v := s.v, doc_id := s.doc_id, input_file := m.input_file, row := s.row, "
+            "ppl := s.ppl, bpb := s.bpb, id_hash := s.id_hash)"
+        )
+        key = "struct_pack(v := s.v, h := s.id_hash)"
+        before = "s.v < t.target OR (s.v = t.target AND s.id_hash < t.h)"
+        rows = self._query(
+            f"SELECT t.grp, t.idx, arg_max({doc}, {key}, $k) FILTER (WHERE {before}), "
+            f"arg_min({doc}, {key}, $k) FILTER (WHERE NOT ({before})) "
+            f"FROM (SELECT *, {col} AS v FROM {{scores}} WHERE isfinite({col})) s "
+            "JOIN shard_map m ON m.score_file = s.score_file "
+            "JOIN near_targets t ON s.grp = t.grp GROUP BY t.grp, t.idx",
+            {"k": k},
+        )
+        self.con.unregister("near_targets")
+        out: dict[tuple[str, int], list[ScoredDoc]] = {}
+        for g, i, below, above in rows:
+            docs = list(reversed(below or [])) + list(above or [])
+            out[(g, int(i))] = [_scored_doc(g, *d.values()) for d in docs]
+        return out
+
 
 def _checked_size(value: str) -> str:
     import re
@@ -245,6 +369,19 @@ def _checked_size(value: str) -> str:
     if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value.strip()):
         raise ConfigError(f"memory limit {value!r} is not a size such as '4GB'")
     return value.strip()
+
+
+def _scored_doc(group, value, doc_id, input_file, row, ppl, bpb, id_hash) -> ScoredDoc:
+    return ScoredDoc(
+        str(group),
+        str(doc_id),
+        str(input_file),
+        int(row),
+        float(value),
+        float(ppl),
+        float(bpb),
+        int(id_hash),
+    )
 
 
 def threshold_table(

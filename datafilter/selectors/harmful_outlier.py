@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from datafilter.bimodal import otsu_split
+from datafilter.bimodal import split_modes
 from datafilter.selectors.base import Decision, Selector, SelectorOptions
 from datafilter.thresholds import ScoreStats
 
@@ -30,7 +30,9 @@ class HarmfulOutlierOptions(SelectorOptions):
     clean_scorer_id: str | None = None
     action: Literal["drop", "flag"] = "drop"
     bins: int = Field(200, ge=10)
-    min_separation: float = Field(2.0, ge=0, description="Ashman's D below this warns")
+    max_valley_ratio: float = Field(
+        0.5, gt=0, le=1, description="a valley shallower than this share of the smaller peak warns"
+    )
     unreliable: Literal["skip", "use"] = Field(
         "skip", description="where the modes are not clearly apart: flag nothing, or cut anyway"
     )
@@ -64,11 +66,11 @@ class HarmfulOutlier(Selector):
         for g, n in stats.counts().items():
             mean, std = scale.get(g, (0.0, 1.0))
             std = std or 1.0
-            modes = otsu_split(*hist[g]) if g in hist else None
+            modes = split_modes(*hist[g]) if g in hist else None
             entry: dict[str, Any] = {"n_docs": n, "mean": mean, "std": std}
             if modes is not None:
                 entry["modes"] = modes.as_dict()
-                entry["reliable"] = modes.separation >= opts.min_separation
+                entry["reliable"] = modes.valley_ratio <= opts.max_valley_ratio
                 cut = modes.cut
             else:
                 entry["reliable"] = False
@@ -105,8 +107,9 @@ class HarmfulOutlier(Selector):
         if modes is None:
             return f"group {group!r}: too few distinct scores to split; nothing flagged"
         return (
-            f"group {group!r}: the {what} is not clearly bimodal (Ashman's D = "
-            f"{modes.separation:.2f} < {self.options.min_separation}); "
+            f"group {group!r}: the {what} is not clearly bimodal (the valley is "
+            f"{modes.valley_ratio:.0%} of the smaller peak, above "
+            f"{self.options.max_valley_ratio:.0%}); "
             + ("nothing flagged there" if self.options.unreliable == "skip" else "cut anyway")
             + ": check the histogram, set threshold=..., or unreliable=use"
         )
@@ -120,8 +123,8 @@ class HarmfulOutlier(Selector):
                 ("clean mode", "harmful mode") if self._combined else ("harmful mode", "clean mode")
             )
             marks += [
-                {"label": low, "value": unit(entry["modes"]["low_mean"])},
-                {"label": high, "value": unit(entry["modes"]["high_mean"])},
+                {"label": low, "value": unit(entry["modes"]["low_peak"])},
+                {"label": high, "value": unit(entry["modes"]["high_peak"])},
             ]
         if math.isfinite(entry["cut"]):
             marks.append({"label": "cut", "value": unit(entry["cut"])})

@@ -48,7 +48,7 @@ def keep_probability(
         else:
             span = np.select([ppl <= b0, ppl <= b1, ppl <= b2], [b0, b1 - b0, b2 - b1], 10 * b2)
             p = np.where(span > 0, factor / span, 1.0)
-    return np.nan_to_num(np.clip(p, 0.0, 1.0), nan=0.0)
+    return np.where(np.isnan(ppl), 0.0, np.nan_to_num(np.clip(p, 0.0, 1.0), nan=0.0))
 
 
 def solve_factor(

@@ -1,0 +1,251 @@
+"""The selectors of issue 4 as pure functions: boundaries, ties, groups, NaN and inf."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from score_fixtures import write_scored_shards
+
+from datafilter.bimodal import ashman_d, split_modes
+from datafilter.errors import ConfigError
+from datafilter.selectors import make_selector
+from datafilter.selectors.perplexity_sampling import keep_probability, solve_factor
+from datafilter.selectors.random_keys import uniform
+from datafilter.thresholds import ALL, ScoreFiles, ScoreStats
+
+HASHES = np.arange(1, 8, dtype=np.uint64)
+
+
+def _scores(ppl) -> dict[str, np.ndarray]:
+    ppl = np.asarray(ppl, dtype=np.float64)
+    return {"ppl": ppl, "bpb": ppl / 100, "id_hash": np.arange(1, len(ppl) + 1, dtype=np.uint64)}
+
+
+def _all(n: int) -> np.ndarray:
+    return np.full(n, ALL, dtype=object)
+
+
+# ----------------------------------------------------------------------------- ccnet_buckets
+
+
+def test_buckets_use_strict_cuts_per_group() -> None:
+    selector = make_selector("ccnet_buckets")
+    plan = {
+        "metric": "ppl",
+        "groups": {"a": {"head_below": 10.0, "middle_below": 20.0},
+                   "b": {"head_below": 100.0, "middle_below": 200.0}},
+    }  # fmt: skip
+    ppl = [9.99, 10.0, 19.99, 20.0, 50.0, 50.0, math.inf, math.nan]
+    groups = np.array(["a", "a", "a", "a", "a", "b", "b", "b"], dtype=object)
+    decision = selector.decide(_scores(ppl), groups, plan, seed=0)
+    assert decision.columns["bucket"].tolist() == [
+        "head", "middle", "middle", "tail", "tail", "head", "tail", None
+    ]  # fmt: skip
+    assert decision.keep.tolist() == [True] * 7 + [False]
+
+
+def test_buckets_keep_only_chosen_and_name_drop_reasons() -> None:
+    selector = make_selector("ccnet_buckets", {"keep": ["head"]})
+    plan = {"metric": "ppl", "groups": {ALL: {"head_below": 10.0, "middle_below": 20.0}}}
+    decision = selector.decide(_scores([5, 15, 25]), _all(3), plan, seed=0)
+    assert decision.keep.tolist() == [True, False, False]
+    assert decision.drop_reason[1:].tolist() == ["ccnet_buckets:middle", "ccnet_buckets:tail"]
+
+
+def test_bucket_plan_from_real_percentiles_and_one_document_group(tmp_path) -> None:
+    values = [list(map(float, range(1, 11))) + [42.0]]
+    files = write_scored_shards(tmp_path, values, [["a"] * 10 + ["solo"]])
+    plan = make_selector("ccnet_buckets").plan(ScoreStats(files, "domain"))
+    assert plan["groups"]["a"] == {
+        "head_below": pytest.approx(np.quantile(range(1, 11), 0.3)),
+        "middle_below": pytest.approx(np.quantile(range(1, 11), 0.6)),
+    }
+    # One document: both cuts equal its value, so it is strictly below neither: tail.
+    assert plan["groups"]["solo"] == {"head_below": 42.0, "middle_below": 42.0}
+
+
+def test_bucket_options_validated() -> None:
+    with pytest.raises(ConfigError, match="cuts"):
+        make_selector("ccnet_buckets", {"cuts": [0.7, 0.3]})
+    with pytest.raises(ConfigError, match="keep"):
+        make_selector("ccnet_buckets", {"keep": ["top"]})
+
+
+# ----------------------------------------------------------------------- perplexity_sampling
+
+
+def test_gaussian_probability_matches_the_formula() -> None:
+    q = (50.0, 100.0, 200.0)
+    ppl = np.array([100.0, 50.0, 300.0])
+    expected = 0.78 * np.exp(-(((ppl - 100.0) / 100.0) ** 2) / 4.5)
+    np.testing.assert_allclose(keep_probability(ppl, q, "gaussian", 0.78, 4.5), expected)
+
+
+def test_stepwise_ranges_include_the_quartiles_themselves() -> None:
+    q = (50.0, 100.0, 200.0)
+    ppl = np.array([10.0, 50.0, 75.0, 100.0, 150.0, 200.0, 201.0, math.inf, math.nan])
+    p = keep_probability(ppl, q, "stepwise", 10.0, 4.5)
+    expected = [10 / 50, 10 / 50, 10 / 50, 10 / 50, 10 / 100, 10 / 100, 10 / 2000, 10 / 2000, 0]
+    np.testing.assert_allclose(p, expected)
+    assert p[3] > 0 and p[5] > 0  # the published code dropped ppl == b1 and ppl == b2
+
+
+def test_stepwise_zero_width_range_and_clipping() -> None:
+    p = keep_probability(np.array([5.0, 5.0, 6.0]), (5.0, 5.0, 5.0), "stepwise", 100.0, 4.5)
+    assert ((p >= 0) & (p <= 1)).all() and p[0] == 1.0
+
+
+def test_solved_factor_hits_the_target() -> None:
+    ppl = np.random.default_rng(0).lognormal(5, 0.7, size=20_000)
+    q = tuple(np.quantile(ppl, [0.25, 0.5, 0.75]))
+    for method in ("gaussian", "stepwise"):
+        for target in (0.05, 0.3, 0.9):
+            factor = solve_factor(ppl, q, method, target, 4.5)
+            got = keep_probability(ppl, q, method, factor, 4.5).mean()
+            assert got == pytest.approx(target, abs=1e-6), (method, target)
+
+
+def test_unreachable_target_is_an_error() -> None:
+    ppl = np.array([math.inf, math.inf, 10.0])
+    with pytest.raises(ConfigError, match="cannot be reached"):
+        solve_factor(ppl, (5.0, 10.0, 20.0), "gaussian", 0.9, 4.5)
+
+
+def test_uniform_draws_are_deterministic_and_uniform() -> None:
+    hashes = np.arange(100_000, dtype=np.uint64) * np.uint64(7919)
+    u = uniform(hashes, seed=3)
+    assert ((u >= 0) & (u < 1)).all()
+    np.testing.assert_array_equal(u, uniform(hashes, seed=3))
+    assert not np.array_equal(u, uniform(hashes, seed=4))
+    counts, _ = np.histogram(u, bins=10, range=(0, 1))
+    assert counts.min() > 9_500 and counts.max() < 10_500
+    assert uniform(hashes[:5], seed=-1).shape == (5,)
+
+
+def test_sampling_keeps_the_expected_fraction_end_to_end(tmp_path) -> None:
+    ppl = list(np.random.default_rng(1).lognormal(5, 0.5, size=8000))
+    files = write_scored_shards(tmp_path, [ppl], [["a"] * 8000])
+    selector = make_selector("perplexity_sampling", {"target_keep": 0.25})
+    plan = selector.plan(ScoreStats(files))
+    import pyarrow.parquet as pq
+
+    scores = pq.read_table(files.score_files[0])
+    arrays = {c: scores[c].to_numpy() for c in ("ppl", "bpb", "id_hash")}
+    decision = selector.decide(arrays, _all(8000), plan, seed=0)
+    assert decision.keep.mean() == pytest.approx(0.25, abs=0.02)
+    assert plan["groups"][ALL]["expected_keep"] == pytest.approx(0.25, abs=1e-6)
+    again = selector.decide(arrays, _all(8000), plan, seed=0)
+    np.testing.assert_array_equal(decision.keep, again.keep)
+    np.testing.assert_allclose(decision.columns["keep_prob"], again.columns["keep_prob"])
+    flag = make_selector("perplexity_sampling", {"target_keep": 0.25, "action": "flag"})
+    flagged = flag.decide(arrays, _all(8000), plan, seed=0)
+    assert flagged.keep.all()
+    np.testing.assert_array_equal(flagged.columns["keep"], decision.keep)
+
+
+def test_default_gaussian_factor_is_bertins() -> None:
+    selector = make_selector("perplexity_sampling")
+    assert selector._target() is None
+    assert make_selector("perplexity_sampling", {"method": "stepwise"})._target() == 0.5
+
+
+# --------------------------------------------------------------------------- harmful_outlier
+
+
+def test_otsu_splits_two_clusters_at_the_valley() -> None:
+    x = np.concatenate([np.full(300, 1.0), np.full(700, 5.0)])
+    counts, edges = np.histogram(x, bins=50, range=(0, 6))
+    modes = split_modes(edges, counts)
+    assert 1.0 < modes.cut < 5.0 and modes.valley_ratio == 0.0
+    assert modes.low_mass == pytest.approx(0.3) and modes.high_mass == pytest.approx(0.7)
+    assert modes.separation == math.inf  # two point masses
+    assert split_modes(edges, np.bincount([3], minlength=50)) is None
+
+
+def test_a_single_gaussian_has_no_valley() -> None:
+    x = np.random.default_rng(5).normal(0, 1, 20_000)
+    counts, edges = np.histogram(x, bins=200)
+    modes = split_modes(edges, counts)
+    assert modes.valley_ratio > 0.8
+    assert modes.separation > 2  # why Ashman's D of Otsu's halves cannot be the test
+
+
+def test_ashman_d() -> None:
+    assert ashman_d(0, 1, 4, 1) == pytest.approx(4.0)
+    assert ashman_d(0, 0, 0, 0) == 0.0
+
+
+def _bimodal(rng, n_harm: int, n_clean: int) -> list[float]:
+    return list(np.exp(np.concatenate([rng.normal(2, 0.3, n_harm), rng.normal(6, 0.4, n_clean)])))
+
+
+def test_harmful_cut_separates_bimodal_scores_per_group(tmp_path) -> None:
+    rng = np.random.default_rng(2)
+    a, b = _bimodal(rng, 100, 900), _bimodal(rng, 50, 200)
+    files = write_scored_shards(tmp_path, [a + b], [["a"] * 1000 + ["b"] * 250])
+    selector = make_selector("harmful_outlier")
+    plan = selector.plan(ScoreStats(files, "domain"))
+    assert plan["warnings"] == []
+    for g in ("a", "b"):
+        entry = plan["groups"][g]
+        assert entry["reliable"] and 2 < entry["cut"] < 6 and entry["modes"]["valley_ratio"] < 0.1
+        assert len(entry["nearest"]) == 5
+        assert {m["label"] for m in entry["marks"]} == {"harmful mode", "clean mode", "cut"}
+    groups = np.array(["a"] * 1000 + ["b"] * 250, dtype=object)
+    decision = selector.decide(_scores(a + b), groups, plan, seed=0)
+    truth = np.array([True] * 100 + [False] * 900 + [True] * 50 + [False] * 200)
+    np.testing.assert_array_equal(decision.columns["harmful_flag"], truth)
+    np.testing.assert_array_equal(decision.keep, ~truth)
+    assert plan["groups"]["a"]["modes"]["low_mass"] == pytest.approx(0.1)
+
+
+def test_unimodal_scores_warn_and_flag_nothing_by_default(tmp_path) -> None:
+    ppl = list(np.exp(np.random.default_rng(3).normal(5, 0.5, 2000)))
+    files = write_scored_shards(tmp_path, [ppl], [["a"] * 2000])
+    stats = ScoreStats(files)
+    skip = make_selector("harmful_outlier")
+    plan = skip.plan(stats)
+    assert len(plan["warnings"]) == 1 and "not clearly bimodal" in plan["warnings"][0]
+    assert not skip.decide(_scores(ppl), _all(2000), plan, seed=0).columns["harmful_flag"].any()
+    use = make_selector("harmful_outlier", {"unreliable": "use"})
+    flagged = use.decide(_scores(ppl), _all(2000), use.plan(stats), seed=0).columns["harmful_flag"]
+    assert 0 < flagged.sum() < 2000
+
+
+def test_manual_threshold_overrides_and_flag_action(tmp_path) -> None:
+    ppl = [5.0, 10.0, 20.0, 40.0]
+    files = write_scored_shards(tmp_path, [ppl], [["a"] * 4])
+    selector = make_selector("harmful_outlier", {"threshold": 15, "action": "flag"})
+    plan = selector.plan(ScoreStats(files))
+    assert plan["groups"][ALL]["source"] == "manual"
+    decision = selector.decide(_scores(ppl + [math.nan]), _all(5), plan, seed=0)
+    assert decision.columns["harmful_flag"].tolist() == [True, True, False, False, False]
+    assert decision.keep.tolist() == [True, True, True, True, False]
+
+
+def test_combined_with_a_clean_model(tmp_path) -> None:
+    rng = np.random.default_rng(4)
+    n_harm, n_clean = 100, 600
+    harmful = np.exp(np.concatenate([rng.normal(2, 0.3, n_harm), rng.normal(6, 0.3, n_clean)]))
+    clean = np.exp(np.concatenate([rng.normal(7, 0.3, n_harm), rng.normal(3, 0.3, n_clean)]))
+    labels = [["x"] * (n_harm + n_clean)]
+    files = write_scored_shards(tmp_path / "h", [list(harmful)], labels)
+    clean_files = write_scored_shards(tmp_path / "c", [list(clean)], labels)
+    combined = ScoreFiles(files.score_files, files.input_files, {"clean": clean_files.score_files})
+    selector = make_selector("harmful_outlier", {"clean_scorer_id": "clean"})
+    assert selector.extra_scorers() == ["clean"]
+    plan = selector.plan(ScoreStats(combined))
+    assert plan["metric"] == "log_ratio:clean" and plan["groups"][ALL]["reliable"]
+    scores = _scores(harmful)
+    scores["clean:ppl"] = clean
+    decision = selector.decide(scores, _all(n_harm + n_clean), plan, seed=0)
+    truth = np.arange(n_harm + n_clean) < n_harm
+    np.testing.assert_array_equal(decision.columns["harmful_flag"], truth)
+    z = decision.columns["harmful_z"]
+    assert z[truth].min() > 0 and z[truth].min() > z[~truth].max()
+    manual = make_selector("harmful_outlier", {"clean_scorer_id": "clean", "threshold": 0.0})
+    manual_plan = manual.plan(ScoreStats(combined))
+    flagged = manual.decide(scores, _all(n_harm + n_clean), manual_plan, 0).columns["harmful_flag"]
+    assert flagged.sum() == (z > 0).sum()
