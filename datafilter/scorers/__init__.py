@@ -8,7 +8,13 @@ from datafilter.registry import Registry, parse_options
 from datafilter.scorers.base import BatchScores, Resources, Scorer, ScorerOptions
 
 SCORERS: Registry[Scorer] = Registry(
-    "scorer", "datafilter.scorers", {"kenlm": "datafilter.scorers.kenlm:KenlmScorer"}
+    "scorer",
+    "datafilter.scorers",
+    {
+        "kenlm": "datafilter.scorers.kenlm:KenlmScorer",
+        "torch": "datafilter.scorers.torch_lm:TorchLMScorer",
+        "vllm": "datafilter.scorers.vllm_lm:VllmScorer",
+    },
 )
 
 
