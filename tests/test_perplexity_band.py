@@ -111,5 +111,7 @@ def test_options_are_validated() -> None:
         make_selector("perplexity_band", {"keep": 1.5})
     with pytest.raises(ConfigError, match="bogus"):
         make_selector("perplexity_band", {"bogus": 1})
-    with pytest.raises(ConfigError, match="known selectors: perplexity_band"):
+    with pytest.raises(
+        ConfigError, match="known selectors: ccnet_buckets, harmful_outlier, perplexity_band"
+    ):
         make_selector("nope")
