@@ -249,3 +249,13 @@ def test_combined_with_a_clean_model(tmp_path) -> None:
     manual_plan = manual.plan(ScoreStats(combined))
     flagged = manual.decide(scores, _all(n_harm + n_clean), manual_plan, 0).columns["harmful_flag"]
     assert flagged.sum() == (z > 0).sum()
+
+
+def test_a_cut_flagging_the_majority_warns(tmp_path) -> None:
+    rng = np.random.default_rng(6)
+    ppl = list(np.exp(np.concatenate([rng.normal(2, 0.3, 800), rng.normal(6, 0.3, 200)])))
+    files = write_scored_shards(tmp_path, [ppl], [["a"] * 1000])
+    plan = make_selector("harmful_outlier").plan(ScoreStats(files))
+    assert plan["groups"][ALL]["reliable"]
+    assert any("flags 80% of the documents" in w for w in plan["warnings"])
+    assert "mean" not in plan["groups"][ALL]  # z-scoring is only for the combined statistic

@@ -67,7 +67,9 @@ class HarmfulOutlier(Selector):
             mean, std = scale.get(g, (0.0, 1.0))
             std = std or 1.0
             modes = split_modes(*hist[g]) if g in hist else None
-            entry: dict[str, Any] = {"n_docs": n, "mean": mean, "std": std}
+            entry: dict[str, Any] = {"n_docs": n}
+            if self._combined:
+                entry.update(mean=mean, std=std)
             if modes is not None:
                 entry["modes"] = modes.as_dict()
                 entry["reliable"] = modes.valley_ratio <= opts.max_valley_ratio
@@ -85,6 +87,13 @@ class HarmfulOutlier(Selector):
                     if opts.unreliable == "skip":
                         cut = math.inf if self._combined else -math.inf
                         entry["source"] = "otsu-skipped"
+                if modes is not None and entry["source"] == "otsu":
+                    share = modes.high_mass if self._combined else modes.low_mass
+                    if share > 0.5:
+                        warnings.append(
+                            f"group {g!r}: the cut flags {share:.0%} of the documents; harmful "
+                            "text is rarely the majority: check the histogram or set threshold=..."
+                        )
             entry["cut"] = cut
             entry["marks"] = self._marks(entry)
             cuts[g] = cut
@@ -145,7 +154,8 @@ class HarmfulOutlier(Selector):
             rows = groups == group
             cut = params["cut"]
             flagged |= rows & ((stat > cut) if self._combined else (stat < cut))
-            z[rows] = (stat[rows] - params["mean"]) / params["std"]
+            if self._combined:
+                z[rows] = (stat[rows] - params["mean"]) / params["std"]
         columns: dict[str, np.ndarray] = {"harmful_flag": flagged, "harmful_ppl": ppl}
         if self._combined:
             columns["harmful_z"] = z
