@@ -5,6 +5,7 @@ Public API (heavy dependencies load only when a stage runs)::
     train_kenlm(inputs, output, ...)      score(input, run_dir, ...)
     thresholds(run_dir, ...)              select(run_dir, output, ...)
     run(config)                           list_plugins()
+    report(run_dir, ...)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ __version__ = "0.1.0"
 __all__ = [
     "build_demo_corpus",
     "list_plugins",
+    "report",
     "run",
     "score",
     "select",
@@ -30,6 +32,7 @@ _LAZY = {
     "run": "datafilter.pipeline",
     "train_kenlm": "datafilter.kenlm_train",
     "build_demo_corpus": "datafilter.demo_corpus",
+    "report": "datafilter.reporting",
 }
 
 

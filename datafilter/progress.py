@@ -104,7 +104,9 @@ class ProgressBar:
                 f"{head}{frac:4.0%} [{bar}] {_count(self.n)}/{_count(self.total)} {self.unit} "
                 f"{_duration(elapsed)}<{_duration(eta)} {_count(rate)} {self.unit}/s"
             )
-        return f"{head}{_count(self.n)} {self.unit} {_duration(elapsed)} {_count(rate)} {self.unit}/s"
+        return (
+            f"{head}{_count(self.n)} {self.unit} {_duration(elapsed)} {_count(rate)} {self.unit}/s"
+        )
 
     def _draw(self, now: float) -> None:
         columns = shutil.get_terminal_size((100, 20)).columns

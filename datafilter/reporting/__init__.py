@@ -1,0 +1,63 @@
+"""``datafilter report``: one self-contained HTML page about a run and its selection.
+
+The page shows the score distributions with the thresholds drawn, what each group lost, the
+documents at each decile and around each threshold, and the run's configuration. Plots need
+matplotlib (``pip install 'datafilter[report]'``); nothing on the page needs the network.
+
+(This package is ``datafilter.reporting``, not ``datafilter.report``, so that importing it
+never shadows the public function ``datafilter.report``.)
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from datafilter.io.atomic import write_bytes
+from datafilter.io.layout import RunLayout
+
+REPORT_NAME = "report.html"
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def report(
+    run_dir: str | Path,
+    *,
+    selection: str | Path | None = None,
+    output: str | Path | None = None,
+    scorer_id: str | None = None,
+    log: Callable[[str], None] = _stderr,
+) -> dict[str, Any]:
+    """Write the HTML report of ``run_dir`` (default ``RUN_DIR/report.html``), atomically.
+
+    ``selection`` is a ``datafilter select`` output folder; by default the most recent one
+    made from the run, and none if there is none (the page then shows the scores only).
+    """
+    from datafilter.reporting.data import collect
+    from datafilter.reporting.plots import _matplotlib
+    from datafilter.reporting.render import SECTIONS, render
+
+    _matplotlib()  # fail early, with the extra to install, when matplotlib is missing
+    layout = RunLayout.at(run_dir)
+    data = collect(layout.root, selection=selection, scorer_id=scorer_id)
+    page = render(data).encode("utf-8")
+    path = Path(output).expanduser().resolve() if output else layout.root / REPORT_NAME
+    write_bytes(path, page)
+    log(
+        f"report: {sum(data.counts.values())} scored documents"
+        + (f", selection {data.selection}" if data.selection else ", no selection")
+        + f" -> {path}"
+    )
+    return {
+        "report": str(path),
+        "run": str(layout.root),
+        "scorer_id": data.scorer_id,
+        "selection": str(data.selection) if data.selection else None,
+        "bytes": len(page),
+        "sections": [name for _, name in SECTIONS],
+    }
