@@ -240,21 +240,8 @@ class ScoreStats:
         self, wanted: dict[str, list[int]], metric: str = "ppl"
     ) -> dict[tuple[str, int], tuple[float, int]]:
         """The (metric, id_hash) key at each 0-based rank of each group, ordered ascending."""
-        pairs = [(g, r) for g, ranks in wanted.items() for r in ranks]
-        if not pairs:
-            return {}
-        col = self.metric_sql(metric)
-        self.con.register(
-            "wanted", pa.table({"grp": [g for g, _ in pairs], "rnk": [r for _, r in pairs]})
-        )
-        rows = self._query(
-            f"SELECT s.grp, s.rnk, s.v, s.h FROM (SELECT grp, {col} AS v, id_hash AS h, "
-            f"row_number() OVER (PARTITION BY grp ORDER BY {col}, id_hash) - 1 AS rnk "
-            "FROM {scores} WHERE grp IN (SELECT grp FROM wanted)) s "
-            "JOIN wanted w ON s.grp = w.grp AND s.rnk = w.rnk"
-        )
-        self.con.unregister("wanted")
-        return {(g, int(r)): (float(v), int(h)) for g, r, v, h in rows}
+        docs = self.documents_at_ranks(wanted, metric)
+        return {key: (doc.value, doc.id_hash) for key, doc in docs.items()}
 
     def shared_histogram(
         self,
