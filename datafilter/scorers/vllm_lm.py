@@ -46,8 +46,9 @@ class VllmScorer(CausalLMScorer):
             model=str(self.folder),
             skip_tokenizer_init=True,
             dtype=dtype,
-            max_model_len=self.context_size(config),
-            max_num_batched_tokens=max(opts.max_tokens_per_batch, self.context_size(config)),
+            # A window plus the one generated token: no KV cache reserved beyond what is used.
+            max_model_len=self.max_length + 1,
+            max_num_batched_tokens=max(opts.max_tokens_per_batch, self.max_length + 1),
             gpu_memory_utilization=opts.gpu_memory_utilization,
             enforce_eager=not on_gpu if opts.enforce_eager is None else opts.enforce_eager,
             seed=0,
