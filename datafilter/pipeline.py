@@ -7,12 +7,26 @@ from typing import Any
 
 from datafilter import api
 from datafilter.config import RunConfig, load_config
+from datafilter.progress import progress_state, set_enabled
 from datafilter.runtime import RuntimeOptions
 
 
 def run(config: str | Path | RunConfig, *, progress: bool = True, log: api.Log = api._stderr):
-    """Run the optional demo-corpus and KenLM-training steps, then score, thresholds, select."""
+    """Run the optional demo-corpus and KenLM-training steps, then score, thresholds, select.
+
+    ``progress=False`` turns off Ray's progress bars and the local ones for this call."""
     cfg = config if isinstance(config, RunConfig) else load_config(config)
+    if progress:
+        return _run(cfg, progress, log)
+    previous = progress_state()
+    set_enabled(False)
+    try:
+        return _run(cfg, progress, log)
+    finally:
+        set_enabled(previous)
+
+
+def _run(cfg: RunConfig, progress: bool, log: api.Log) -> dict[str, Any]:
     results: dict[str, Any] = {}
     if cfg.demo_corpus:
         from datafilter.demo_corpus import build_demo_corpus

@@ -37,6 +37,11 @@ def set_enabled(enabled: bool | None) -> None:
     _enabled = enabled
 
 
+def progress_state() -> bool | None:
+    """What :func:`set_enabled` last set (``None``: the default), to restore it later."""
+    return _enabled
+
+
 def is_enabled() -> bool:
     """Whether a bar would be drawn now."""
     if _enabled is not None:
