@@ -89,6 +89,8 @@ def score_shard(job: ShardJob, scorer: Scorer, settings: ScoreSettings) -> dict[
 
 
 def _is_textual(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        return _is_textual(kind.value_type)
     return any(
         check(kind)
         for check in (
@@ -111,6 +113,8 @@ def _iter_batches(pf, columns: list[str], batch_rows: int, path: Path):
 
 def _decode_texts(column: pa.Array) -> list[str | bytes | None]:
     """Python values of the text column: str where valid UTF-8, bytes where not, None for null."""
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         try:
             column.validate(full=True)

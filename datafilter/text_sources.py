@@ -45,6 +45,8 @@ def _iter_parquet(path: Path, columns: list[str], batch_rows: int) -> Iterator[s
     pf = open_parquet(path)
     for column in columns:
         kind = require_column(pf, column, path)
+        if pa.types.is_dictionary(kind):
+            kind = kind.value_type
         if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
             raise InputError(
                 f"column {column!r} has type {kind}, expected string", path=str(path)

@@ -1,0 +1,43 @@
+"""Text stored in other Arrow types, empty shards and nested folders score like plain strings."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from helpers_corpus import LOCAL, quiet
+
+from datafilter import api
+from datafilter.kenlm_train import KenlmTrainingOptions, train_kenlm
+
+TEXTS = ["The bank raised rates on Thursday.", "Shares fell in London.", "Shares fell in London."]
+
+
+def test_large_string_dictionary_empty_and_nested_shards(tmp_path, kenlm_model_dir) -> None:
+    inp = tmp_path / "in"
+    (inp / "a" / "b").mkdir(parents=True)
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), inp / "empty.parquet")
+    pq.write_table(pa.table({"text": pa.array(TEXTS, pa.large_string())}), inp / "a" / "l.parquet")
+    dictionary = pa.table({"text": pa.array(TEXTS).dictionary_encode()})
+    pq.write_table(dictionary, inp / "a" / "b" / "d.parquet")
+    summary = api.score(inp, tmp_path / "run", options={"model": str(kenlm_model_dir)},
+                        runtime=LOCAL, log=quiet)  # fmt: skip
+    assert summary["rows"] == summary["scored"] == 6 and summary["failed_shards"] == []
+    scores = {p.name: pq.read_table(p) for p in (tmp_path / "run" / "scores").rglob("*.parquet")}
+    assert scores["empty.parquet"].num_rows == 0
+    assert scores["l.parquet"]["logprob_sum"].equals(scores["d.parquet"]["logprob_sum"])
+    manifest = api.select(tmp_path / "run", tmp_path / "out", runtime=LOCAL, log=quiet)
+    assert manifest["totals"]["read"] == 6
+    assert pq.read_table(tmp_path / "out" / "a" / "b" / "d.parquet").schema.equals(
+        dictionary.schema
+    )
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["totals"]["kept"] == 3
+
+
+def test_train_kenlm_reads_dictionary_text(tmp_path) -> None:
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"t": pa.array(TEXTS * 10).dictionary_encode()}), path)
+    options = KenlmTrainingOptions(order=3, vocab_size=100)
+    recipe = train_kenlm([path], tmp_path / "m", text_columns=["t"], options=options, log=quiet)
+    assert recipe.training["documents"] == 30
