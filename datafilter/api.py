@@ -67,6 +67,7 @@ def score(
         max_doc_bytes=max_doc_bytes,
     )
     entry = {"scorer": the_scorer.describe(), "settings": settings.model_dump(mode="json")}
+    _refuse_nested(layout.root, input, "run folder")
     shards = discover_shards(input)
     with run_lock(layout.lock_path):
         record = _updated_record(layout, str(Path(input).expanduser().resolve()), settings)
@@ -101,6 +102,16 @@ def score(
         write_json(layout.root / STATE_DIR / "score" / sid / "summary.json", summary)
     _raise_failures(failures, len(shards), "score")
     return summary
+
+
+def _refuse_nested(folder: Path, input_path: str | Path, what: str) -> None:
+    """A run or output folder inside the input folder would be read back as input shards."""
+    root = Path(input_path).expanduser().resolve()
+    if root.is_dir() and folder.is_relative_to(root):
+        raise ConfigError(
+            f"{what} {folder} is inside the input folder {root}: its Parquet files would be "
+            "read as input next time; choose a folder outside the input"
+        )
 
 
 def _updated_record(layout: RunLayout, input_path: str, settings: ScoreSettings) -> RunRecord:
@@ -250,6 +261,7 @@ def select(
     record = require_record(layout)
     sid = resolve_scorer_id(record, scorer_id)
     the_selector = make_selector(selector, options)
+    _refuse_nested(out, record.input, "output folder")
     with run_lock(out / STATE_DIR / "lock"):
         remove_temp_files(out)
         pairs = finished_score_shards(layout, record, sid)

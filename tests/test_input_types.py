@@ -41,3 +41,19 @@ def test_train_kenlm_reads_dictionary_text(tmp_path) -> None:
     options = KenlmTrainingOptions(order=3, vocab_size=100)
     recipe = train_kenlm([path], tmp_path / "m", text_columns=["t"], options=options, log=quiet)
     assert recipe.training["documents"] == 30
+
+
+def test_run_or_output_folder_inside_the_input_is_refused(tmp_path, kenlm_model_dir) -> None:
+    import pytest
+
+    from datafilter.errors import ConfigError
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    pq.write_table(pa.table({"text": TEXTS}), inp / "x.parquet")
+    with pytest.raises(ConfigError, match="inside the input folder"):
+        api.score(inp, inp / "run", options={"model": str(kenlm_model_dir)}, log=quiet)
+    api.score(inp, tmp_path / "run", options={"model": str(kenlm_model_dir)}, runtime=LOCAL,
+              log=quiet)  # fmt: skip
+    with pytest.raises(ConfigError, match="output folder .* is inside the input folder"):
+        api.select(tmp_path / "run", inp / "out", runtime=LOCAL, log=quiet)
