@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -10,7 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from datafilter.errors import ConfigError, DatafilterError
+from datafilter.errors import ConfigError, DatafilterError, ModelError
 from datafilter.io.atomic import dumps_json, remove_temp_files, write_json, write_table
 from datafilter.io.layout import STATE_DIR, RunLayout
 from datafilter.io.lock import run_lock
@@ -135,7 +136,12 @@ def _updated_record(layout: RunLayout, input_path: str, settings: ScoreSettings)
 def _score_worker(name: str, options: dict[str, Any], settings: ScoreSettings):
     """Runs once per actor: load the model, return the per-shard function."""
     scorer = make_scorer(name, options)
-    scorer.setup()
+    try:
+        scorer.setup()
+    except DatafilterError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a broken model file must become one clear error
+        raise ModelError(f"loading the {name} model failed: {type(exc).__name__}: {exc}") from exc
     return partial(score_shard, scorer=scorer, settings=settings)
 
 
@@ -262,6 +268,8 @@ def select(
     sid = resolve_scorer_id(record, scorer_id)
     the_selector = make_selector(selector, options)
     _refuse_nested(out, record.input, "output folder")
+    if out == layout.root or layout.root.is_relative_to(out):
+        raise ConfigError(f"output folder {out} would overwrite the run folder {layout.root}")
     with run_lock(out / STATE_DIR / "lock"):
         remove_temp_files(out)
         pairs = finished_score_shards(layout, record, sid)
@@ -287,6 +295,7 @@ def select(
             "thresholds": plan,
         }
         key = hashlib.sha256(dumps_json(context).encode()).hexdigest()[:16]
+        _forget_other_selections(out, key, {shard.rel for shard, _ in pairs}, log)
         jobs, all_jobs = [], []
         for shard, score_path in pairs:
             job = SelectJob(
@@ -324,6 +333,19 @@ def select(
         f"rejected {t['rejected']} -> {out}"
     )
     return manifest
+
+
+def _forget_other_selections(out: Path, key: str, rels: set[str], log: Log) -> None:
+    """This selection rewrites ``out``: drop the completion records of other selections (their
+    shards are about to be replaced) and shards whose input is gone."""
+    for folder in (out / STATE_DIR / "select").glob("*"):
+        if folder.name != key:
+            shutil.rmtree(folder)
+    for path in out.rglob("*.parquet"):
+        rel = path.relative_to(out).as_posix()
+        if rel not in rels and not rel.startswith((STATE_DIR, ".")):
+            log(f"select: removing {rel}: its input shard is gone")
+            path.unlink()
 
 
 def _select_worker(name: str, options: dict[str, Any], plan: dict[str, Any], settings):

@@ -24,7 +24,10 @@ def _parse_sets(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {pair!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {pair!r}: the value is not valid YAML") from None
     return out
 
 
@@ -353,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     except DatafilterError as exc:
         print(f"datafilter: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # e.g. an output path that is a file, a full or read-only disk
+        print(f"datafilter: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("datafilter: interrupted; finished shards are kept, rerun to resume", file=sys.stderr)
         return 130

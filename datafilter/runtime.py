@@ -138,5 +138,12 @@ def _run_on_ray(
         num_cpus=num_cpus,
         num_gpus=num_gpus,
     )
-    for row in ds.iter_rows():
-        yield _to_outcome(tasks[int(row["index"])], json.loads(row["outcome"]))
+    try:
+        for row in ds.iter_rows():
+            yield _to_outcome(tasks[int(row["index"])], json.loads(row["outcome"]))
+    except ray.exceptions.RayError as exc:  # e.g. an actor whose model failed to load
+        cause = str(exc).strip().splitlines()
+        detail = next(
+            (line for line in reversed(cause) if "Error" in line), cause[-1] if cause else ""
+        )
+        raise DatafilterError(f"the Ray stage failed: {detail.strip()}") from exc

@@ -73,7 +73,9 @@ def select_shard(
             extra_part = {
                 sid: t.slice(offset - batch.num_rows, batch.num_rows) for sid, t in extra.items()
             }
-            kept = _decide_batch(batch, part, extra_part, selector, plan, settings, tally)
+            kept = _decide_batch(
+                batch, part, extra_part, job.score_path, selector, plan, settings, tally
+            )
             if kept.num_rows:
                 writer.write_table(kept.cast(schema))
     if offset != scores.num_rows:
@@ -125,6 +127,7 @@ def _decide_batch(
     batch: pa.RecordBatch,
     scores: pa.Table,
     extra: dict[str, pa.Table],
+    score_file: Path,
     selector: Selector,
     plan: dict[str, Any],
     settings: SelectSettings,
@@ -134,6 +137,8 @@ def _decide_batch(
     reasons = scores.column("reject_reason").to_pylist()
     arrays = {c: scores.column(c).to_numpy(zero_copy_only=False) for c in ("ppl", "bpb")}
     arrays["id_hash"] = scores.column("id_hash").to_numpy()
+    arrays["row"] = scores.column("row").to_numpy()
+    arrays["score_file"] = np.full(scores.num_rows, str(score_file), dtype=object)
     for sid, table in extra.items():
         for c in ("ppl", "bpb"):
             arrays[f"{sid}:{c}"] = table.column(c).to_numpy(zero_copy_only=False)

@@ -46,6 +46,15 @@ class ScoreFiles:
     extra: dict[str, list[str]] = field(default_factory=dict)
 
 
+_GROUPABLE = (
+    pa.types.is_string,
+    pa.types.is_large_string,
+    pa.types.is_integer,
+    pa.types.is_boolean,
+    pa.types.is_null,
+)
+
+
 def _quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -67,6 +76,7 @@ class ScoreStats:
             raise InputError("no finished score shards to compute thresholds from")
         self.group_by = group_by
         self.extra_ids = list(files.extra)
+        self._score_file_of = dict(zip(files.input_files, files.score_files, strict=True))
         self.con = duckdb.connect()
         if memory_limit:
             self.con.execute(f"SET memory_limit = '{_checked_size(memory_limit)}'")
@@ -140,8 +150,18 @@ class ScoreStats:
         import pyarrow.parquet as pq
 
         for path in input_files:
-            if self.group_by not in pq.read_schema(path).names:
+            schema = pq.read_schema(path)
+            if self.group_by not in schema.names:
                 raise InputError(f"group column {self.group_by!r} not found", path=path)
+            kind = schema.field(self.group_by).type
+            if pa.types.is_dictionary(kind):
+                kind = kind.value_type
+            if not any(check(kind) for check in _GROUPABLE):
+                raise InputError(
+                    f"group column {self.group_by!r} has type {kind}; group by a string, integer "
+                    "or boolean column (other types print differently in DuckDB and Arrow)",
+                    path=path,
+                )
 
     def counts(self) -> dict[str, int]:
         """Valid scored documents per group."""
@@ -238,10 +258,14 @@ class ScoreStats:
 
     def keys_at_ranks(
         self, wanted: dict[str, list[int]], metric: str = "ppl"
-    ) -> dict[tuple[str, int], tuple[float, int]]:
-        """The (metric, id_hash) key at each 0-based rank of each group, ordered ascending."""
+    ) -> dict[tuple[str, int], tuple[float, int, str, int]]:
+        """The full sort key (metric, id_hash, score file, row) at each 0-based rank of each
+        group, ascending: unique per document even when ids and scores repeat."""
         docs = self.documents_at_ranks(wanted, metric)
-        return {key: (doc.value, doc.id_hash) for key, doc in docs.items()}
+        return {
+            key: (doc.value, doc.id_hash, self._score_file_of[doc.input_file], doc.row)
+            for key, doc in docs.items()
+        }
 
     def shared_histogram(
         self,
@@ -286,7 +310,8 @@ class ScoreStats:
         )
         rows = self._query(
             f"SELECT s.grp, s.rnk, s.v, {_DOC_FIELDS} FROM (SELECT *, {col} AS v, row_number() "
-            f"OVER (PARTITION BY grp ORDER BY {col}, id_hash) - 1 AS rnk FROM {{scores}} "
+            f"OVER (PARTITION BY grp ORDER BY {col}, id_hash, score_file, row) - 1 AS rnk "
+            "FROM {scores} "
             "WHERE grp IN (SELECT grp FROM wanted_docs)) s "
             "JOIN wanted_docs w ON s.grp = w.grp AND s.rnk = w.rnk "
             "JOIN shard_map m ON m.score_file = s.score_file"

@@ -35,7 +35,8 @@ def _decide_all(files, selector, group_by=None):
     kept = []
     for score_file, input_file in zip(files.score_files, files.input_files, strict=True):
         scores = pq.read_table(score_file)
-        arrays = {c: scores[c].to_numpy() for c in ("ppl", "bpb", "id_hash")}
+        arrays = {c: scores[c].to_numpy() for c in ("ppl", "bpb", "id_hash", "row")}
+        arrays["score_file"] = np.full(scores.num_rows, score_file, dtype=object)
         if group_by:
             groups = np.array(pq.read_table(input_file)[group_by].to_pylist(), dtype=object)
         else:
@@ -100,8 +101,14 @@ def test_nan_scores_are_never_kept(tmp_path) -> None:
     files = write_scored_shards(tmp_path, [[1.0, 2.0]], [["a"] * 2])
     selector = make_selector("perplexity_band", {"criterion": "high", "keep": 1.0})
     plan = selector.plan(ScoreStats(files))
-    scores = {"ppl": np.array([np.nan, 2.0]), "bpb": np.zeros(2), "id_hash": np.zeros(2, np.uint64)}
-    plan["groups"][ALL]["lower"] = {"value": 1.0, "id_hash": 0}
+    scores = {
+        "ppl": np.array([np.nan, 2.0]),
+        "bpb": np.zeros(2),
+        "id_hash": np.zeros(2, np.uint64),
+        "row": np.arange(2),
+        "score_file": np.array(["s", "s"], dtype=object),
+    }
+    plan["groups"][ALL]["lower"] = {"value": 1.0, "id_hash": 0, "shard": "s", "row": 0}
     decision = selector.decide(scores, np.array([ALL, ALL], dtype=object), plan, seed=0)
     assert decision.keep.tolist() == [False, True]
 
@@ -115,3 +122,17 @@ def test_options_are_validated() -> None:
         ConfigError, match="known selectors: ccnet_buckets, harmful_outlier, perplexity_band"
     ):
         make_selector("nope")
+
+
+def test_exact_count_when_ids_and_scores_repeat(tmp_path) -> None:
+    # Re-crawled pages: the same id and the same score twice. Place in the corpus breaks the tie.
+    import pyarrow as pa
+
+    files = write_scored_shards(tmp_path, [[float(1 + i // 2) for i in range(20)]], [["a"] * 20])
+    table = pq.read_table(files.score_files[0])
+    doubled = [h for h in table["id_hash"].to_pylist()[::2] for _ in (0, 1)]
+    table = table.set_column(2, "id_hash", pa.array(doubled, pa.uint64()))
+    pq.write_table(table, files.score_files[0])
+    selector = make_selector("perplexity_band", {"criterion": "low", "keep": 0.25})
+    plan, kept = _decide_all(files, selector)
+    assert len(kept) == plan["groups"][ALL]["kept"] == 5

@@ -6,7 +6,8 @@ What a killed run leaves behind, and what happens to it:
   name. Every stage ignores it (input discovery skips hidden names, thresholds and select read
   only the score shards named by completion records, Parquet dataset readers skip names starting
   with '.'), and the next run on that folder deletes it once it holds the lock;
-- the run lock ``_state/lock`` naming the dead pid: the next run on this host takes it over.
+- the run lock file ``_state/lock`` naming the dead pid; its flock died with the process, so the
+  next run takes it at once.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from helpers_corpus import (
 from datafilter import api
 from datafilter.errors import ConfigError, RunLockedError
 from datafilter.io.layout import RunLayout
+from datafilter.io.lock import is_locked
 from datafilter.io.shards import discover_shards
 from datafilter.kenlm_train import KenlmTrainingOptions, train_kenlm
 
@@ -127,7 +129,7 @@ def test_killed_run_resumes_to_the_same_bytes_through_the_whole_chain(
     assert proc.returncode == 0, proc.stderr
     todo = N_SHARDS - done
     assert f"score: {todo} of {N_SHARDS} shards to score ({done} done)" in proc.stderr
-    assert not lock.exists()  # the stale lock was taken over, then released
+    assert not is_locked(lock)  # the dead run's lock went with it; the rerun released its own
     assert leftovers == [] or temp_files(run) == []  # cleaned by the rerun, under the lock
     assert [s.rel for s in discover_shards(inp)] == [
         f"part-{i:05d}.parquet" for i in range(N_SHARDS)
@@ -210,8 +212,8 @@ def test_rerun_skips_finished_shards_and_leaves_their_records_alone(
     assert {p: p.read_bytes() for p in _markers(run)} == markers
     after = mtimes(run)
     changed = {k for k in before if after.get(k) != before[k]}
-    # Only the run record and the stage summary are rewritten (with the same content).
-    assert changed <= {"run.json", "_state/score/kenlm/summary.json"}
+    # Only the run record, the stage summary (same content) and the lock file are touched.
+    assert changed <= {"run.json", "_state/score/kenlm/summary.json", "_state/lock"}
 
 
 def test_a_rewritten_input_shard_is_the_only_one_rescored(scored, kenlm_model_dir):
@@ -268,12 +270,12 @@ def test_a_second_run_on_a_folder_in_use_is_refused(scored, kenlm_model_dir, tmp
     finally:
         holder.kill()
         holder.wait(timeout=30)
-    # The holder died without releasing the lock: the next run takes the stale lock over.
-    assert lock.exists()
+    # The holder was killed without releasing the lock: the kernel released it.
+    assert lock.exists() and not is_locked(lock)
     log: list[str] = []
     api.score(inp, run, options={"model": str(kenlm_model_dir)}, runtime=LOCAL, log=log.append)
     assert "score: 0 of 4 shards to score (4 done)" in log
-    assert not lock.exists()
+    assert not is_locked(lock)
 
 
 def test_another_model_under_the_same_scorer_id_is_refused(scored, kenlm_model_dir, tmp_path):

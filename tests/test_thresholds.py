@@ -53,8 +53,9 @@ def test_keys_at_ranks_orders_by_value_then_hash(tmp_path) -> None:
     keys = stats.keys_at_ranks({ALL: [0, 1, 2, 3]})
     assert keys[(ALL, 0)][0] == 1.0
     tied = [keys[(ALL, r)] for r in (1, 2, 3)]
-    assert [v for v, _ in tied] == [5.0, 5.0, 5.0]
-    assert [h for _, h in tied] == sorted(h for _, h in tied)
+    assert [k[0] for k in tied] == [5.0, 5.0, 5.0]
+    assert [k[1] for k in tied] == sorted(k[1] for k in tied)
+    assert {k[2] for k in tied} == set(files.score_files) and keys[(ALL, 0)][3] == 3
 
 
 def test_threshold_table_long_format(shards) -> None:

@@ -1,7 +1,12 @@
-"""One run at a time per folder: an exclusive lock file holding the owner's host and pid."""
+"""One run at a time per folder: an exclusive ``flock`` on a lock file naming its holder.
+
+The kernel releases the lock when its process dies, so a killed run never blocks the next one,
+and there is no check-then-delete race. The file itself stays; it only names the last holder.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -12,45 +17,46 @@ from pathlib import Path
 from datafilter.errors import RunLockedError
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+def is_locked(path: Path) -> bool:
+    """Whether some process holds the lock at ``path`` now."""
+    if not path.exists():
         return False
-    except PermissionError:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    return True
-
-
-def _is_stale(owner: dict) -> bool:
-    return owner.get("host") == socket.gethostname() and not _pid_alive(int(owner.get("pid", 0)))
+    finally:
+        os.close(fd)
+    return False
 
 
 @contextmanager
 def run_lock(path: Path) -> Iterator[None]:
-    """Hold ``path`` exclusively; a lock left by a dead process on this host is taken over."""
+    """Hold ``path`` exclusively for the block; a RunLockedError names the current holder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    me = {"host": socket.gethostname(), "pid": os.getpid()}
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                owner = json.loads(path.read_text() or "{}")
-            except (OSError, json.JSONDecodeError):
-                owner = {}
-            if owner and _is_stale(owner):
-                path.unlink(missing_ok=True)
-                continue
-            raise RunLockedError(
-                f"{path.parent.parent} is in use by another run "
-                f"(host {owner.get('host', '?')}, pid {owner.get('pid', '?')}); "
-                f"wait for it, or remove {path} if that process is gone"
-            ) from None
-        with os.fdopen(fd, "w") as handle:
-            json.dump(me, handle)
-        break
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = _read_owner(fd)
+        os.close(fd)
+        raise RunLockedError(
+            f"{path.parent.parent} is in use by another run "
+            f"(host {owner.get('host', '?')}, pid {owner.get('pid', '?')}); wait for it to finish"
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode(), 0)
         yield
     finally:
-        path.unlink(missing_ok=True)
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _read_owner(fd: int) -> dict:
+    try:
+        return json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        return {}

@@ -38,6 +38,13 @@ def discover_shards(input_path: str | Path) -> list[Shard]:
     ]
     if not shards:
         raise InputError("no *.parquet files found under this folder", path=str(root))
+    for shard in shards:
+        if any(c in shard.rel for c in "*?[{"):
+            raise InputError(
+                "file names with *, ?, [ or { are not supported (DuckDB reads them as patterns); "
+                "rename the file",
+                path=str(shard.path),
+            )
     return shards
 
 

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 
 class ScorerOptions(BaseModel):
-    """Base for scorer options: unknown keys are errors."""
+    """Base for scorer options: unknown keys are errors; a ``model`` path is made absolute, so
+    workers in other directories (or on other nodes) find the same folder."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("model", mode="after", check_fields=False)
+    @classmethod
+    def _absolute_model(cls, value: Path) -> Path:
+        return Path(value).expanduser().resolve()
 
 
 @dataclass(frozen=True)

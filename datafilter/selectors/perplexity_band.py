@@ -1,7 +1,8 @@
 """Perplexity pruning (Ankner et al. 2024; Marion et al. 2023): keep a band of the ranking.
 
-Documents are ordered by (metric, id_hash); ties in the metric are broken by the hash of the
-document id, so the kept count is exactly ``round(keep * n)`` per group and reruns agree.
+Documents are ordered by (metric, id_hash, score shard, row): ties in the metric are broken by
+the hash of the document id, and repeated ids by their place in the corpus, so the kept count is
+exactly ``round(keep * n)`` per group and reruns agree.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ class PerplexityBand(Selector):
         def key(group: str, rank: int | None) -> dict[str, Any] | None:
             if rank is None:
                 return None
-            value, id_hash = keys[(group, rank)]
-            return {"value": value, "id_hash": id_hash}
+            value, id_hash, shard, row = keys[(group, rank)]
+            return {"value": value, "id_hash": id_hash, "shard": shard, "row": row}
 
         groups = {
             g: {
@@ -74,7 +75,6 @@ class PerplexityBand(Selector):
         self, scores: dict[str, np.ndarray], groups: np.ndarray, plan: dict[str, Any], seed: int
     ) -> Decision:
         values = scores[plan["metric"]]
-        hashes = scores["id_hash"]
         keep = np.zeros(len(values), dtype=bool)
         for group, params in plan["groups"].items():
             rows = groups == group
@@ -82,18 +82,34 @@ class PerplexityBand(Selector):
                 continue
             in_band = rows.copy()
             if params["lower"] is not None:
-                in_band &= _at_or_above(values, hashes, params["lower"])
+                in_band &= _at_or_above(scores, plan["metric"], params["lower"])
             if params["upper"] is not None:
-                in_band &= _at_or_below(values, hashes, params["upper"])
+                in_band &= _at_or_below(scores, plan["metric"], params["upper"])
             keep |= in_band
+        keep &= ~np.isnan(values)
         return Decision(keep=keep, drop_reason=f"perplexity_band:{self.options.criterion}")
 
 
-def _at_or_above(values: np.ndarray, hashes: np.ndarray, key: dict[str, Any]) -> np.ndarray:
-    v, h = key["value"], np.uint64(key["id_hash"])
-    return (values > v) | ((values == v) & (hashes >= h))
+def _compare(scores: dict[str, np.ndarray], metric: str, key: dict[str, Any]) -> np.ndarray:
+    """-1, 0 or 1 per row: its sort key (metric, id_hash, score shard, row) against ``key``."""
+    parts = (
+        (scores[metric], key["value"]),
+        (scores["id_hash"], np.uint64(key["id_hash"])),
+        (scores["score_file"], key["shard"]),
+        (scores["row"], key["row"]),
+    )
+    result = np.zeros(len(scores[metric]), dtype=np.int8)
+    undecided = np.ones(len(result), dtype=bool)
+    for mine, theirs in parts:
+        less, more = undecided & (mine < theirs), undecided & (mine > theirs)
+        result[less], result[more] = -1, 1
+        undecided &= ~(less | more)
+    return result
 
 
-def _at_or_below(values: np.ndarray, hashes: np.ndarray, key: dict[str, Any]) -> np.ndarray:
-    v, h = key["value"], np.uint64(key["id_hash"])
-    return (values < v) | ((values == v) & (hashes <= h))
+def _at_or_above(scores: dict[str, np.ndarray], metric: str, key: dict[str, Any]) -> np.ndarray:
+    return _compare(scores, metric, key) >= 0
+
+
+def _at_or_below(scores: dict[str, np.ndarray], metric: str, key: dict[str, Any]) -> np.ndarray:
+    return _compare(scores, metric, key) <= 0
