@@ -57,3 +57,39 @@ def test_run_or_output_folder_inside_the_input_is_refused(tmp_path, kenlm_model_
               log=quiet)  # fmt: skip
     with pytest.raises(ConfigError, match="output folder .* is inside the input folder"):
         api.select(tmp_path / "run", inp / "out", runtime=LOCAL, log=quiet)
+
+
+def test_a_new_selection_into_the_same_folder_replaces_the_old_one(tmp_path, kenlm_model_dir):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    texts = [f"Document number {i} about the bank and the shares." * (1 + i % 3) for i in range(40)]
+    pq.write_table(pa.table({"text": texts[:20]}), inp / "a.parquet")
+    pq.write_table(pa.table({"text": texts[20:]}), inp / "b.parquet")
+    run, out = tmp_path / "run", tmp_path / "out"
+    api.score(inp, run, options={"model": str(kenlm_model_dir)}, runtime=LOCAL, log=quiet)
+    low = {"criterion": "low", "keep": 0.2}
+    for options in (low, {"criterion": "high", "keep": 0.9}, low):
+        manifest = api.select(run, out, options=options, runtime=LOCAL, log=quiet)
+        on_disk = sum(pq.read_table(p).num_rows for p in out.glob("*.parquet"))
+        assert on_disk == manifest["totals"]["kept"]
+    (inp / "b.parquet").unlink()
+    api.score(inp, run, options={"model": str(kenlm_model_dir)}, runtime=LOCAL, log=quiet)
+    api.select(run, out, options=low, runtime=LOCAL, log=quiet)
+    assert sorted(p.name for p in out.glob("*.parquet")) == ["a.parquet"]
+
+
+def test_unsupported_group_column_types_and_file_names(tmp_path, kenlm_model_dir) -> None:
+    import pytest
+
+    from datafilter.errors import InputError
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    pq.write_table(pa.table({"text": TEXTS, "q": [1.0, 2.5, 1.0]}), inp / "x.parquet")
+    api.score(inp, tmp_path / "run", options={"model": str(kenlm_model_dir)}, runtime=LOCAL,
+              log=quiet)  # fmt: skip
+    with pytest.raises(InputError, match="group column 'q' has type double"):
+        api.thresholds(tmp_path / "run", group_by="q", log=quiet)
+    pq.write_table(pa.table({"text": TEXTS}), inp / "y*.parquet")
+    with pytest.raises(InputError, match=r"y\*\.parquet: file names with \*"):
+        api.score(inp, tmp_path / "run", options={"model": str(kenlm_model_dir)}, log=quiet)
