@@ -22,6 +22,7 @@ __all__ = [
     "select",
     "thresholds",
     "train_kenlm",
+    "train_reference",
 ]
 
 _LAZY = {
@@ -31,6 +32,7 @@ _LAZY = {
     "list_plugins": "datafilter.api",
     "run": "datafilter.pipeline",
     "train_kenlm": "datafilter.kenlm_train",
+    "train_reference": "datafilter.reference_train",
     "build_demo_corpus": "datafilter.demo_corpus",
     "report": "datafilter.reporting",
 }

@@ -198,6 +198,27 @@ def cmd_report(args: argparse.Namespace) -> Any:
     )
 
 
+def cmd_train_reference(args: argparse.Namespace) -> Any:
+    from datafilter.reference_train import train_reference
+
+    return train_reference(
+        args.input,
+        args.output,
+        text_column=args.text_column,
+        preset=args.preset,
+        folds=args.folds,
+        fraction=args.fraction,
+        tokens=args.tokens,
+        steps=args.steps,
+        seed=args.seed,
+        resume=args.resume,
+        checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every,
+        device=args.device,
+        log=_log(args),
+    )
+
+
 def cmd_list(args: argparse.Namespace) -> Any:
     from datafilter.api import list_plugins
 
@@ -335,6 +356,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="HTML file to write (default: RUN_DIR/report.html)")
     p.add_argument("--scorer-id")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser(
+        "train-reference",
+        parents=[common],
+        help="train small reference causal LMs on the corpus itself (k cross-fitted folds)",
+    )
+    p.add_argument("--input", nargs="+", required=True, help="Parquet files/folders")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--output", required=True, help="model folder to write (fold-j/ inside)")
+    p.add_argument("--preset", choices=["tiny", "125m"], default="tiny")
+    p.add_argument("--folds", type=int, default=1, help="k models on disjoint hash folds")
+    p.add_argument("--fraction", type=float, default=0.1, help="share of each fold sampled")
+    p.add_argument("--tokens", type=int, help="tokens per model (default: 20 per parameter)")
+    p.add_argument("--steps", type=int, help="optimiser steps (default: from --tokens)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoints")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
+    p.add_argument("--log-every", type=int, default=50, help="steps between loss lines")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.set_defaults(func=cmd_train_reference)
 
     p = sub.add_parser("list", parents=[common], help="registered scorers and selectors")
     p.set_defaults(func=cmd_list)

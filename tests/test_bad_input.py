@@ -307,7 +307,7 @@ def test_cli_unknown_scorer_and_unknown_option_key(tmp_path, texts, kenlm_model_
     proc = run_cli(*common, "--scorer", "nope")
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "datafilter: error: unknown scorer 'nope'; known scorers: kenlm, torch, vllm"
+        "datafilter: error: unknown scorer 'nope'; known scorers: crossfit, kenlm, torch, vllm"
     )
 
     proc = run_cli(*common, "--model", kenlm_model_dir, "--set", "bogus=1")

@@ -14,6 +14,7 @@ SCORERS: Registry[Scorer] = Registry(
         "kenlm": "datafilter.scorers.kenlm:KenlmScorer",
         "torch": "datafilter.scorers.torch_lm:TorchLMScorer",
         "vllm": "datafilter.scorers.vllm_lm:VllmScorer",
+        "crossfit": "datafilter.scorers.crossfit_lm:CrossfitScorer",
     },
 )
 
