@@ -17,7 +17,6 @@ transformers = pytest.importorskip("transformers")
 from datafilter import api  # noqa: E402
 from datafilter.errors import ConfigError, ModelError  # noqa: E402
 from datafilter.scorers import make_scorer  # noqa: E402
-from datafilter.scorers.windows import token_windows  # noqa: E402
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -45,19 +44,11 @@ def torch_scores(tiny_lm):
 
 
 def _direct(folder, text: str) -> tuple[float, int]:
-    """Full log-softmax over the vocabulary, window by window, in float64."""
+    from tiny_lm import direct_logprob_sum
+
     model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
     tok = transformers.AutoTokenizer.from_pretrained(str(folder))
-    ids = [tok.bos_token_id, *tok(text, add_special_tokens=False)["input_ids"]]
-    total, count = 0.0, 0
-    for w in token_windows(len(ids), model.config.max_position_embeddings - 1):
-        with torch.no_grad():
-            logits = model(torch.tensor([ids[w.start : w.end]])).logits[0].double()
-        logprobs = logits.log_softmax(-1)
-        for p in range(w.predict_from, w.end):
-            total += logprobs[p - w.start - 1, ids[p]].item()
-            count += 1
-    return total, count
+    return direct_logprob_sum(model, tok, text, model.config.max_position_embeddings - 1)
 
 
 def test_torch_matches_a_direct_forward_pass(tiny_lm, torch_scores) -> None:

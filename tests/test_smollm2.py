@@ -29,7 +29,6 @@ pytest.importorskip("gguf", reason="reading a GGUF file needs the gguf package")
 from datafilter.convert_gguf import convert_gguf, smollm2_gguf  # noqa: E402
 from datafilter.errors import MissingDependencyError  # noqa: E402
 from datafilter.scorers import make_scorer  # noqa: E402
-from datafilter.scorers.windows import token_windows  # noqa: E402
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -127,17 +126,9 @@ def vllm_scored(smollm2, documents, torch_scored):  # after torch: vLLM sets tor
 
 
 def _direct(model, tokenizer, text: str) -> tuple[float, int]:
-    """A plain forward pass with a full float64 log-softmax, over the scorers' windows."""
-    ids = [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]
-    total, count = 0.0, 0
-    for w in token_windows(len(ids), MAX_LENGTH):
-        with torch.inference_mode():
-            logits = model(torch.tensor([ids[w.start : w.end]])).logits[0].double()
-        logprobs = logits.log_softmax(-1)
-        for p in range(w.predict_from, w.end):
-            total += logprobs[p - w.start - 1, ids[p]].item()
-            count += 1
-    return total, count
+    from tiny_lm import direct_logprob_sum
+
+    return direct_logprob_sum(model, tokenizer, text, MAX_LENGTH)
 
 
 def test_conversion_writes_a_plain_float32_model_folder(smollm2) -> None:

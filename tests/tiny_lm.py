@@ -49,3 +49,22 @@ def make_tiny_lm(folder: Path, *, seed: int = 0, vocab_size: int = 300, context:
     model.save_pretrained(folder, safe_serialization=True)
     fast.save_pretrained(folder)
     return folder
+
+
+def direct_logprob_sum(model, tokenizer, text: str, max_length: int) -> tuple[float, int]:
+    """The reference the scorers are tested against: a plain forward pass with a full float64
+    log-softmax over the vocabulary, window by window (BOS first, as the scorers do)."""
+    import torch
+
+    from datafilter.scorers.windows import token_windows
+
+    ids = [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]
+    total, count = 0.0, 0
+    for w in token_windows(len(ids), max_length):
+        with torch.inference_mode():
+            logits = model(torch.tensor([ids[w.start : w.end]])).logits[0].double()
+        logprobs = logits.log_softmax(-1)
+        for p in range(w.predict_from, w.end):
+            total += logprobs[p - w.start - 1, ids[p]].item()
+            count += 1
+    return total, count
