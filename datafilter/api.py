@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -18,6 +18,7 @@ from datafilter.io.lock import run_lock
 from datafilter.io.manifest import build_manifest
 from datafilter.io.markers import file_fingerprint, is_complete, read_marker
 from datafilter.io.shards import discover_shards
+from datafilter.io.storage import AnyPath, ObjectPath, is_within, location, remove_tree
 from datafilter.run_record import (
     RunRecord,
     finished_score_shards,
@@ -71,7 +72,7 @@ def score(
     _refuse_nested(layout.root, input, "run folder")
     shards = discover_shards(input)
     with run_lock(layout.lock_path):
-        record = _updated_record(layout, str(Path(input).expanduser().resolve()), settings)
+        record = _updated_record(layout, str(location(input)), settings)
         if record.scorers.get(sid, entry) != entry and not overwrite:
             raise ConfigError(
                 f"{layout.scores_dir(sid)} holds scores made with other settings; use another "
@@ -99,16 +100,29 @@ def score(
         failures = _drive(
             jobs, factory, runtime, resources.num_cpus, resources.num_gpus, log, "score"
         )
-        summary = _score_summary(layout, sid, shards, failures)
-        write_json(layout.root / STATE_DIR / "score" / sid / "summary.json", summary)
+        summary = _record_score_summary(layout, sid, shards, failures, log)
     _raise_failures(failures, len(shards), "score")
     return summary
 
 
-def _refuse_nested(folder: Path, input_path: str | Path, what: str) -> None:
+def _record_score_summary(layout: RunLayout, sid: str, shards, failures, log: Log):
+    """Count the finished shards and write ``summary.json``. When shards failed (e.g. the
+    store became unreachable), a failure here is logged so it does not hide their errors."""
+    try:
+        summary = _score_summary(layout, sid, shards, failures)
+        write_json(layout.root / STATE_DIR / "score" / sid / "summary.json", summary)
+    except OSError as exc:
+        if not failures:
+            raise
+        log(f"score: warning: could not count or record the finished shards: {exc}")
+        summary = {"scorer_id": sid, "shards": len(shards), "failed_shards": sorted(failures)}
+    return summary
+
+
+def _refuse_nested(folder: AnyPath, input_path: str | Path, what: str) -> None:
     """A run or output folder inside the input folder would be read back as input shards."""
-    root = Path(input_path).expanduser().resolve()
-    if root.is_dir() and folder.is_relative_to(root):
+    root = location(input_path)
+    if is_within(folder, root) and root.is_dir():
         raise ConfigError(
             f"{what} {folder} is inside the input folder {root}: its Parquet files would be "
             "read as input next time; choose a folder outside the input"
@@ -214,6 +228,13 @@ def _score_stats(
     return ScoreStats(files, group_by, **kw)
 
 
+def _duckdb_temp(layout: RunLayout) -> str:
+    """Where DuckDB may spill: inside a local run folder, else a local temporary folder."""
+    if isinstance(layout.root, ObjectPath):
+        return str(Path(tempfile.gettempdir()) / "datafilter-duckdb")
+    return str(layout.root / STATE_DIR / "duckdb")
+
+
 def thresholds(
     run_dir: str | Path,
     *,
@@ -237,7 +258,7 @@ def thresholds(
             finished_score_shards(layout, record, sid),
             group_by,
             memory_limit=memory_limit,
-            temp_directory=str(layout.root / STATE_DIR / "duckdb"),
+            temp_directory=_duckdb_temp(layout),
         )
         table, summary = threshold_table(stats, sid, qs, approx)
         path = layout.thresholds_path(sid, group_by)
@@ -263,12 +284,12 @@ def select(
 ) -> dict[str, Any]:
     """Write one filtered shard per input shard into ``output`` and a manifest of every row."""
     layout = RunLayout.at(run_dir)
-    out = Path(output).expanduser().resolve()
+    out = location(output)
     record = require_record(layout)
     sid = resolve_scorer_id(record, scorer_id)
     the_selector = make_selector(selector, options)
     _refuse_nested(out, record.input, "output folder")
-    if out == layout.root or layout.root.is_relative_to(out):
+    if is_within(layout.root, out):
         raise ConfigError(f"output folder {out} would overwrite the run folder {layout.root}")
     with run_lock(out / STATE_DIR / "lock"):
         remove_temp_files(out)
@@ -335,12 +356,12 @@ def select(
     return manifest
 
 
-def _forget_other_selections(out: Path, key: str, rels: set[str], log: Log) -> None:
+def _forget_other_selections(out: AnyPath, key: str, rels: set[str], log: Log) -> None:
     """This selection rewrites ``out``: drop the completion records of other selections (their
     shards are about to be replaced) and shards whose input is gone."""
     for folder in (out / STATE_DIR / "select").glob("*"):
         if folder.name != key:
-            shutil.rmtree(folder)
+            remove_tree(folder)
     for path in out.rglob("*.parquet"):
         rel = path.relative_to(out).as_posix()
         if rel not in rels and not rel.startswith((STATE_DIR, ".")):

@@ -248,6 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress output"
     )
+    common.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="SCHEME.KEY=VALUE",
+        help="object-storage option, e.g. s3.endpoint_override=http://127.0.0.1:9000 "
+        "(credentials: AWS_* environment variables)",
+    )
 
     p = sub.add_parser(
         "setup-kenlm", parents=[common], help="build and cache KenLM's lmplz and build_binary"
@@ -382,6 +390,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_storage(items: list[str]) -> None:
+    """``--storage-option s3.region=eu-west-1`` → pyarrow filesystem options per scheme."""
+    from datafilter.errors import ConfigError
+    from datafilter.io import storage
+
+    options: dict[str, dict[str, Any]] = {}
+    for key, value in _parse_sets(items).items():
+        scheme, dot, name = key.partition(".")
+        if not dot or not scheme or not name:
+            raise ConfigError(f"--storage-option {key!r}: expected SCHEME.KEY=VALUE")
+        options.setdefault(scheme, {})[name] = value
+    if options:
+        storage.configure(options)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from datafilter.errors import DatafilterError
@@ -392,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         set_enabled(False)
 
     try:
+        _configure_storage(getattr(args, "storage_option", []))
         with _stdout_to_stderr():
             result = args.func(args)
     except DatafilterError as exc:

@@ -1,6 +1,8 @@
 """The YAML config of ``datafilter run``: every stage's settings in one validated file.
 
-Relative paths are taken relative to the current working directory.
+Relative paths are taken relative to the current working directory. ``input``, ``run_dir`` and
+``select.output`` may also be object-storage URIs (``s3://bucket/prefix``), configured by the
+``storage:`` section (pyarrow filesystem options per scheme) and the environment (``AWS_*``).
 """
 
 from __future__ import annotations
@@ -76,6 +78,9 @@ class RunConfig(_Strict):
     thresholds: ThresholdsStep = ThresholdsStep()
     select: SelectStep
     ray: RayStep = RayStep()
+    # pyarrow filesystem options per URI scheme, e.g. {"s3": {"endpoint_override": "...",
+    # "region": "..."}}; keep credentials in the environment (AWS_ACCESS_KEY_ID, ...).
+    storage: dict[str, dict[str, Any]] = {}
 
 
 def load_config(path: str | Path) -> RunConfig:

@@ -7,6 +7,7 @@ from typing import Any
 
 from datafilter import api
 from datafilter.config import RunConfig, load_config
+from datafilter.io import storage
 from datafilter.progress import progress_state, set_enabled
 from datafilter.runtime import RuntimeOptions
 
@@ -28,6 +29,8 @@ def run(config: str | Path | RunConfig, *, progress: bool = True, log: api.Log =
 
 def _run(cfg: RunConfig, progress: bool, log: api.Log) -> dict[str, Any]:
     results: dict[str, Any] = {}
+    if cfg.storage:
+        storage.configure(cfg.storage)
     if cfg.demo_corpus:
         from datafilter.demo_corpus import build_demo_corpus
 

@@ -50,7 +50,10 @@ def _guarded(fn: Callable[[Any], dict[str, Any]], task: Any) -> dict[str, Any]:
 class _ShardActor:
     """Ray Data callable class: builds the worker once, then handles one task per row."""
 
-    def __init__(self, factory: WorkerFactory):
+    def __init__(self, factory: WorkerFactory, storage_options: dict[str, dict[str, Any]]):
+        from datafilter.io import storage
+
+        storage.configure(storage_options)  # the driver's object-storage settings
         self._fn = factory()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -116,6 +119,8 @@ def _run_on_ray(
 ) -> Iterator[TaskOutcome]:
     import pickle
 
+    from datafilter.io import storage
+
     ray = ensure_ray(options.address)
     from ray.data import DataContext
 
@@ -132,7 +137,7 @@ def _run_on_ray(
     items = [{"index": i, "task": pickle.dumps(t)} for i, t in enumerate(tasks)]
     ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
         _ShardActor,
-        fn_constructor_args=(factory,),
+        fn_constructor_args=(factory, storage.current_options()),
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=num_cpus,

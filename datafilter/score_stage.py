@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +15,7 @@ from datafilter.errors import InputError
 from datafilter.io.atomic import parquet_writer
 from datafilter.io.markers import write_marker
 from datafilter.io.shards import open_parquet, require_column
+from datafilter.io.storage import AnyPath
 from datafilter.score_columns import SCORE_SCHEMA, bits_per_byte, id_hash, perplexity
 from datafilter.scorers.base import Scorer
 
@@ -44,9 +44,9 @@ class ShardJob:
     """One shard to score: where to read, where to write, and the record that marks it done."""
 
     shard_rel: str
-    input_path: Path
-    output_path: Path
-    marker_path: Path
+    input_path: AnyPath
+    output_path: AnyPath
+    marker_path: AnyPath
     marker_fields: dict[str, Any]
 
 
@@ -104,7 +104,7 @@ def _is_textual(kind: pa.DataType) -> bool:
     )
 
 
-def _iter_batches(pf, columns: list[str], batch_rows: int, path: Path):
+def _iter_batches(pf, columns: list[str], batch_rows: int, path: AnyPath):
     try:
         yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:

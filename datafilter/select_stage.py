@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from datafilter.errors import InputError
 from datafilter.io.atomic import parquet_writer
 from datafilter.io.markers import write_marker
-from datafilter.io.shards import open_parquet
+from datafilter.io.shards import open_parquet, read_parquet_table
+from datafilter.io.storage import AnyPath
 from datafilter.score_columns import SCORE_SCHEMA
 from datafilter.selectors.base import Selector
 from datafilter.thresholds import ALL, NULL_GROUP
@@ -28,12 +27,12 @@ class SelectJob:
     """One shard to filter: its input, its score shard, its output and completion record."""
 
     shard_rel: str
-    input_path: Path
-    score_path: Path
-    output_path: Path
-    marker_path: Path
+    input_path: AnyPath
+    score_path: AnyPath
+    output_path: AnyPath
+    marker_path: AnyPath
     marker_fields: dict[str, Any]
-    extra_score_paths: dict[str, Path] = field(default_factory=dict)
+    extra_score_paths: dict[str, AnyPath] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -87,10 +86,10 @@ def select_shard(
     return stats
 
 
-def _aligned_scores(path: Path, n_rows: int, input_path: Path) -> pa.Table:
+def _aligned_scores(path: AnyPath, n_rows: int, input_path: AnyPath) -> pa.Table:
     """A score shard, checked to have one row per input row."""
     try:
-        table = pq.read_table(path).select(SCORE_SCHEMA.names)
+        table = read_parquet_table(path, SCORE_SCHEMA.names)
     except (pa.ArrowInvalid, OSError, KeyError) as exc:
         raise InputError(f"score shard unreadable ({exc}); score again", path=str(path)) from exc
     if table.num_rows != n_rows:
@@ -127,7 +126,7 @@ def _decide_batch(
     batch: pa.RecordBatch,
     scores: pa.Table,
     extra: dict[str, pa.Table],
-    score_file: Path,
+    score_file: AnyPath,
     selector: Selector,
     plan: dict[str, Any],
     settings: SelectSettings,

@@ -82,7 +82,14 @@ class ScoreStats:
             self.con.execute(f"SET memory_limit = '{_checked_size(memory_limit)}'")
         if temp_directory:
             self.con.execute("SET temp_directory = $dir", {"dir": temp_directory})
-        self._source, self._params = self._source_query(files)
+        if group_by is not None:
+            self._check_group_column(files.input_files)
+        from datafilter.io.staging import LocalCopies
+
+        self._copies = LocalCopies()
+        self._source, self._params = self._source_query(
+            _local_files(self._copies, files, group_by)
+        )
 
     def _source_query(self, files: ScoreFiles) -> tuple[str, dict[str, Any]]:
         """The subquery over all valid scored rows; re-read per query so memory stays bounded."""
@@ -98,7 +105,6 @@ class ScoreStats:
             joins.append("JOIN shard_map m ON s.filename = m.score_file")
             grp = f"'{ALL}'"
         if self.group_by is not None:
-            self._check_group_column(files.input_files)
             column = _quote_identifier(self.group_by)
             grp = f"coalesce(CAST(i.{column} AS VARCHAR), '{NULL_GROUP}')"
             joins.append(
@@ -146,11 +152,18 @@ class ScoreStats:
             sql.format(scores=self._source), {**self._params, **(extra or {})}
         ).fetchall()
 
+    def _doc(self, *fields) -> ScoredDoc:
+        """A ScoredDoc naming its input shard as given (not by a local copy's name)."""
+        doc = _scored_doc(*fields)
+        return doc._replace(input_file=self._copies.name_of(doc.input_file))
+
     def _check_group_column(self, input_files: list[str]) -> None:
-        import pyarrow.parquet as pq
+
+        from datafilter.io.shards import open_parquet
+        from datafilter.io.storage import location
 
         for path in input_files:
-            schema = pq.read_schema(path)
+            schema = open_parquet(location(path)).schema_arrow
             if self.group_by not in schema.names:
                 raise InputError(f"group column {self.group_by!r} not found", path=path)
             kind = schema.field(self.group_by).type
@@ -317,7 +330,7 @@ class ScoreStats:
             "JOIN shard_map m ON m.score_file = s.score_file"
         )
         self.con.unregister("wanted_docs")
-        return {(g, int(r)): _scored_doc(g, v, *rest) for g, r, v, *rest in rows}
+        return {(g, int(r)): self._doc(g, v, *rest) for g, r, v, *rest in rows}
 
     def documents_at_quantiles(
         self, qs: Sequence[float], metric: str = "ppl"
@@ -371,7 +384,7 @@ class ScoreStats:
         out: dict[tuple[str, int], list[ScoredDoc]] = {}
         for g, i, below, above in rows:
             docs = list(reversed(below or [])) + list(above or [])
-            out[(g, int(i))] = [_scored_doc(g, *d.values()) for d in docs]
+            out[(g, int(i))] = [self._doc(g, *d.values()) for d in docs]
         return out
 
 
@@ -381,6 +394,19 @@ def _checked_size(value: str) -> str:
     if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value.strip()):
         raise ConfigError(f"memory limit {value!r} is not a size such as '4GB'")
     return value.strip()
+
+
+def _local_files(copies, files: ScoreFiles, group_by: str | None) -> ScoreFiles:
+    """The same files as local paths DuckDB can read (remote ones copied; of a remote input
+    only its group column, and only when grouping)."""
+    inputs = files.input_files
+    if group_by is not None:
+        inputs = [copies.column(f, group_by) for f in inputs]
+    return ScoreFiles(
+        [copies.file(f) for f in files.score_files],
+        inputs,
+        {sid: [copies.file(f) for f in names] for sid, names in files.extra.items()},
+    )
 
 
 def _scored_doc(group, value, doc_id, input_file, row, ppl, bpb, id_hash) -> ScoredDoc:

@@ -1,9 +1,14 @@
-"""Write every file under a temporary name in the same folder, then rename it into place."""
+"""Write every file under a temporary name in the same folder, then rename it into place.
+
+On object storage the file is written completely to a local temporary file and then uploaded:
+an object becomes visible only when its upload completes, so readers never see a partial one.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +17,8 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from datafilter.io.storage import ObjectPath
 
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "write_statistics": True}
 TMP_MARK = ".tmp-"
@@ -23,8 +30,12 @@ def temp_path_for(path: Path) -> Path:
 
 
 @contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path; rename it onto ``path`` only if the block succeeds."""
+def atomic_path(path: Path | ObjectPath) -> Iterator[Path]:
+    """Yield a temporary path; rename (or upload) it onto ``path`` only if the block succeeds."""
+    if isinstance(path, ObjectPath):
+        with _staged_upload(path) as tmp:
+            yield tmp
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(path)
     try:
@@ -35,9 +46,20 @@ def atomic_path(path: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-def remove_temp_files(folder: Path) -> int:
-    """Delete temporary files left under ``folder`` by a killed writer; call holding the lock."""
-    if not folder.exists():
+@contextmanager
+def _staged_upload(target: ObjectPath) -> Iterator[Path]:
+    """A local file that is uploaded to ``target`` when the block succeeds."""
+    with tempfile.TemporaryDirectory(prefix="datafilter-upload-") as folder:
+        tmp = Path(folder) / target.name
+        yield tmp
+        target.upload(tmp)
+
+
+def remove_temp_files(folder: Path | ObjectPath) -> int:
+    """Delete temporary files left under ``folder`` by a killed writer; call holding the lock.
+
+    Object storage has none: uploads that did not complete leave no object."""
+    if isinstance(folder, ObjectPath) or not folder.exists():
         return 0
     stale = [p for p in folder.rglob(f".*{TMP_MARK}*") if p.is_file()]
     for path in stale:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
+
+from datafilter.io.storage import AnyPath, location
 
 STATE_DIR = "_state"
 
@@ -14,44 +15,44 @@ STATE_DIR = "_state"
 class RunLayout:
     """Paths of a run folder: ``scores/``, ``thresholds/`` and the ``_state/`` bookkeeping."""
 
-    root: Path
+    root: AnyPath
 
     @classmethod
-    def at(cls, root: str | Path) -> RunLayout:
-        return cls(Path(root).expanduser().resolve())
+    def at(cls, root: str | AnyPath) -> RunLayout:
+        return cls(location(root))
 
     @property
-    def record_path(self) -> Path:
+    def record_path(self) -> AnyPath:
         """The run record: input, columns and scorer settings shared by later stages."""
         return self.root / "run.json"
 
-    def scores_dir(self, scorer_id: str) -> Path:
+    def scores_dir(self, scorer_id: str) -> AnyPath:
         return self.root / "scores" / scorer_id
 
-    def score_path(self, scorer_id: str, shard_rel: str) -> Path:
+    def score_path(self, scorer_id: str, shard_rel: str) -> AnyPath:
         return self.scores_dir(scorer_id) / shard_rel
 
-    def thresholds_path(self, scorer_id: str, group_by: str | None) -> Path:
+    def thresholds_path(self, scorer_id: str, group_by: str | None) -> AnyPath:
         suffix = f".by-{group_by}" if group_by else ""
         return self.root / "thresholds" / f"{scorer_id}{suffix}.parquet"
 
-    def marker_path(self, stage: str, key: str, shard_rel: str) -> Path:
+    def marker_path(self, stage: str, key: str, shard_rel: str) -> AnyPath:
         return self.root / STATE_DIR / stage / key / f"{shard_rel}.done.json"
 
-    def selection_record_path(self, output: Path) -> Path:
+    def selection_record_path(self, output: AnyPath) -> AnyPath:
         """Where a selection made from this run notes its output folder (one file per output)."""
         key = hashlib.sha256(str(output).encode()).hexdigest()[:16]
         return self.root / STATE_DIR / "selections" / f"{key}.json"
 
-    def selection_outputs(self) -> list[Path]:
+    def selection_outputs(self) -> list[AnyPath]:
         """Output folders of the selections made from this run, most recent first."""
         records = sorted(
             (self.root / STATE_DIR / "selections").glob("*.json"),
             key=lambda p: p.stat().st_mtime_ns,
             reverse=True,
         )
-        return [Path(json.loads(p.read_text())["output"]) for p in records]
+        return [location(json.loads(p.read_text())["output"]) for p in records]
 
     @property
-    def lock_path(self) -> Path:
+    def lock_path(self) -> AnyPath:
         return self.root / STATE_DIR / "lock"

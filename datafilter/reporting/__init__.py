@@ -15,8 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from datafilter.errors import ConfigError
 from datafilter.io.atomic import write_bytes
 from datafilter.io.layout import RunLayout
+from datafilter.io.storage import is_remote
 
 REPORT_NAME = "report.html"
 
@@ -44,6 +46,11 @@ def report(
 
     _matplotlib()  # fail early, with the extra to install, when matplotlib is missing
     layout = RunLayout.at(run_dir)
+    if is_remote(layout.root) or (selection is not None and is_remote(selection)):
+        raise ConfigError(
+            "the report reads a local run folder: copy it from object storage first "
+            "(e.g. aws s3 sync s3://bucket/run ./run)"
+        )
     data = collect(layout.root, selection=selection, scorer_id=scorer_id)
     page = render(data).encode("utf-8")
     path = Path(output).expanduser().resolve() if output else layout.root / REPORT_NAME
