@@ -315,6 +315,24 @@ def test_cli_reads_credentials_and_endpoint_from_the_environment(
     assert location(f"s3://{bucket}/run/thresholds/kenlm.by-domain.parquet").is_file()
 
 
+def test_fsspec_filesystems_work_too(demo_corpus, kenlm_model_dir, tmp_path):
+    """A scheme pyarrow does not know goes through fsspec: its in-memory filesystem here (one
+    process, so the local executor)."""
+    pytest.importorskip("fsspec")
+    split_pool(demo_corpus, tmp_path / "pool", 2)
+    _upload_folder(tmp_path / "pool", "memory://corpus/pool")
+    summary = api.score(
+        "memory://corpus/pool",
+        "memory://corpus/run",
+        options={"model": str(kenlm_model_dir)},
+        runtime=LOCAL,
+        log=quiet,
+    )
+    assert summary["shards"] == 2 and summary["failed_shards"] == []
+    assert api.thresholds("memory://corpus/run", group_by="domain", log=quiet)["n_docs"] > 0
+    assert len(location("memory://corpus/run").rglob("*.done.json")) == 2
+
+
 def test_uri_with_options_is_refused():
     with pytest.raises(DatafilterError, match="storage: section"):
         location("s3://bucket/prefix?endpoint_override=x")

@@ -1,4 +1,4 @@
-"""Object storage (``s3://``, ``gs://``, ``hdfs://`` ...) behind a small pathlib-like class.
+"""Object storage (``s3://``, ``gs://``, any fsspec scheme) behind a small pathlib-like class.
 
 A local folder stays a :class:`pathlib.Path`. A URI with a scheme becomes an :class:`ObjectPath`
 with the subset of the pathlib API the stages use (``/``, ``name``, ``exists``, ``read_text``,
@@ -85,10 +85,24 @@ def _filesystem(scheme: str, options_json: str):
             return pafs.S3FileSystem(**options)
         if scheme in ("gs", "gcs"):
             return pafs.GcsFileSystem(**options)
-        filesystem, _ = pafs.FileSystem.from_uri(f"{scheme}://placeholder/")
-        return filesystem
     except (TypeError, ValueError, OSError) as exc:
         raise ConfigError(f"cannot open {scheme}:// storage: {exc}") from None
+    return _fsspec_filesystem(scheme, options)
+
+
+def _fsspec_filesystem(scheme: str, options: dict[str, Any]):
+    """Any other scheme through fsspec (``hdfs``, ``abfs``, ``memory`` ...), wrapped for pyarrow."""
+    import pyarrow.fs as pafs
+
+    try:
+        import fsspec
+
+        filesystem = fsspec.filesystem(scheme, **options)
+    except ImportError as exc:
+        raise ConfigError(f"{scheme}:// storage needs a package: {exc}") from None
+    except (TypeError, ValueError, OSError) as exc:
+        raise ConfigError(f"cannot open {scheme}:// storage: {exc}") from None
+    return pafs.PyFileSystem(pafs.FSSpecHandler(filesystem))
 
 
 @dataclass(frozen=True)
@@ -248,7 +262,7 @@ class ObjectPath:
         return [p for p in self.iterdir() if fnmatch.fnmatch(p.name, pattern)]
 
     def _child(self, fs_path: str) -> ObjectPath:
-        bucket, _, key = fs_path.partition("/")
+        bucket, _, key = fs_path.lstrip("/").partition("/")
         return ObjectPath(self.scheme, bucket, key)
 
     def upload(self, local: Path) -> None:
