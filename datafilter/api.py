@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import tempfile
 from collections import Counter
@@ -11,7 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from datafilter.errors import ConfigError, DatafilterError, ModelError
+from datafilter.errors import ConfigError, DatafilterError, ModelError, OutputError
 from datafilter.io.atomic import dumps_json, remove_temp_files, write_json, write_table
 from datafilter.io.layout import STATE_DIR, RunLayout
 from datafilter.io.lock import run_lock
@@ -100,6 +101,7 @@ def score(
         failures = _drive(
             jobs, factory, runtime, resources.num_cpus, resources.num_gpus, log, "score"
         )
+        remove_temp_files(layout.scores_dir(sid))  # left by Ray actors that died mid-shard
         summary = _record_score_summary(layout, sid, shards, failures, log)
     _raise_failures(failures, len(shards), "score")
     return summary
@@ -174,6 +176,12 @@ def _drive(jobs, factory, runtime, num_cpus, num_gpus, log: Log, stage: str) -> 
         if outcome.error is not None:
             failures[rel] = outcome.error
             log(f"{stage}: [{done}/{len(jobs)}] {rel} FAILED: {outcome.error.splitlines()[0]}")
+            if outcome.stop:  # the output cannot be written: the other shards would fail too
+                outcomes.close()
+                raise OutputError(
+                    f"{stage}: {outcome.error}; the shards finished before are kept, rerun when "
+                    "it can be written again"
+                )
         else:
             log(f"{stage}: [{done}/{len(jobs)}] {rel} {_brief(outcome.result)}")
     return failures
@@ -279,10 +287,14 @@ def select(
     report_by: str | None = None,
     seed: int = 0,
     with_scores: bool = False,
+    memory_limit: str | None = None,
     runtime: RuntimeOptions | None = None,
     log: Log = _stderr,
 ) -> dict[str, Any]:
-    """Write one filtered shard per input shard into ``output`` and a manifest of every row."""
+    """Write one filtered shard per input shard into ``output`` and a manifest of every row.
+
+    ``memory_limit`` caps DuckDB while it plans the selection (ranking every document: the one
+    step whose memory grows with the corpus); past it DuckDB spills to disk."""
     layout = RunLayout.at(run_dir)
     out = location(output)
     record = require_record(layout)
@@ -299,7 +311,16 @@ def select(
             for x in the_selector.extra_scorers()
             if resolve_scorer_id(record, x)
         }
-        plan = the_selector.plan(_score_stats(pairs, group_by, extra))
+        # No reference to the DuckDB connection outlives the plan: its memory goes with it.
+        plan = the_selector.plan(
+            _score_stats(
+                pairs,
+                group_by,
+                extra,
+                memory_limit=memory_limit,
+                temp_directory=f"{_duckdb_temp(layout)}-select-{os.getpid()}",
+            )
+        )
         for warning in plan.get("warnings", []):
             log(f"select: warning: {warning}")
         context = {
@@ -343,6 +364,7 @@ def select(
         )
         factory = partial(_select_worker, selector, context["selector"]["options"], plan, settings)
         failures = _drive(jobs, factory, runtime, 1.0, 0.0, log, "select")
+        remove_temp_files(out)  # left by Ray actors that died mid-shard
         _raise_failures(failures, len(pairs), "select")
         shard_stats = [read_marker(j.marker_path)["stats"] for j in all_jobs]
         manifest = build_manifest(shard_stats, context)

@@ -174,6 +174,7 @@ def cmd_select(args: argparse.Namespace) -> Any:
         report_by=args.report_by,
         seed=args.seed,
         with_scores=args.with_scores,
+        memory_limit=args.memory_limit,
         runtime=_runtime(args),
         log=_log(args),
     )
@@ -349,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-by", help="count the manifest by this column (default: group-by)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--with-scores", action="store_true", help="add datafilter_* score columns")
+    p.add_argument("--memory-limit", help="DuckDB memory limit while planning, e.g. 4GB")
     _add_runtime_flags(p)
     p.set_defaults(func=cmd_select)
 

@@ -59,6 +59,7 @@ class SelectStep(_Strict):
     report_by: str | None = None
     seed: int = 0
     with_scores: bool = False
+    memory_limit: str | None = None
 
 
 class RayStep(_Strict):

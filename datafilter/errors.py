@@ -39,5 +39,10 @@ class ModelError(DatafilterError):
     """A model folder is missing, incomplete, or does not match what the caller asked for."""
 
 
+class OutputError(DatafilterError):
+    """An output folder takes no more writes (read-only, full, over quota, no permission): the
+    stage stops, since no other shard could be written either."""
+
+
 class RunLockedError(DatafilterError):
     """Another run holds the lock on this output folder."""

@@ -93,6 +93,7 @@ def _run(cfg: RunConfig, progress: bool, log: api.Log) -> dict[str, Any]:
         report_by=sel.report_by,
         seed=sel.seed,
         with_scores=sel.with_scores,
+        memory_limit=sel.memory_limit,
         runtime=runtime,
         log=log,
     )

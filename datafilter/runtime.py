@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from datafilter.errors import DatafilterError, MissingDependencyError
+from datafilter.errors import DatafilterError, MissingDependencyError, OutputError
 
 Executor = Literal["ray", "local"]
 # A worker factory runs once per actor (loading models) and returns the per-task function.
@@ -34,12 +34,15 @@ class TaskOutcome:
     task: Any
     result: dict[str, Any] | None
     error: str | None
+    stop: bool = False  # the output cannot be written: no other task can succeed either
 
 
 def _guarded(fn: Callable[[Any], dict[str, Any]], task: Any) -> dict[str, Any]:
     """Run one task; an error becomes data so the other shards keep going."""
     try:
         return {"ok": True, "result": fn(task)}
+    except OutputError as exc:
+        return {"ok": False, "error": str(exc), "stop": True}
     except DatafilterError as exc:
         return {"ok": False, "error": str(exc)}
     except Exception as exc:  # noqa: BLE001 - any failure of one shard must not lose the others
@@ -90,7 +93,7 @@ def run_tasks(
 def _to_outcome(task: Any, raw: dict[str, Any]) -> TaskOutcome:
     if raw["ok"]:
         return TaskOutcome(task, raw["result"], None)
-    return TaskOutcome(task, None, raw["error"])
+    return TaskOutcome(task, None, raw["error"], raw.get("stop", False))
 
 
 def ensure_ray(address: str | None) -> Any:
@@ -142,6 +145,10 @@ def _run_on_ray(
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=num_cpus,
         num_gpus=num_gpus,
+        # An actor process that dies (killed, out of memory, node lost) is restarted and its
+        # shard redone from the start: Ray Data's defaults for actor pools (max_restarts=-1,
+        # max_task_retries=-1 in 2.60; map_batches' remote args are deprecated, so not set here).
+        # A shard writes under a temporary name, so nothing half-written is ever kept.
     )
     try:
         for row in ds.iter_rows():

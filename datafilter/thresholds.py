@@ -87,9 +87,7 @@ class ScoreStats:
         from datafilter.io.staging import LocalCopies
 
         self._copies = LocalCopies()
-        self._source, self._params = self._source_query(
-            _local_files(self._copies, files, group_by)
-        )
+        self._source, self._params = self._source_query(_local_files(self._copies, files, group_by))
 
     def _source_query(self, files: ScoreFiles) -> tuple[str, dict[str, Any]]:
         """The subquery over all valid scored rows; re-read per query so memory stays bounded."""
@@ -148,9 +146,18 @@ class ScoreStats:
 
     def _query(self, sql: str, extra: dict[str, Any] | None = None) -> list[tuple]:
         """Run ``sql`` with ``{scores}`` replaced by the source subquery; values are bound."""
-        return self.con.execute(
-            sql.format(scores=self._source), {**self._params, **(extra or {})}
-        ).fetchall()
+        import duckdb
+
+        try:
+            return self.con.execute(
+                sql.format(scores=self._source), {**self._params, **(extra or {})}
+            ).fetchall()
+        except duckdb.OutOfMemoryException as exc:
+            limit = self.con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+            raise ConfigError(
+                f"DuckDB ran out of memory within its limit of {limit} "
+                f"({str(exc).splitlines()[0]}); raise --memory-limit (config: memory_limit)"
+            ) from None
 
     def _doc(self, *fields) -> ScoredDoc:
         """A ScoredDoc naming its input shard as given (not by a local copy's name)."""

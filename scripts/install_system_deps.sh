@@ -16,6 +16,10 @@ PACKAGES=(
   libbz2-dev
   liblzma-dev
 )
+# Images whose base has no Python (docker/Dockerfile.gpu) set this to get Debian's Python too.
+if [[ "${DATAFILTER_SYSTEM_PYTHON:-0}" == 1 ]]; then
+  PACKAGES+=(python3 python3-venv python3-dev)
+fi
 
 if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-query >/dev/null 2>&1; then
   echo "install_system_deps.sh: apt-get/dpkg-query not found; install these packages" \

@@ -6,6 +6,8 @@ an object becomes visible only when its upload completes, so readers never see a
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -18,10 +20,14 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from datafilter.errors import OutputError
 from datafilter.io.storage import ObjectPath
 
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "write_statistics": True}
 TMP_MARK = ".tmp-"
+# errno values meaning a folder takes no more writes: read-only, full, over quota, file too large,
+# no permission.
+UNWRITABLE = {errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM}
 
 
 def temp_path_for(path: Path) -> Path:
@@ -36,14 +42,19 @@ def atomic_path(path: Path | ObjectPath) -> Iterator[Path]:
         with _staged_upload(path) as tmp:
             yield tmp
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(path)
     try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_path_for(path)
+        try:
+            yield tmp
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(OSError):  # read-only: it stays, the next run removes it
+                tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        if exc.errno not in UNWRITABLE:
+            raise
+        raise OutputError(f"cannot write {path}: {os.strerror(exc.errno)}") from exc
 
 
 @contextmanager

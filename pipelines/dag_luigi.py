@@ -1,0 +1,210 @@
+"""A data-prep DAG on Luigi: score -> thresholds -> select, each task one call of the Python API.
+
+    python pipelines/dag_luigi.py configs/demo.yaml            # the three tasks, local scheduler
+    PYTHONPATH=pipelines luigi --module dag_luigi Select --config configs/demo.yaml \
+        --local-scheduler                                       # the same through luigi's CLI
+
+Parameters come from a ``datafilter run`` config: its ``input``, ``run_dir`` and ``score``,
+``thresholds``, ``select`` and ``ray`` sections. The config's ``demo_corpus`` and
+``train_kenlm`` steps are not tasks here (build the corpus and the model first).
+
+Idempotent per task. Each task writes a small JSON result (the API call's summary and a
+fingerprint of what it was computed from) under ``RUN_DIR/_dag/`` when its stage has finished.
+Luigi counts a task as done when that file exists and its fingerprint matches the task's
+inputs now (its config section, the input shards' sizes and mtimes for ``Score``, the
+upstream task's fingerprint otherwise), so running the DAG again after success runs nothing. A task
+that failed or was killed half way has no result: running it again (by hand, or by Luigi's
+retry) calls the stage again, which skips every shard that has a completion record, redoes the
+rest and writes the same bytes; calling a finished stage again is a no-op with the same result.
+The plain functions ``score_task``, ``thresholds_task`` and ``select_task`` are the task
+bodies, usable from any other orchestrator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import luigi
+
+from datafilter import api
+from datafilter.config import RunConfig, load_config
+from datafilter.io.markers import file_fingerprint
+from datafilter.io.shards import discover_shards
+from datafilter.runtime import RuntimeOptions
+
+STATE_DIR = "_dag"  # under the run folder; names starting with '_' are never read as input
+
+
+def _runtime(cfg: RunConfig) -> RuntimeOptions:
+    r = cfg.ray
+    return RuntimeOptions(executor=r.executor, address=r.address, num_actors=r.num_actors)
+
+
+def score_task(cfg: RunConfig) -> dict[str, Any]:
+    """Score every input shard (finished shards are skipped); the stage's summary."""
+    s = cfg.score
+    return api.score(
+        cfg.input,
+        cfg.run_dir,
+        scorer=s.scorer,
+        options=s.options,
+        scorer_id=s.scorer_id,
+        text_column=s.text_column,
+        id_column=s.id_column,
+        batch_rows=s.batch_rows,
+        max_doc_bytes=s.max_doc_bytes,
+        runtime=_runtime(cfg),
+    )
+
+
+def thresholds_task(cfg: RunConfig) -> dict[str, Any]:
+    """Percentile tables for each ``thresholds.group_by`` entry; documents per table."""
+    t = cfg.thresholds
+    counts = {}
+    for group_by in t.group_by:
+        summary = api.thresholds(
+            cfg.run_dir,
+            scorer_id=cfg.score.scorer_id or cfg.score.scorer,
+            group_by=group_by,
+            quantiles=t.quantiles,
+            approx=t.approx,
+            memory_limit=t.memory_limit,
+        )
+        counts[group_by or "(global)"] = summary["n_docs"]
+    return {"n_docs": counts}
+
+
+def select_task(cfg: RunConfig) -> dict[str, Any]:
+    """Write the filtered shards and the manifest (finished shards are skipped); its totals."""
+    sel = cfg.select
+    manifest = api.select(
+        cfg.run_dir,
+        sel.output,
+        selector=sel.selector,
+        options=sel.options,
+        scorer_id=cfg.score.scorer_id or cfg.score.scorer,
+        group_by=sel.group_by,
+        report_by=sel.report_by,
+        seed=sel.seed,
+        with_scores=sel.with_scores,
+        memory_limit=sel.memory_limit,
+        runtime=_runtime(cfg),
+    )
+    return {"totals": manifest["totals"], "output": str(Path(sel.output).resolve())}
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class _StageTask(luigi.Task):
+    """A stage as a Luigi task: done when its result file matches its current inputs."""
+
+    config = luigi.Parameter(description="a `datafilter run` YAML config")
+    state_dir = luigi.Parameter(default="", description="result files (default RUN_DIR/_dag)")
+
+    def cfg(self) -> RunConfig:
+        return load_config(self.config)
+
+    def output(self) -> luigi.LocalTarget:
+        folder = Path(self.state_dir) if self.state_dir else Path(self.cfg().run_dir) / STATE_DIR
+        return luigi.LocalTarget(str(folder / f"{self.task_family.lower()}.json"))
+
+    def fingerprint(self) -> str:
+        raise NotImplementedError
+
+    def body(self, cfg: RunConfig) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def stored(self) -> dict[str, Any] | None:
+        """This task's result file, or None if missing or torn."""
+        try:
+            with self.output().open("r") as f:
+                return json.load(f)
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def complete(self) -> bool:
+        record = self.stored()
+        return record is not None and record["fingerprint"] == self.fingerprint()
+
+    def run(self) -> None:
+        fingerprint = self.fingerprint()  # before the stage: what it was asked to compute
+        result = self.body(self.cfg())
+        with self.output().open("w") as f:  # atomic: a temporary file, then a rename
+            json.dump({"fingerprint": fingerprint, "result": result}, f, indent=1, sort_keys=True)
+
+    def upstream(self) -> str:
+        """The upstream task's fingerprint, computed afresh: it chains every input before it
+        (not its result file, which a retried upstream task may not have written yet)."""
+        return self.requires().fingerprint()
+
+
+class Score(_StageTask):
+    """``datafilter score``: the run folder's score shards."""
+
+    def fingerprint(self) -> str:
+        cfg = self.cfg()
+        shards = [(s.rel, file_fingerprint(s.path)) for s in discover_shards(cfg.input)]
+        return _digest(cfg.input, cfg.run_dir, cfg.score.model_dump(mode="json"), shards)
+
+    def body(self, cfg: RunConfig) -> dict[str, Any]:
+        return score_task(cfg)
+
+
+class Thresholds(_StageTask):
+    """``datafilter thresholds``: percentile tables, once per ``group_by`` entry."""
+
+    def requires(self) -> Score:
+        return Score(config=self.config, state_dir=self.state_dir)
+
+    def fingerprint(self) -> str:
+        return _digest(self.cfg().thresholds.model_dump(mode="json"), self.upstream())
+
+    def body(self, cfg: RunConfig) -> dict[str, Any]:
+        return thresholds_task(cfg)
+
+
+class Select(_StageTask):
+    """``datafilter select``: the filtered shards and their manifest."""
+
+    def requires(self) -> Thresholds:
+        return Thresholds(config=self.config, state_dir=self.state_dir)
+
+    def fingerprint(self) -> str:
+        return _digest(self.cfg().select.model_dump(mode="json"), self.upstream())
+
+    def body(self, cfg: RunConfig) -> dict[str, Any]:
+        return select_task(cfg)
+
+
+def build(config: str | Path, *, state_dir: str = "", workers: int = 1) -> luigi.LuigiStatusCode:
+    """Run the DAG up to ``Select`` with Luigi's local scheduler; Luigi's status code."""
+    result = luigi.build(
+        [Select(config=str(config), state_dir=state_dir)],
+        local_scheduler=True,
+        workers=workers,
+        detailed_summary=True,
+        log_level="WARNING",
+    )
+    return result.status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("config", help="a `datafilter run` YAML config")
+    parser.add_argument("--state-dir", default="", help="result files (default RUN_DIR/_dag)")
+    args = parser.parse_args(argv)
+    status = build(args.config, state_dir=args.state_dir)
+    print(f"dag: {status.name}: {status.value[1]}", file=sys.stderr)
+    ok = (luigi.LuigiStatusCode.SUCCESS, luigi.LuigiStatusCode.SUCCESS_WITH_RETRY)
+    return 0 if status in ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
