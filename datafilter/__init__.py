@@ -6,6 +6,12 @@ Public API (heavy dependencies load only when a stage runs)::
     thresholds(run_dir, ...)              select(run_dir, output, ...)
     run(config)                           list_plugins()
     report(run_dir, ...)
+
+Perplexity-correlation selection (Thrush et al. 2024)::
+
+    corr_sample(input, output, ...)       corr_bpb(run_dir, output, ...)
+    corr_weights(bpb, benchmarks, ...)    corr_distill(run_dir, weights, ...)
+    corr_run(config)
 """
 
 from __future__ import annotations
@@ -15,6 +21,11 @@ from typing import Any
 __version__ = "0.1.0"
 __all__ = [
     "build_demo_corpus",
+    "corr_bpb",
+    "corr_distill",
+    "corr_run",
+    "corr_sample",
+    "corr_weights",
     "list_plugins",
     "report",
     "run",
@@ -30,6 +41,11 @@ _LAZY = {
     "thresholds": "datafilter.api",
     "select": "datafilter.api",
     "list_plugins": "datafilter.api",
+    "corr_sample": "datafilter.api",
+    "corr_bpb": "datafilter.api",
+    "corr_weights": "datafilter.api",
+    "corr_distill": "datafilter.api",
+    "corr_run": "datafilter.api",
     "run": "datafilter.pipeline",
     "train_kenlm": "datafilter.kenlm_train",
     "train_reference": "datafilter.reference_train",

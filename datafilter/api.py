@@ -403,3 +403,136 @@ def list_plugins() -> dict[str, list[str]]:
     from datafilter.selectors import SELECTORS
 
     return {"scorers": SCORERS.names(), "selectors": SELECTORS.names()}
+
+
+# Perplexity-correlation data selection (Thrush et al. 2024): datafilter/perplexity_correlation/.
+
+
+def corr_sample(
+    input: str | Path,
+    output: str | Path,
+    *,
+    domain_column: str | None = None,
+    url_column: str | None = None,
+    per_domain: int = 100,
+    seed: int = 0,
+    id_column: str | None = None,
+    log: Log = _stderr,
+) -> dict[str, Any]:
+    """Write ``per_domain`` documents of every domain (fixed by ``seed`` and the ids) as shards."""
+    from datafilter.perplexity_correlation import stages
+    from datafilter.perplexity_correlation.domains import DomainSpec
+
+    domain = DomainSpec.from_args(domain_column, url_column)
+    return stages.sample(
+        input, output, domain, per_domain=per_domain, seed=seed, id_column=id_column, log=log
+    )
+
+
+def corr_bpb(
+    run_dir: str | Path,
+    output: str | Path,
+    *,
+    domain_column: str | None = None,
+    url_column: str | None = None,
+    models: Sequence[str] | None = None,
+    average: str = "bytes",
+    log: Log = _stderr,
+) -> dict[str, Any]:
+    """Bits per byte per (model, domain) of a run's scorer ids: a table, one column per model."""
+    from datafilter.perplexity_correlation import stages
+    from datafilter.perplexity_correlation.domains import DomainSpec
+
+    domain = DomainSpec.from_args(domain_column, url_column)
+    return stages.bpb(run_dir, output, domain, models=list(models or []), average=average, log=log)
+
+
+def corr_weights(
+    bpb: str | Path,
+    benchmarks: str | Path,
+    output: str | Path,
+    *,
+    benchmark_columns: Sequence[str] | None = None,
+    benchmark_metric: str = "accuracy",
+    benchmark_average: str = "mean",
+    models: Sequence[str] | None = None,
+    min_models: int = 10,
+    tokens_run: str | Path | None = None,
+    tokens_scorer_id: str | None = None,
+    tokens_table: str | Path | None = None,
+    domain_column: str | None = None,
+    url_column: str | None = None,
+    unit: str = "tokens",
+    budget: int | None = None,
+    keep_ratio: float | None = None,
+    estimator: str = "sign_cdf",
+    projection: str = "linear",
+    log: Log = _stderr,
+) -> dict[str, Any]:
+    """Domain weights from a bpb table and a benchmark table, capped by the corpus' tokens."""
+    from datafilter.perplexity_correlation import stages
+    from datafilter.perplexity_correlation.domains import DomainSpec
+
+    domain = DomainSpec.from_args(domain_column, url_column) if tokens_run else None
+    return stages.weights(
+        bpb,
+        benchmarks,
+        output,
+        benchmark_columns=list(benchmark_columns or []) or None,
+        benchmark_metric=benchmark_metric,  # type: ignore[arg-type]
+        benchmark_average=benchmark_average,  # type: ignore[arg-type]
+        models=list(models or []) or None,
+        min_models=min_models,
+        tokens_run=tokens_run,
+        tokens_scorer_id=tokens_scorer_id,
+        tokens_table=tokens_table,
+        domain=domain,
+        unit=unit,  # type: ignore[arg-type]
+        budget=budget,
+        keep_ratio=keep_ratio,
+        estimator=estimator,
+        projection=projection,
+        log=log,
+    )
+
+
+def corr_distill(
+    run_dir: str | Path,
+    weights: str | Path,
+    output: str | Path,
+    *,
+    domain_column: str | None = None,
+    url_column: str | None = None,
+    scorer_id: str | None = None,
+    max_per_label: int = 20000,
+    holdout: float = 0.1,
+    epoch: int = 5,
+    dim: int = 32,
+    seed: int = 0,
+    log: Log = _stderr,
+) -> dict[str, Any]:
+    """Train a fastText include/exclude classifier on the chosen domains; score every document."""
+    from datafilter.perplexity_correlation.distill import distill
+    from datafilter.perplexity_correlation.domains import DomainSpec
+
+    domain = DomainSpec.from_args(domain_column, url_column)
+    return distill(
+        run_dir,
+        weights,
+        output,
+        domain,
+        scorer_id=scorer_id,
+        max_per_label=max_per_label,
+        holdout=holdout,
+        epoch=epoch,
+        dim=dim,
+        seed=seed,
+        log=log,
+    )
+
+
+def corr_run(config: str | Path, *, progress: bool = False, log: Log = _stderr) -> dict[str, Any]:
+    """The whole perplexity-correlation flow of a YAML config (``datafilter corr-run``)."""
+    from datafilter.perplexity_correlation.flow import corr_run as run_flow
+
+    return run_flow(config, progress=progress, log=log)

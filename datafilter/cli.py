@@ -220,6 +220,177 @@ def cmd_train_reference(args: argparse.Namespace) -> Any:
     )
 
 
+def _domain_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {"domain_column": args.domain_column, "url_column": args.url_column}
+
+
+def cmd_corr_sample(args: argparse.Namespace) -> Any:
+    from datafilter import api
+
+    return api.corr_sample(
+        args.input,
+        args.output,
+        per_domain=args.per_domain,
+        seed=args.seed,
+        id_column=args.id_column,
+        log=_log(args),
+        **_domain_args(args),
+    )
+
+
+def cmd_corr_bpb(args: argparse.Namespace) -> Any:
+    from datafilter import api
+
+    return api.corr_bpb(
+        args.run,
+        args.output,
+        models=args.model,
+        average=args.average,
+        log=_log(args),
+        **_domain_args(args),
+    )
+
+
+def cmd_corr_weights(args: argparse.Namespace) -> Any:
+    from datafilter import api
+
+    return api.corr_weights(
+        args.bpb,
+        args.benchmarks,
+        args.output,
+        benchmark_columns=args.benchmark,
+        benchmark_metric=args.benchmark_metric,
+        benchmark_average=args.benchmark_average,
+        models=args.model,
+        min_models=args.min_models,
+        tokens_run=args.tokens_run,
+        tokens_scorer_id=args.tokens_scorer_id,
+        tokens_table=args.tokens_table,
+        unit=args.unit,
+        budget=args.budget,
+        keep_ratio=args.keep_ratio,
+        estimator=args.estimator,
+        projection=args.projection,
+        log=_log(args),
+        **_domain_args(args),
+    )
+
+
+def cmd_corr_distill(args: argparse.Namespace) -> Any:
+    from datafilter import api
+
+    summary = api.corr_distill(
+        args.run,
+        args.weights,
+        args.output,
+        scorer_id=args.scorer_id,
+        max_per_label=args.max_per_label,
+        holdout=args.holdout,
+        epoch=args.epoch,
+        dim=args.dim,
+        seed=args.seed,
+        log=_log(args),
+        **_domain_args(args),
+    )
+    return {k: v for k, v in summary.items() if k != "shards"}
+
+
+def cmd_corr_run(args: argparse.Namespace) -> Any:
+    from datafilter import api
+
+    return api.corr_run(args.config, progress=_progress(args), log=_log(args))
+
+
+def _add_domain_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
+    g = p.add_mutually_exclusive_group(required=required)
+    g.add_argument("--domain-column", help="input column holding each document's domain")
+    g.add_argument("--url-column", help="input URL column: the domain is its registered domain")
+
+
+def _add_corr_parsers(sub, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "corr-sample",
+        parents=[common],
+        help="perplexity correlations: a fixed number of documents per domain",
+    )
+    p.add_argument("--input", required=True, help="folder of Parquet shards")
+    p.add_argument("--output", required=True, help="sample folder (Parquet shards)")
+    _add_domain_flags(p)
+    p.add_argument("--per-domain", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--id-column", help="document id column (default: shard path + row)")
+    p.set_defaults(func=cmd_corr_sample)
+
+    p = sub.add_parser(
+        "corr-bpb",
+        parents=[common],
+        help="perplexity correlations: bits per byte per (model, domain) of a run",
+    )
+    p.add_argument("--run", required=True, help="run folder scored by several --scorer-id")
+    p.add_argument("--output", required=True, help="table to write (.parquet or .csv)")
+    _add_domain_flags(p)
+    p.add_argument("--model", action="append", help="scorer id to include (default: all)")
+    p.add_argument(
+        "--average",
+        choices=["bytes", "documents"],
+        default="bytes",
+        help="total bits / total bytes of the domain, or the mean of its documents' bpb",
+    )
+    p.set_defaults(func=cmd_corr_bpb)
+
+    p = sub.add_parser(
+        "corr-weights",
+        parents=[common],
+        help="perplexity correlations: domain weights from bpb and benchmark tables",
+    )
+    p.add_argument("--bpb", required=True, help="one row per domain, one column per model")
+    p.add_argument("--benchmarks", required=True, help="one row per model ('model' column)")
+    p.add_argument("--output", required=True, help="weights table (.parquet or .csv)")
+    p.add_argument("--benchmark", action="append", help="benchmark column (default: all)")
+    p.add_argument("--benchmark-metric", choices=["accuracy", "error"], default="accuracy")
+    p.add_argument("--benchmark-average", choices=["mean", "median"], default="mean")
+    p.add_argument("--model", action="append", help="model to use (default: all in --bpb)")
+    p.add_argument("--min-models", type=int, default=10, help="refuse fewer models (default 10)")
+    p.add_argument("--tokens-run", help="scored run of the corpus: tokens per domain")
+    p.add_argument("--tokens-scorer-id", help="scorer id in --tokens-run whose tokens count")
+    p.add_argument("--tokens-table", help="table with domain and tokens (or bytes) columns")
+    _add_domain_flags(p, required=False)
+    p.add_argument("--unit", choices=["tokens", "bytes"], default="tokens")
+    size = p.add_mutually_exclusive_group(required=True)
+    size.add_argument("--budget", type=int, help="tokens (or bytes) to select")
+    size.add_argument("--keep-ratio", type=float, help="share of the corpus' tokens to select")
+    p.add_argument(
+        "--estimator",
+        choices=["sign_cdf", "spearmanr", "sign_sign", "sign", "product"],
+        default="sign_cdf",
+    )
+    p.add_argument("--projection", choices=["linear", "l2"], default="linear")
+    p.set_defaults(func=cmd_corr_weights)
+
+    p = sub.add_parser(
+        "corr-distill",
+        parents=[common],
+        help="perplexity correlations: fastText classifier of the chosen domains (extra fasttext)",
+    )
+    p.add_argument("--run", required=True, help="scored run of the corpus")
+    p.add_argument("--weights", required=True, help="weights table from corr-weights")
+    p.add_argument("--output", required=True, help="classifier folder to write")
+    _add_domain_flags(p)
+    p.add_argument("--scorer-id")
+    p.add_argument("--max-per-label", type=int, default=20000)
+    p.add_argument("--holdout", type=float, default=0.1, help="share held out for accuracy")
+    p.add_argument("--epoch", type=int, default=5)
+    p.add_argument("--dim", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_corr_distill)
+
+    p = sub.add_parser(
+        "corr-run", parents=[common], help="perplexity correlations: every step of a YAML config"
+    )
+    p.add_argument("config")
+    p.set_defaults(func=cmd_corr_run)
+
+
 def cmd_list(args: argparse.Namespace) -> Any:
     from datafilter.api import list_plugins
 
@@ -386,6 +557,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=50, help="steps between loss lines")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.set_defaults(func=cmd_train_reference)
+
+    _add_corr_parsers(sub, common)
 
     p = sub.add_parser("list", parents=[common], help="registered scorers and selectors")
     p.set_defaults(func=cmd_list)

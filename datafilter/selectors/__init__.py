@@ -15,6 +15,9 @@ SELECTORS: Registry[Selector] = Registry(
         "perplexity_sampling": "datafilter.selectors.perplexity_sampling:PerplexitySampling",
         "ccnet_buckets": "datafilter.selectors.ccnet_buckets:CcnetBuckets",
         "harmful_outlier": "datafilter.selectors.harmful_outlier:HarmfulOutlier",
+        "perplexity_correlation": (
+            "datafilter.selectors.perplexity_correlation:PerplexityCorrelation"
+        ),
     },
 )
 
