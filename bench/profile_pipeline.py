@@ -30,6 +30,8 @@ except ImportError:  # run as a script: bench/ is on sys.path
     from _data import prepare
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# py-spy from PATH, else the one installed beside this interpreter (a virtual environment's bin/).
+PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
 
 # (category, substring of a frame, leaf only): walking from the leaf to the root, the first
 # frame that matches a category names the sample.
@@ -166,7 +168,7 @@ class WorkerSpy:
                     self.actors.append((pid, _started_at(pid), time.time()))
                     out = self.out_dir / f"worker-{pid}.folded"
                     self.files.append(out)
-                    cmd = ["py-spy", "record", "--pid", str(pid), "--rate", str(self.rate)]
+                    cmd = [PY_SPY, "record", "--pid", str(pid), "--rate", str(self.rate)]
                     cmd += ["--nonblocking", "--format", "raw", "-o", str(out)]
                     self._procs.append(
                         subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

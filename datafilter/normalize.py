@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import sys
 import unicodedata
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
@@ -24,15 +25,11 @@ UNICODE_PUNCTUATION: dict[str, str] = {
     "％": "%", "►": "-",
 }  # fmt: skip
 
-_PUNCT_TABLE = str.maketrans(UNICODE_PUNCTUATION)
-_PUNCT_REMOVE_TABLE = str.maketrans({k: "" for k in UNICODE_PUNCTUATION})
-_DIGIT_RE = re.compile(r"\d")
 # ASCII fast path: digits -> "0", control characters (category Cc) dropped.
-_ASCII_DIGITS = str.maketrans({str(d): "0" for d in range(10)})
-_ASCII_CONTROLS = str.maketrans({chr(c): None for c in [*range(32), 127]})
-_ASCII_DIGITS_AND_CONTROLS = str.maketrans(
-    {**{str(d): "0" for d in range(10)}, **{chr(c): None for c in [*range(32), 127]}}
-)
+_ASCII_DIGITS = {ord(str(d)): "0" for d in range(10)}
+_ASCII_CONTROLS = {c: None for c in [*range(32), 127]}
+# Control characters that str.strip() does not remove (it removes \t \n \v \f \r \x1c-\x1f).
+_ASCII_HARD_CONTROL_RE = re.compile("[\x00-\x08\x0e-\x1b\x7f]")
 
 
 class NormalizationRecipe(BaseModel):
@@ -55,62 +52,147 @@ class NormalizationRecipe(BaseModel):
 CCNET_RECIPE = NormalizationRecipe()
 
 
+@dataclass(frozen=True)
+class _UnicodeClasses:
+    """Code points by unicode category, found in one scan of the whole code space."""
+
+    combining_marks: tuple[int, ...]  # category Mn: what accent stripping drops after NFD
+    decimal_digits: tuple[int, ...]  # category Nd: what ``\d`` matches in a str regex
+    non_printing: re.Pattern[str]  # one character class of every category-C code point
+
+
 @lru_cache(maxsize=1)
+def _unicode_classes() -> _UnicodeClasses:
+    import numpy as np
+
+    category = unicodedata.category
+    cats = [category(chr(cp)) for cp in range(sys.maxunicode + 1)]
+    marks = tuple(cp for cp, cat in enumerate(cats) if cat == "Mn")
+    digits = tuple(cp for cp, cat in enumerate(cats) if cat == "Nd")
+    is_c = np.fromiter((cat[0] == "C" for cat in cats), dtype=np.int8, count=len(cats))
+    edges = np.diff(np.concatenate(([0], is_c, [0])))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
+    ranges = [_char_range(int(lo), int(hi)) for lo, hi in zip(starts, ends, strict=True)]
+    return _UnicodeClasses(marks, digits, re.compile("[" + "".join(ranges) + "]"))
+
+
 def _non_printing_re() -> re.Pattern[str]:
     """A character class of every code point whose unicode category starts with 'C'."""
-    ranges: list[str] = []
-    start = None
-    for cp in range(sys.maxunicode + 1):
-        is_c = unicodedata.category(chr(cp))[0] == "C"
-        if is_c and start is None:
-            start = cp
-        elif not is_c and start is not None:
-            ranges.append(_char_range(start, cp - 1))
-            start = None
-    if start is not None:
-        ranges.append(_char_range(start, sys.maxunicode))
-    return re.compile("[" + "".join(ranges) + "]")
+    return _unicode_classes().non_printing
 
 
 def _char_range(lo: int, hi: int) -> str:
     return re.escape(chr(lo)) if lo == hi else f"{re.escape(chr(lo))}-{re.escape(chr(hi))}"
 
 
-def _strip_accents(text: str) -> str:
-    decomposed = unicodedata.normalize("NFD", text)
-    return "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
+def _general_table(recipe: NormalizationRecipe) -> dict[int, str | None]:
+    """One ``str.translate`` table for the per-character steps of a non-ASCII line.
+
+    Applied after NFD, it does what the three steps do one after the other: a combining mark
+    is dropped (accent stripping), else a decimal digit becomes "0" (no punctuation mark is
+    reached by then, so the fullwidth one is zeroed, not mapped), else a punctuation mark is
+    mapped or removed. No step's output is another step's input: marks are not digits or
+    punctuation, and the punctuation replacements are ASCII without digits.
+    """
+    table: dict[int, str | None] = {}
+    if recipe.punctuation == "map":
+        table.update({ord(k): v for k, v in UNICODE_PUNCTUATION.items()})
+    elif recipe.punctuation == "remove":
+        table.update({ord(k): None for k in UNICODE_PUNCTUATION})
+    classes = _unicode_classes()
+    if recipe.digits_to_zero:
+        table.update(dict.fromkeys(classes.decimal_digits, "0"))
+    if recipe.strip_accents:
+        table.update(dict.fromkeys(classes.combining_marks))
+    return table
+
+
+def _ascii_table(recipe: NormalizationRecipe, keep_newline: bool) -> dict[int, str | None]:
+    """The translate table for ASCII text: digits zeroed, control characters dropped."""
+    table: dict[int, str | None] = {}
+    if recipe.digits_to_zero:
+        table.update(_ASCII_DIGITS)
+    if recipe.remove_non_printing:
+        table.update(_ASCII_CONTROLS)
+        if keep_newline:
+            del table[ord("\n")]
+    return table
+
+
+class Normalizer:
+    """A recipe's steps with their tables built once: ``line`` for one line (or a whole
+    document as one line), ``lines`` for the normalised non-empty lines of a document."""
+
+    def __init__(self, recipe: NormalizationRecipe = CCNET_RECIPE):
+        self.recipe = recipe
+        self._lower = recipe.lowercase
+        self._nfd = recipe.strip_accents
+        self._non_printing = recipe.remove_non_printing
+        self._ascii_line = _ascii_table(recipe, keep_newline=False) or None
+        self._ascii_doc = _ascii_table(recipe, keep_newline=True) or None
+        self._general: dict[int, str | None] | None = None  # built on the first non-ASCII line
+
+    def line(self, text: str) -> str:
+        """Normalise one line (a whole document is one line whose newlines are dropped)."""
+        text = text.strip()
+        if not text:
+            return text
+        if self._lower:
+            text = text.lower()
+        if text.isascii():
+            # Accents and unicode punctuation cannot occur; one translate does the rest.
+            return text.translate(self._ascii_line) if self._ascii_line else text
+        if self._nfd:
+            text = unicodedata.normalize("NFD", text)
+        if self._general is None:
+            self._general = _general_table(self.recipe)
+        if self._general:
+            text = text.translate(self._general)
+        if self._non_printing and not text.isprintable():
+            # isprintable() is False for every category-C character (and a few separators),
+            # so this cheap test skips the slow regex for the usual line with nothing to remove.
+            text = _non_printing_re().sub("", text)
+        return text
+
+    def lines(self, text: str) -> list[str]:
+        """The non-empty results of ``line`` on each ``\\n``-separated line of a document.
+
+        An ASCII document without control characters other than whitespace is done in one
+        ``lower`` and one ``translate`` before splitting: these steps act on each character
+        alone, and the only characters they drop (whitespace controls) are also what ``strip``
+        removes at a line's ends, so the order does not change the result. Other documents go
+        line by line.
+        """
+        if text.isascii() and not (
+            self._non_printing and _ASCII_HARD_CONTROL_RE.search(text) is not None
+        ):
+            if self._lower:
+                text = text.lower()
+            if self._ascii_doc:
+                text = text.translate(self._ascii_doc)
+            return [line for raw in text.split("\n") if (line := raw.strip())]
+        line = self.line
+        return [out for raw in text.split("\n") if (out := line(raw))]
+
+
+_NORMALIZERS: dict[int, tuple[NormalizationRecipe, Normalizer]] = {}
+
+
+def _normalizer(recipe: NormalizationRecipe) -> Normalizer:
+    """The Normalizer of this recipe object (looked up by identity: hashing a recipe is slow)."""
+    entry = _NORMALIZERS.get(id(recipe))
+    if entry is None or entry[0] is not recipe:
+        if len(_NORMALIZERS) > 64:
+            _NORMALIZERS.clear()
+        entry = _NORMALIZERS[id(recipe)] = (recipe, Normalizer(recipe))
+    return entry[1]
 
 
 def normalize(text: str, recipe: NormalizationRecipe = CCNET_RECIPE) -> str:
     """Normalise one line (or a whole document) with ``recipe``."""
-    text = text.strip()
-    if not text:
-        return text
-    if recipe.lowercase:
-        text = text.lower()
-    if text.isascii():
-        return _normalize_ascii(text, recipe)
-    if recipe.strip_accents:
-        text = _strip_accents(text)
-    if recipe.digits_to_zero:
-        text = _DIGIT_RE.sub("0", text)
-    if recipe.punctuation == "map":
-        text = text.translate(_PUNCT_TABLE)
-    elif recipe.punctuation == "remove":
-        text = text.translate(_PUNCT_REMOVE_TABLE)
-    if recipe.remove_non_printing and not text.isprintable():
-        # isprintable() is False for every category-C character (and a few separators), so
-        # this cheap test skips the slow regex for the usual line with nothing to remove.
-        text = _non_printing_re().sub("", text)
-    return text
+    return _normalizer(recipe).line(text)
 
 
-def _normalize_ascii(text: str, recipe: NormalizationRecipe) -> str:
-    """ASCII text: accents and unicode punctuation cannot occur; one translate does the rest."""
-    if recipe.digits_to_zero and recipe.remove_non_printing:
-        return text.translate(_ASCII_DIGITS_AND_CONTROLS)
-    if recipe.digits_to_zero:
-        return text.translate(_ASCII_DIGITS)
-    if recipe.remove_non_printing:
-        return text.translate(_ASCII_CONTROLS)
-    return text
+def normalize_lines(text: str, recipe: NormalizationRecipe = CCNET_RECIPE) -> list[str]:
+    """The normalised non-empty lines of a document (see ``Normalizer.lines``)."""
+    return _normalizer(recipe).lines(text)

@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
+from datafilter.columnar_stats import ColumnarScores
 from datafilter.errors import ConfigError, InputError
 from datafilter.score_columns import METRICS
 
@@ -87,7 +88,15 @@ class ScoreStats:
         from datafilter.io.staging import LocalCopies
 
         self._copies = LocalCopies()
-        self._source, self._params = self._source_query(_local_files(self._copies, files, group_by))
+        local = _local_files(self._copies, files, group_by)
+        self._source, self._params = self._source_query(local)
+        # Exact counts and quantiles of ppl/bpb without SQL (see columnar_stats); not with other
+        # scorers' columns, whose rejections also filter the rows.
+        self._columnar = (
+            None
+            if self.extra_ids
+            else ColumnarScores(local.score_files, local.input_files, group_by, ALL, NULL_GROUP)
+        )
 
     def _source_query(self, files: ScoreFiles) -> tuple[str, dict[str, Any]]:
         """The subquery over all valid scored rows; re-read per query so memory stays bounded."""
@@ -97,18 +106,20 @@ class ScoreStats:
         params: dict[str, Any] = {"scores": files.score_files}
         select = ["s.ppl", "s.bpb", "s.id_hash", "s.doc_id", "s.row", "s.filename AS score_file"]
         joins, valid = [], ["s.reject_reason IS NULL"]
-        if self.group_by is None and not self.extra_ids:
-            grp = f"'{ALL}'"
-        else:
+        grp = f"'{ALL}'"
+        if self.extra_ids:
             joins.append("JOIN shard_map m ON s.filename = m.score_file")
-            grp = f"'{ALL}'"
         if self.group_by is not None:
+            # Score shards are row-aligned with their input shards, in the same order: a
+            # positional scan of both reads the group column with no join (a hash join on
+            # (file, row) held every row in memory: 17 GB for 10^8 rows).
+            self._check_aligned(files)
             column = _quote_identifier(self.group_by)
             grp = f"coalesce(CAST(i.{column} AS VARCHAR), '{NULL_GROUP}')"
-            joins.append(
-                f"LEFT JOIN (SELECT filename, file_row_number, {column} FROM "
-                "read_parquet($inputs, filename=true, file_row_number=true, union_by_name=true)) i"
-                " ON i.filename = m.input_file AND i.file_row_number = s.row"
+            joins.insert(
+                0,
+                f"POSITIONAL JOIN (SELECT {column} FROM "
+                "read_parquet($inputs, union_by_name=true)) i",
             )
             params["inputs"] = files.input_files
         for i, sid in enumerate(self.extra_ids):
@@ -125,6 +136,23 @@ class ScoreStats:
             f"WHERE {' AND '.join(valid)}) AS scores"
         )
         return source, params
+
+    def _check_aligned(self, files: ScoreFiles) -> None:
+        """Each score shard has as many rows as its input shard (from the Parquet footers)."""
+        rows = dict(
+            self.con.execute(
+                "SELECT file_name, num_rows FROM parquet_file_metadata($files)",
+                {"files": [*files.score_files, *files.input_files]},
+            ).fetchall()
+        )
+        for score_file, input_file in zip(files.score_files, files.input_files, strict=True):
+            if rows[score_file] != rows[input_file]:
+                raise InputError(
+                    f"has {rows[input_file]} rows but its score shard {score_file} has "
+                    f"{rows[score_file]}: the score shard is not row-aligned with it; score it "
+                    "again",
+                    path=input_file,
+                )
 
     def metric_sql(self, metric: str) -> str:
         """SQL for a metric: ``ppl``/``bpb``, ``<scorer id>:ppl`` of an extra scorer, or
@@ -185,6 +213,8 @@ class ScoreStats:
 
     def counts(self) -> dict[str, int]:
         """Valid scored documents per group."""
+        if self._columnar is not None:
+            return self._columnar.group_counts()
         return dict(self._query("SELECT grp, count(*) FROM {scores} GROUP BY grp ORDER BY grp"))
 
     def quantiles(
@@ -192,6 +222,8 @@ class ScoreStats:
     ) -> dict[str, list[float]]:
         """Per group, the quantiles ``qs`` of ``metric`` (exact by default)."""
         col = self.metric_sql(metric)
+        if not approx and self._columnar is not None and metric in METRICS:
+            return self._columnar.quantiles(qs, metric)
         fn = f"approx_quantile({col}, $qs::FLOAT[])" if approx else f"quantile_cont({col}, $qs)"
         rows = self._query(
             f"SELECT grp, {fn} FROM {{scores}} GROUP BY grp ORDER BY grp", {"qs": list(qs)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +23,11 @@ from datafilter.scorers.base import BatchScores, Resources, Scorer, ScorerOption
 from datafilter.scorers.windows import token_windows
 
 Piece = tuple[list[int], int]  # window tokens, and how many leading tokens are context only
+# A chunk of documents is tokenised while the previous one is scored: about this many token
+# batches per chunk (enough for length-sorting to pack well), sized before tokenising by an
+# estimate of characters per token.
+CHUNK_BATCHES = 16
+CHARS_PER_TOKEN = 4
 
 
 class CausalLMOptions(ScorerOptions):
@@ -105,23 +111,62 @@ class CausalLMScorer(Scorer):
         return [list(x) for x in ids]
 
     def score_batch(self, texts: list[str]) -> BatchScores:
+        """Documents in chunks of about ``CHUNK_BATCHES`` token batches: a background thread
+        tokenises the next chunk while the model scores the current one (the fast tokenizer
+        and the model both release the GIL); each chunk's windows are length-sorted and packed
+        by the backend."""
+        logprob = np.zeros(len(texts))
+        n_tokens = np.zeros(len(texts), dtype=np.int64)
+        chunks = document_chunks(texts, CHARS_PER_TOKEN * CHUNK_BATCHES * self.batch_budget())
+        if len(chunks) == 1:
+            self._score_chunk(self.encode(texts), 0, logprob, n_tokens)
+            return BatchScores(logprob_sum=logprob, n_tokens=n_tokens)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tokenize") as pool:
+            pending = pool.submit(self.encode, texts[chunks[0][0] : chunks[0][1]])
+            for i, (start, _) in enumerate(chunks):
+                encoded = pending.result()
+                if i + 1 < len(chunks):
+                    lo, hi = chunks[i + 1]
+                    pending = pool.submit(self.encode, texts[lo:hi])
+                self._score_chunk(encoded, start, logprob, n_tokens)
+        return BatchScores(logprob_sum=logprob, n_tokens=n_tokens)
+
+    def batch_budget(self) -> int:
+        """Tokens per forward or engine call."""
+        return self.options.max_tokens_per_batch
+
+    def _score_chunk(
+        self, encoded: list[list[int]], first: int, logprob: np.ndarray, n_tokens: np.ndarray
+    ) -> None:
+        """Score the windows of documents ``first, first + 1, ...`` into the arrays."""
         pieces: list[Piece] = []
         owners: list[int] = []
-        for doc, tokens in enumerate(self.encode(texts)):
+        for doc, tokens in enumerate(encoded, start=first):
             for w in token_windows(len(tokens), self.max_length, self.options.overlap):
                 pieces.append((tokens[w.start : w.end], w.predict_from - w.start))
                 owners.append(doc)
         sums = self.score_pieces(pieces)
-        logprob = np.zeros(len(texts))
-        n_tokens = np.zeros(len(texts), dtype=np.int64)
         for doc, (tokens, context), value in zip(owners, pieces, sums, strict=True):
             logprob[doc] += value
             n_tokens[doc] += len(tokens) - context
-        return BatchScores(logprob_sum=logprob, n_tokens=n_tokens)
 
     @abstractmethod
     def score_pieces(self, pieces: list[Piece]) -> list[float]:
         """For each window: the summed log-prob of its tokens after the context ones."""
+
+
+def document_chunks(texts: list[str], chars: int) -> list[tuple[int, int]]:
+    """Consecutive ``[start, end)`` ranges of documents holding about ``chars`` characters
+    (one document at least)."""
+    chunks: list[tuple[int, int]] = []
+    start = size = 0
+    for i, text in enumerate(texts):
+        if size and size + len(text) > chars:
+            chunks.append((start, i))
+            start, size = i, 0
+        size += len(text)
+    chunks.append((start, len(texts)))
+    return chunks
 
 
 def batches_by_tokens(lengths: list[int], budget: int) -> list[list[int]]:

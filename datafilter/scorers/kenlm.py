@@ -1,4 +1,10 @@
-"""KenLM scorer, CCNet style: normalise, SentencePiece-encode, score with a KenLM n-gram model."""
+"""KenLM scorer, CCNet style: normalise, SentencePiece-encode, score with a KenLM n-gram model.
+
+The hot loop, per batch: each document's lines normalised (``Normalizer.lines``), all lines
+SentencePiece-encoded in one call on one thread, each line's pieces joined by spaces and scored
+by ``kenlm.Model.score``. The model binary is memory-mapped, so actors on one node share one
+copy in the page cache.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import numpy as np
 from datafilter.errors import MissingDependencyError, ModelError
 from datafilter.io.markers import file_fingerprint
 from datafilter.kenlm_model import KenlmRecipe, load_recipe
-from datafilter.normalize import NormalizationRecipe, normalize
+from datafilter.normalize import NormalizationRecipe, Normalizer
 from datafilter.scorers.base import BatchScores, Scorer, ScorerOptions
 
 LN10 = math.log(10.0)
@@ -69,24 +75,28 @@ class KenlmScorer(Scorer):
             ) from None
         self.recipe = self._checked_recipe()
         folder = Path(self.options.model).expanduser()
-        self._model = kenlm.Model(str(folder / self.recipe.binary_file))
+        config = kenlm.Config()
+        # mmap the binary (prefaulted where the OS can): a shared, read-only page-cache copy,
+        # never a private one, so every actor on a node uses the same physical memory.
+        config.load_method = kenlm.LoadMethod.POPULATE_OR_LAZY
+        self._model = kenlm.Model(str(folder / self.recipe.binary_file), config)
         self._sp = sentencepiece.SentencePieceProcessor(
             model_file=str(folder / self.recipe.tokenizer_file)
         )
+        self._normalizer = Normalizer(self.recipe.normalization)
 
     def _units(self, text: str) -> list[str]:
         """The normalised, non-empty lines that get scored for one document."""
-        recipe = self.recipe.normalization
         if self.options.mode == "ccnet_compat":
-            line = normalize(text, recipe).replace("\n", " ")
+            line = self._normalizer.line(text).replace("\n", " ")
             return [line] if line else []
-        lines = (normalize(line, recipe) for line in text.split("\n"))
-        return [line for line in lines if line]
+        return self._normalizer.lines(text)
 
     def score_batch(self, texts: list[str]) -> BatchScores:
         units = [self._units(t) for t in texts]
         flat = [line for doc in units for line in doc]
-        pieces = self._sp.encode(flat, out_type=str) if flat else []
+        # One thread: an actor is one core (SentencePiece would otherwise start one per core).
+        pieces = self._sp.encode(flat, out_type=str, num_threads=1) if flat else []
         score = self._model.score
         logprob = np.zeros(len(texts), dtype=np.float64)
         n_tokens = np.zeros(len(texts), dtype=np.int64)
@@ -95,7 +105,7 @@ class KenlmScorer(Scorer):
             log10_sum = 0.0
             count = 0
             for tokens in pieces[pos : pos + len(doc)]:
-                log10_sum += score(" ".join(tokens), bos=True, eos=True)
+                log10_sum += score(" ".join(tokens), True, True)  # bos, eos
                 count += len(tokens) + 1  # +1 for </s>
             pos += len(doc)
             logprob[i] = log10_sum * LN10

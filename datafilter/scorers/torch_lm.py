@@ -47,22 +47,24 @@ class TorchLMScorer(CausalLMScorer):
         longest = max(len(tokens) for tokens, _ in pieces)
         ids = torch.full((len(pieces), longest), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(pieces), longest), dtype=torch.long)
-        rows, cols, targets, owner = [], [], [], []
-        for r, (tokens, context) in enumerate(pieces):
+        for r, (tokens, _) in enumerate(pieces):
             ids[r, : len(tokens)] = torch.tensor(tokens)
             mask[r, : len(tokens)] = 1
-            for p in range(context, len(tokens)):  # hidden state at p - 1 predicts token p
-                rows.append(r)
-                cols.append(p - 1)
-                targets.append(tokens[p])
-                owner.append(r)
+        # Token p of a row is predicted (by the hidden state at p - 1) when context <= p < len;
+        # the boolean mask selects row by row, positions ascending.
+        lengths = torch.tensor([len(tokens) for tokens, _ in pieces])
+        contexts = torch.tensor([max(context, 1) for _, context in pieces])
+        positions = torch.arange(1, longest)
+        predicted = (positions >= contexts[:, None]) & (positions < lengths[:, None])
+        owner = predicted.nonzero()[:, 0]
+        targets = ids[:, 1:][predicted]
         with torch.inference_mode():
             hidden = self.model.base_model(
                 input_ids=ids.to(self.device), attention_mask=mask.to(self.device)
             ).last_hidden_state
-            picked = hidden[torch.tensor(rows), torch.tensor(cols)]
+            picked = hidden[:, :-1][predicted.to(self.device)]
             head = self.model.get_output_embeddings()
-            target_ids = torch.tensor(targets, device=self.device)
+            target_ids = targets.to(self.device)
             logprobs = torch.empty(len(targets), dtype=torch.float64)
             for start in range(0, len(targets), HEAD_CHUNK):
                 logits = head(picked[start : start + HEAD_CHUNK]).float()
@@ -71,5 +73,5 @@ class TorchLMScorer(CausalLMScorer):
                     (chosen - torch.logsumexp(logits, dim=-1)).double().cpu()
                 )
         sums = torch.zeros(len(pieces), dtype=torch.float64)
-        sums.index_add_(0, torch.tensor(owner), logprobs)
+        sums.index_add_(0, owner, logprobs)
         return sums.tolist()
