@@ -19,6 +19,10 @@ from datafilter.io.storage import AnyPath
 from datafilter.score_columns import SCORE_SCHEMA, bits_per_byte, id_hash, perplexity
 from datafilter.scorers.base import Scorer
 
+# Rows per row group of a score shard: large groups make the thresholds' column scans fast
+# (the score batches are much smaller); the buffered scores are ~100 bytes per row.
+ROW_GROUP_ROWS = 65_536
+
 # Reasons a row is rejected rather than scored (documented in the README).
 NULL_TEXT = "null_text"
 EMPTY_TEXT = "empty_text"
@@ -66,12 +70,18 @@ def score_shard(job: ShardJob, scorer: Scorer, settings: ScoreSettings) -> dict[
         columns.append(settings.id_column)
     rejected: Counter[str] = Counter()
     rows = n_bytes_total = 0
+    pending: list[pa.Table] = []
     with parquet_writer(job.output_path, SCORE_SCHEMA) as writer:
         for batch in _iter_batches(pf, columns, settings.batch_rows, job.input_path):
             table = _score_batch(batch, rows, job, scorer, settings, rejected)
-            writer.write_table(table)
+            pending.append(table)
             rows += batch.num_rows
             n_bytes_total += int(table["n_bytes"].to_numpy().sum())
+            if sum(t.num_rows for t in pending) >= ROW_GROUP_ROWS:
+                writer.write_table(pa.concat_tables(pending))
+                pending = []
+        if pending:
+            writer.write_table(pa.concat_tables(pending))
     if rows != pf.metadata.num_rows:
         raise InputError(
             f"read {rows} rows but the footer says {pf.metadata.num_rows}", path=str(job.input_path)
