@@ -66,10 +66,10 @@ def _unicode_classes() -> _UnicodeClasses:
     import numpy as np
 
     category = unicodedata.category
-    cats = [category(chr(cp)) for cp in range(sys.maxunicode + 1)]
-    marks = tuple(cp for cp, cat in enumerate(cats) if cat == "Mn")
-    digits = tuple(cp for cp, cat in enumerate(cats) if cat == "Nd")
-    is_c = np.fromiter((cat[0] == "C" for cat in cats), dtype=np.int8, count=len(cats))
+    cats = np.array([category(chr(cp)) for cp in range(sys.maxunicode + 1)])
+    marks = tuple(np.flatnonzero(cats == "Mn").tolist())
+    digits = tuple(np.flatnonzero(cats == "Nd").tolist())
+    is_c = np.isin(cats, ["Cc", "Cf", "Cn", "Co", "Cs"]).astype(np.int8)
     edges = np.diff(np.concatenate(([0], is_c, [0])))
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
     ranges = [_char_range(int(lo), int(hi)) for lo, hi in zip(starts, ends, strict=True)]
