@@ -8,13 +8,15 @@ Relative paths are taken relative to the current working directory. ``input``, `
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from datafilter.errors import ConfigError
 from datafilter.kenlm_train import KenlmTrainingOptions
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class _Strict(BaseModel):
@@ -86,6 +88,11 @@ class RunConfig(_Strict):
 
 def load_config(path: str | Path) -> RunConfig:
     """Parse and validate a run config; errors name the file and the offending keys."""
+    return load_yaml_model(path, RunConfig)
+
+
+def load_yaml_model(path: str | Path, model: type[M]) -> M:
+    """Parse a YAML file into ``model``; errors name the file and the offending keys."""
     file = Path(path)
     try:
         raw = yaml.safe_load(file.read_text())
@@ -94,9 +101,9 @@ def load_config(path: str | Path) -> RunConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{file}: not valid YAML ({exc})") from None
     try:
-        return RunConfig.model_validate(raw or {})
+        return model.model_validate(raw or {})
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or '(config)'}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigError(f"{file}: {problems}") from None

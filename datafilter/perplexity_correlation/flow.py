@@ -11,9 +11,9 @@ import glob
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from datafilter.config import load_yaml_model
 from datafilter.errors import ConfigError
 
 
@@ -112,20 +112,7 @@ class CorrConfig(_Strict):
 
 
 def load_corr_config(path: str | Path) -> CorrConfig:
-    file = Path(path)
-    try:
-        raw = yaml.safe_load(file.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file {file} not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: not valid YAML ({exc})") from None
-    try:
-        return CorrConfig.model_validate(raw or {})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(config)'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"{file}: {problems}") from None
+    return load_yaml_model(path, CorrConfig)
 
 
 def corr_run(config: str | Path | CorrConfig, *, progress: bool = False, log=print):
