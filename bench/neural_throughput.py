@@ -43,7 +43,8 @@ def main() -> int:
     out = Path(args.out).resolve()
     model = Path(args.model).resolve() if args.model else out / "smollm2"
     convert_s = ensure_model(model)
-    texts = load_docs(out, args.docs, args.seed)
+    texts = load_docs_file(args.docs_file, args.docs) if args.docs_file else load_docs(
+        out, args.docs, args.seed)  # fmt: skip
     params = count_parameters(model)
     peak = args.peak_tflops or (H100_BF16_DENSE_TFLOPS if args.device == "cuda" else None)
     header(args, model, params, texts, convert_s)
@@ -60,6 +61,9 @@ def main() -> int:
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--docs", type=int, default=200, help="first N documents of the demo pool")
+    p.add_argument("--docs-file", type=Path,
+                   help="JSON list of texts to use instead of the demo pool (a GPU machine "
+                        "without the corpus packages)")  # fmt: skip
     p.add_argument("--max-length", type=int, help="tokens per window (default: context - 1)")
     p.add_argument("--batch-tokens", type=int, default=8192,
                    help="max_tokens_per_batch: tokens per forward / engine call")  # fmt: skip
@@ -102,6 +106,13 @@ def load_docs(out: Path, n: int, seed: int) -> list[str]:
     texts = pq.read_table(demo.pool_dir, columns=["text"])["text"].to_pylist()
     if n > len(texts):
         raise SystemExit(f"--docs {n}: the demo pool has {len(texts)} documents")
+    return texts[:n]
+
+
+def load_docs_file(path: Path, n: int) -> list[str]:
+    texts = json.loads(Path(path).read_text())
+    if n > len(texts):
+        raise SystemExit(f"--docs {n}: {path} holds {len(texts)} documents")
     return texts[:n]
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datafilter.scorers.causal_lm import CausalLMScorer, Piece, batches_by_tokens, require
 
-HEAD_CHUNK = 1024  # positions per logits chunk: the full-vocabulary logits never exist at once
+# Full-vocabulary fp32 logits computed at once: at most this many elements (256 MiB), so the
+# whole batch's logits never exist together; with SmolLM2's 49,152-token vocabulary that is
+# 1,365 positions per chunk.
+HEAD_LOGITS_ELEMENTS = 1 << 26
 
 
 class TorchLMScorer(CausalLMScorer):
@@ -65,13 +68,13 @@ class TorchLMScorer(CausalLMScorer):
             picked = hidden[:, :-1][predicted.to(self.device)]
             head = self.model.get_output_embeddings()
             target_ids = targets.to(self.device)
-            logprobs = torch.empty(len(targets), dtype=torch.float64)
-            for start in range(0, len(targets), HEAD_CHUNK):
-                logits = head(picked[start : start + HEAD_CHUNK]).float()
-                chosen = logits.gather(1, target_ids[start : start + HEAD_CHUNK, None])[:, 0]
-                logprobs[start : start + HEAD_CHUNK] = (
-                    (chosen - torch.logsumexp(logits, dim=-1)).double().cpu()
-                )
-        sums = torch.zeros(len(pieces), dtype=torch.float64)
-        sums.index_add_(0, owner, logprobs)
-        return sums.tolist()
+            step = max(1, HEAD_LOGITS_ELEMENTS // head.weight.shape[0])
+            # Stays on the device until the end: one transfer per batch, no sync per chunk.
+            logprobs = torch.empty(len(targets), dtype=torch.float64, device=self.device)
+            for start in range(0, len(targets), step):
+                logits = head(picked[start : start + step]).float()
+                chosen = logits.gather(1, target_ids[start : start + step, None])[:, 0]
+                logprobs[start : start + step] = chosen - torch.logsumexp(logits, dim=-1)
+            sums = torch.zeros(len(pieces), dtype=torch.float64, device=self.device)
+            sums.index_add_(0, owner.to(self.device), logprobs)
+        return sums.cpu().tolist()
