@@ -29,6 +29,8 @@ UNICODE_PUNCTUATION: dict[str, str] = {
 _ASCII_DIGITS = {ord(str(d)): "0" for d in range(10)}
 _ASCII_CONTROLS = {c: None for c in [*range(32), 127]}
 # Control characters that str.strip() does not remove (it removes \t \n \v \f \r \x1c-\x1f).
+# Transformed words kept per Normalizer (emptied when it grows past this): ~30 MB at most.
+WORD_CACHE_SIZE = 1 << 17
 _ASCII_HARD_CONTROL_RE = re.compile("[\x00-\x08\x0e-\x1b\x7f]")
 
 
@@ -131,16 +133,37 @@ class Normalizer:
         self._ascii_line = _ascii_table(recipe, keep_newline=False) or None
         self._ascii_doc = _ascii_table(recipe, keep_newline=True) or None
         self._general: dict[int, str | None] | None = None  # built on the first non-ASCII line
+        self._words: dict[str, str] = {}  # transformed words of non-ASCII lines
 
     def line(self, text: str) -> str:
         """Normalise one line (a whole document is one line whose newlines are dropped)."""
         text = text.strip()
         if not text:
             return text
+        if text.isascii():
+            # Accents and unicode punctuation cannot occur; one translate does the rest.
+            if self._lower:
+                text = text.lower()
+            return text.translate(self._ascii_line) if self._ascii_line else text
+        # Every step maps a space to itself and never reaches across one (NFD reorders marks
+        # only between starters, a space is one; lowercasing's final-sigma rule sees a space
+        # as "not cased", as it sees a word's edge), so a line is the space-joined result of
+        # its space-separated words, and words repeat: each is transformed once, then cached.
+        words = text.split(" ")
+        cache = self._words
+        parts = [cache.get(w) for w in words]
+        if None in parts:
+            if len(cache) > WORD_CACHE_SIZE:
+                cache.clear()
+            transform = self._transform
+            parts = [cache.get(w) or cache.setdefault(w, transform(w)) for w in words]
+        return " ".join(parts)
+
+    def _transform(self, text: str) -> str:
+        """The steps after ``strip`` on any text (one word, in practice)."""
         if self._lower:
             text = text.lower()
         if text.isascii():
-            # Accents and unicode punctuation cannot occur; one translate does the rest.
             return text.translate(self._ascii_line) if self._ascii_line else text
         if self._nfd:
             text = unicodedata.normalize("NFD", text)
@@ -150,7 +173,7 @@ class Normalizer:
             text = text.translate(self._general)
         if self._non_printing and not text.isprintable():
             # isprintable() is False for every category-C character (and a few separators),
-            # so this cheap test skips the slow regex for the usual line with nothing to remove.
+            # so this cheap test skips the slow regex for the usual word with nothing to remove.
             text = _non_printing_re().sub("", text)
         return text
 

@@ -103,3 +103,15 @@ def test_normalizer_objects_are_reused_per_recipe() -> None:
     recipe = NormalizationRecipe(digits_to_zero=False)
     assert normalize("A1", recipe) == "a1"
     assert Normalizer(recipe).lines("A1\n\nB2") == ["a1", "b2"]
+
+
+def test_lines_of_repeated_words_match_the_reference() -> None:
+    """Non-ASCII lines are transformed word by word (cached): words that repeat, and the
+    spots where a word's edge matters (final sigma, a mark after a space, removed characters)."""
+    words = ["ΟΔΟΣ", "Σ", "'Σ", "\u0301b", "café", "Ａ１", "—", "\x01", "", "\t", "x\u3000y", "ǅ"]
+    rng = random.Random(1)
+    for recipe in (NormalizationRecipe(), NormalizationRecipe(strip_accents=False)):
+        normalizer = Normalizer(recipe)
+        for _ in range(400):
+            line = " ".join(rng.choice(words) for _ in range(rng.randint(1, 8)))
+            assert normalizer.line(line) == reference(line, recipe), repr(line)
