@@ -72,10 +72,16 @@ def _emit(result: Any) -> None:
 
 
 def cmd_setup_kenlm(args: argparse.Namespace) -> Any:
+    from datafilter.kenlm_native import ensure_native
     from datafilter.kenlm_tools import ensure_kenlm_tools
 
     tools = ensure_kenlm_tools(build=True, log=_log(args))
-    return {"lmplz": str(tools.lmplz), "build_binary": str(tools.build_binary)}
+    native = ensure_native(log=_log(args))
+    return {
+        "lmplz": str(tools.lmplz),
+        "build_binary": str(tools.build_binary),
+        "native_scorer": str(native),
+    }
 
 
 def cmd_demo_corpus(args: argparse.Namespace) -> Any:
@@ -430,7 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser(
-        "setup-kenlm", parents=[common], help="build and cache KenLM's lmplz and build_binary"
+        "setup-kenlm",
+        parents=[common],
+        help="build and cache KenLM's lmplz and build_binary, and the native line scorer",
     )
     p.set_defaults(func=cmd_setup_kenlm)
 

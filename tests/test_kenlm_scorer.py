@@ -26,14 +26,15 @@ DOCS = [
 
 
 def _direct(model_dir, text: str, one_line: bool) -> tuple[float, int]:
-    """The CCNet formula written out: log10 sums over lines, +1 token per line for </s>."""
+    """The CCNet formula written out: log10 sums over lines, +1 token per line for </s>; each
+    line SentencePiece-encoded word by word, as the scorer does."""
     model = kenlm.Model(str(model_dir / "model.bin"))
     sp = spm.SentencePieceProcessor(model_file=str(model_dir / "tokenizer.model"))
     units = [normalize(text)] if one_line else [normalize(line) for line in text.split("\n")]
     log10 = 0.0
     tokens = 0
     for unit in filter(None, units):
-        pieces = sp.encode(unit, out_type=str)
+        pieces = [p for word in unit.split(" ") if word for p in sp.encode(word, out_type=str)]
         log10 += model.score(" ".join(pieces), bos=True, eos=True)
         tokens += len(pieces) + 1
     return log10 * math.log(10), tokens

@@ -1,13 +1,23 @@
 """KenLM scorer, CCNet style: normalise, SentencePiece-encode, score with a KenLM n-gram model.
 
-The hot loop, per batch: each document's lines normalised (``Normalizer.lines``), all lines
-SentencePiece-encoded in one call on one thread, each line's pieces joined by spaces and scored
-by ``kenlm.Model.score``. The model binary is memory-mapped, so actors on one node share one
-copy in the page cache.
+Per batch: each document's lines are normalised (``Normalizer.lines``); each line is split at
+spaces into words and each word's SentencePiece pieces come from a cache (a word is encoded
+once, on one thread, the first time it is seen); the line's pieces are scored as
+``kenlm.Model.score(pieces, bos=True, eos=True)`` scores them. The native module
+``_kenlm_lines`` (built by ``datafilter setup-kenlm``) holds the cache as KenLM ids and scores
+without a Python object per token; without it a Python loop gives the same numbers, slower.
+
+Encoding word by word gives SentencePiece's own segmentation of the line (its pieces never span
+a space), except where two segmentations of a word score exactly the same: which one wins then
+depends on float rounding of the text before it. Such ties are rare (65 of 63,233 lines of the
+benchmark pool) and are decided the same way in every run and on every machine.
+
+The model binary is memory-mapped, so actors on one node share one copy in the page cache.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -17,10 +27,14 @@ import numpy as np
 from datafilter.errors import MissingDependencyError, ModelError
 from datafilter.io.markers import file_fingerprint
 from datafilter.kenlm_model import KenlmRecipe, load_recipe
+from datafilter.kenlm_native import load_native
 from datafilter.normalize import NormalizationRecipe, Normalizer
 from datafilter.scorers.base import BatchScores, Scorer, ScorerOptions
 
 LN10 = math.log(10.0)
+log = logging.getLogger(__name__)
+# Words whose pieces stay cached per actor (emptied when full): ~60 MB native, more in Python.
+WORD_CACHE_SIZE = 1 << 19
 
 
 class KenlmOptions(ScorerOptions):
@@ -34,7 +48,7 @@ class KenlmScorer(Scorer):
     """Per-line scoring by default; ``ccnet_compat`` scores the whole document as one line."""
 
     name = "kenlm"
-    version = 1
+    version = 2  # 2: lines encoded word by word (equal-score ties may split differently)
     Options = KenlmOptions
     options: KenlmOptions
 
@@ -84,6 +98,28 @@ class KenlmScorer(Scorer):
             model_file=str(folder / self.recipe.tokenizer_file)
         )
         self._normalizer = Normalizer(self.recipe.normalization)
+        native = load_native()
+        self._native = (
+            native.LineScorer(str(folder / self.recipe.binary_file), WORD_CACHE_SIZE)
+            if native is not None
+            else None
+        )
+        self._pieces: dict[str, tuple[str, int]] = {}  # Python path: word -> (pieces, count)
+        if self._native is None:
+            log.warning(
+                "the native KenLM line scorer is not in use (`datafilter setup-kenlm` builds "
+                "it; DATAFILTER_KENLM_NATIVE=0 turns it off): scoring in Python, same scores, "
+                "about 3x slower"
+            )
+
+    @property
+    def native(self) -> bool:
+        """Whether the native line scorer is in use."""
+        return self._native is not None
+
+    def _encode(self, words: list[str]) -> list[list[str]]:
+        # One thread: an actor is one core (SentencePiece would otherwise start one per core).
+        return self._sp.encode(words, out_type=str, num_threads=1)
 
     def _units(self, text: str) -> list[str]:
         """The normalised, non-empty lines that get scored for one document."""
@@ -95,19 +131,43 @@ class KenlmScorer(Scorer):
     def score_batch(self, texts: list[str]) -> BatchScores:
         units = [self._units(t) for t in texts]
         flat = [line for doc in units for line in doc]
-        # One thread: an actor is one core (SentencePiece would otherwise start one per core).
-        pieces = self._sp.encode(flat, out_type=str, num_threads=1) if flat else []
+        per_doc = [len(doc) for doc in units]
+        if self._native is not None:
+            missing = self._native.prepare(flat)
+            if missing:
+                self._native.add(missing, self._encode(missing))
+            log10_sums, counts = self._native.score(per_doc)
+        else:
+            log10_sums, counts = self._score_python(flat, per_doc)
+        return BatchScores(
+            logprob_sum=np.array(log10_sums, dtype=np.float64) * LN10,
+            n_tokens=np.array(counts, dtype=np.int64),
+        )
+
+    def _score_python(self, flat: list[str], per_doc: list[int]) -> tuple[list, list]:
+        """What ``_kenlm_lines`` does, with kenlm's Python module (same numbers)."""
+        cache = self._pieces
+        lines = [[w for w in line.split(" ") if w] for line in flat]
+        missing = list({w for words in lines for w in words if w not in cache})
+        if missing:
+            if len(cache) + len(missing) > WORD_CACHE_SIZE:
+                cache.clear()
+                missing = list({w for words in lines for w in words})
+            for word, pieces in zip(missing, self._encode(missing), strict=True):
+                cache[word] = (" ".join(pieces), len(pieces))
         score = self._model.score
-        logprob = np.zeros(len(texts), dtype=np.float64)
-        n_tokens = np.zeros(len(texts), dtype=np.int64)
+        log10_sums: list[float] = []
+        counts: list[int] = []
         pos = 0
-        for i, doc in enumerate(units):
+        for n_lines in per_doc:
             log10_sum = 0.0
             count = 0
-            for tokens in pieces[pos : pos + len(doc)]:
-                log10_sum += score(" ".join(tokens), True, True)  # bos, eos
-                count += len(tokens) + 1  # +1 for </s>
-            pos += len(doc)
-            logprob[i] = log10_sum * LN10
-            n_tokens[i] = count
-        return BatchScores(logprob_sum=logprob, n_tokens=n_tokens)
+            for words in lines[pos : pos + n_lines]:
+                entries = [cache[w] for w in words]
+                joined = " ".join(pieces for pieces, n in entries if n)
+                log10_sum += score(joined, True, True)  # bos, eos
+                count += sum(n for _, n in entries) + 1  # +1 for </s>
+            pos += n_lines
+            log10_sums.append(log10_sum)
+            counts.append(count)
+        return log10_sums, counts
