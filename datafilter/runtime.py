@@ -96,6 +96,9 @@ def _to_outcome(task: Any, raw: dict[str, Any]) -> TaskOutcome:
     return TaskOutcome(task, None, raw["error"], raw.get("stop", False))
 
 
+RAY_WORKER_NICENESS = "RAY_worker_niceness"  # Ray's config override (case-sensitive)
+
+
 def ensure_ray(address: str | None) -> Any:
     """Join ``address``/``RAY_ADDRESS`` if given, else start a local Ray sized to the machine."""
     try:
@@ -109,6 +112,9 @@ def ensure_ray(address: str | None) -> Any:
         if address:
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:
+            # Ray starts its workers at niceness 15, behind anything else on the machine; in a
+            # local Ray started for this job the workers are the job (override: set it).
+            os.environ.setdefault(RAY_WORKER_NICENESS, "0")
             ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     return ray
 
