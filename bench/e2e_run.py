@@ -14,8 +14,9 @@ The pool is the bench pool of ``kenlm_throughput.py`` (the demo pool's documents
   Stage times come from the command's own log lines, stamped as they arrive.
 - the floor: the least any tool must do for the same result, in ``--actors`` processes (one per
   core, a ``multiprocessing`` pool; the same process count as the actors): per shard, pyarrow
-  reads it (every column), the bare loop scores it (datafilter's normaliser, SentencePiece,
-  KenLM: loop (b) of ``kenlm_throughput.py``), pyarrow writes the scores (id, logprob_sum,
+  reads it (every column), the bare loop scores it (the KenLM scorer's ``score_batch``:
+  datafilter's normaliser, word pieces, the native line scorer; loop (b) of
+  ``kenlm_throughput.py``), pyarrow writes the scores (id, logprob_sum,
   n_tokens) and the lower-perplexity half of the shard's rows (every column), both with the
   score stage's compression (zstd). No thresholds over the corpus, no manifest, no resume.
 
@@ -53,17 +54,12 @@ _worker: dict = {}
 
 
 def _floor_init(model_dir: str) -> None:
-    import kenlm
-    import sentencepiece
+    from datafilter.scorers import make_scorer
 
-    from datafilter.normalize import NormalizationRecipe, Normalizer
-
-    recipe = json.loads((Path(model_dir) / "recipe.json").read_text())
-    _worker["model"] = kenlm.Model(str(Path(model_dir) / recipe["binary_file"]))
-    _worker["sp"] = sentencepiece.SentencePieceProcessor(
-        model_file=str(Path(model_dir) / recipe["tokenizer_file"])
-    )
-    _worker["lines"] = Normalizer(NormalizationRecipe(**recipe["normalization"])).lines
+    # The bare scoring loop: the KenLM scorer's score_batch (normalise, word pieces, native
+    # line scorer), nothing of the stage around it.
+    _worker["scorer"] = make_scorer("kenlm", {"model": model_dir})
+    _worker["scorer"].setup()
 
 
 def _floor_shard(task: tuple[str, str, int]) -> dict:
@@ -72,27 +68,17 @@ def _floor_shard(task: tuple[str, str, int]) -> dict:
     t0 = time.perf_counter()
     table = pq.read_table(path)
     t_read = time.perf_counter() - t0
-    score, sp, doc_lines = _worker["model"].score, _worker["sp"], _worker["lines"]
+    scorer = _worker["scorer"]
     logprob = np.empty(table.num_rows)
     n_tokens = np.empty(table.num_rows, dtype=np.int64)
     row = 0
     for batch in table.column("text").chunks:
         texts = batch.to_pylist()
         for start in range(0, len(texts), batch_rows):
-            lines: list[str] = []
-            bounds = [0]
-            for text in texts[start : start + batch_rows]:
-                lines.extend(doc_lines(text))
-                bounds.append(len(lines))
-            pieces = sp.encode(lines, out_type=str, num_threads=1)
-            logs = [score(" ".join(p), bos=True, eos=True) for p in pieces]
-            for a, b in zip(bounds, bounds[1:], strict=False):
-                total = 0.0
-                for value in logs[a:b]:
-                    total += value
-                logprob[row] = total * LN10
-                n_tokens[row] = sum(len(p) + 1 for p in pieces[a:b])
-                row += 1
+            scores = scorer.score_batch(texts[start : start + batch_rows])
+            logprob[row : row + len(scores.logprob_sum)] = scores.logprob_sum
+            n_tokens[row : row + len(scores.n_tokens)] = scores.n_tokens
+            row += len(scores.logprob_sum)
     t_score = time.perf_counter() - t0 - t_read
     t1 = time.perf_counter()
     name = Path(path).name
@@ -151,7 +137,7 @@ def run_datafilter(config: Path, work: Path, niceness: int | None = None) -> dic
     t0 = time.perf_counter()
     env = dict(os.environ)
     if niceness is not None:
-        env["RAY_worker_niceness"] = str(niceness)  # Ray config override (Ray's default is 15)
+        env["RAY_worker_niceness"] = str(niceness)  # Ray config override (datafilter sets 0)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     stamps: list[tuple[float, str]] = []
     assert proc.stderr is not None
@@ -192,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         "--ray-worker-niceness",
         type=int,
         default=None,
-        help="RAY_worker_niceness for the run's local Ray (Ray's default is 15)",
+        help="RAY_worker_niceness for the run's local Ray (datafilter's default 0; Ray's 15)",
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -219,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.actors} actors / processes; {os.cpu_count()} cores; load avg {load0:.2f} before, "
         f"{os.getloadavg()[0]:.2f} after; Ray worker niceness "
         + (
-            "15 (Ray's default)"
+            "0 (datafilter's default for a local Ray)"
             if args.ray_worker_niceness is None
             else str(args.ray_worker_niceness)
         )

@@ -49,6 +49,8 @@ REL_TOL = 1e-9
 SCORER_ID = "kenlm"
 RAY_NICENESS_ENV = "RAY_worker_niceness"  # Ray config override; the name is case-sensitive
 BARE = "(b) bare loop"
+BARE_LINES = "(b') bare, SP per line"
+BARE_2 = "(b) bare loop, 2 procs"
 BARE_CCNET = "(c) bare, CCNet-style"
 LOCAL = "(a) local executor"
 DJ_RUN = "(d) DJ op.run"
@@ -172,16 +174,52 @@ def _doc_lines(normalizer: str, recipe) -> Callable[[str], list[str]]:
 
 
 def bare_loop(
-    data: BenchData, batch_rows: int, normalizer: str = "ours"
+    data: BenchData, batch_rows: int, normalizer: str = "ours", tokenize: str = "words"
 ) -> tuple[Result, dict[str, np.ndarray]]:
-    """One process, one core: pyarrow -> split lines -> normalise -> SentencePiece -> KenLM."""
-    t0 = time.perf_counter()
-    model, sp, recipe = _models(data)
-    doc_lines = _doc_lines(normalizer, recipe)
-    doc_lines("caf\u00e9 \u00ab1\u00bb\x01")  # builds the unicode tables once
-    setup_s = time.perf_counter() - t0
+    """One process, one core: pyarrow -> split lines -> normalise -> SentencePiece -> KenLM.
 
-    score = model.score
+    ``tokenize="words"`` (only with datafilter's normaliser) is the KenLM scorer's own
+    ``score_batch``: words' pieces cached, the native line scorer when built. ``"lines"`` is
+    the straightforward loop: each line SentencePiece-encoded, its pieces joined and scored by
+    kenlm's ``Model.score``.
+    """
+    t0 = time.perf_counter()
+    if tokenize == "words":
+        if normalizer != "ours":
+            raise ValueError("the word-cached loop is datafilter's: normalizer='ours'")
+        from datafilter.scorers import make_scorer
+
+        scorer = make_scorer("kenlm", {"model": str(data.model_dir)})
+        scorer.setup()
+        scorer.score_batch(["caf\u00e9 \u00ab1\u00bb\x01"])  # builds the unicode tables once
+        setup_s = time.perf_counter() - t0
+
+        def doc_scores(texts: list[str]) -> list[float]:
+            return scorer.score_batch(texts).logprob_sum.tolist()
+    else:
+        model, sp, recipe = _models(data)
+        doc_lines = _doc_lines(normalizer, recipe)
+        doc_lines("caf\u00e9 \u00ab1\u00bb\x01")  # builds the unicode tables once
+        setup_s = time.perf_counter() - t0
+        score = model.score
+
+        def doc_scores(texts: list[str]) -> list[float]:
+            lines: list[str] = []
+            bounds = [0]
+            for text in texts:
+                lines.extend(doc_lines(text))
+                bounds.append(len(lines))
+            # One thread: SentencePiece would otherwise use every core for a batch.
+            pieces = sp.encode(lines, out_type=str, num_threads=1)
+            logs = [score(" ".join(p), bos=True, eos=True) for p in pieces]
+            sums = []
+            for a, b in zip(bounds, bounds[1:], strict=False):
+                total = 0.0
+                for value in logs[a:b]:
+                    total += value
+                sums.append(total * LN10)
+            return sums
+
     results: dict[str, np.ndarray] = {}
     meter = CpuMeter().start()
     cpu0 = time.process_time()
@@ -190,25 +228,58 @@ def bare_loop(
         sums: list[float] = []
         pf = pq.ParquetFile(path)
         for batch in pf.iter_batches(batch_size=batch_rows, columns=["text"]):
-            lines: list[str] = []
-            bounds = [0]
-            for text in batch.column(0).to_pylist():
-                lines.extend(doc_lines(text))
-                bounds.append(len(lines))
-            # One thread: SentencePiece would otherwise use every core for a batch.
-            pieces = sp.encode(lines, out_type=str, num_threads=1)
-            logs = [score(" ".join(p), bos=True, eos=True) for p in pieces]
-            for a, b in zip(bounds, bounds[1:], strict=False):
-                total = 0.0
-                for value in logs[a:b]:
-                    total += value
-                sums.append(total * LN10)
+            sums.extend(doc_scores(batch.column(0).to_pylist()))
         results[path.name] = np.asarray(sums, dtype=np.float64)
     wall = time.perf_counter() - t0
-    name = BARE if normalizer == "ours" else BARE_CCNET
+    name = BARE_CCNET if normalizer != "ours" else BARE if tokenize == "words" else BARE_LINES
     result = Result(name, 1, setup_s, wall, data.n_bytes, busy_cores=meter.stop())
     result.driver_cpu_s = time.process_time() - cpu0
     return result, results
+
+
+def _bare_worker(task: tuple[list[str], str, int]) -> tuple[float, float]:
+    """(set-up s, scoring s) of loop (b) over some shards, in a process of its own."""
+    paths, model_dir, batch_rows = task
+    from datafilter.scorers import make_scorer
+
+    t0 = time.perf_counter()
+    scorer = make_scorer("kenlm", {"model": model_dir})
+    scorer.setup()
+    scorer.score_batch(["caf\u00e9 \u00ab1\u00bb\x01"])
+    setup_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for path in paths:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=["text"]):
+            scorer.score_batch(batch.column(0).to_pylist())
+    return setup_s, time.perf_counter() - t0
+
+
+def bare_parallel(data: BenchData, batch_rows: int, procs: int) -> Result:
+    """Loop (b) in ``procs`` processes at once, shards dealt round-robin: what the machine
+    gives ``procs`` independent scoring loops (shared caches, memory bandwidth, SMT
+    siblings), the floor for ``procs`` actors. Wall = the slowest process's scoring time."""
+    from multiprocessing import get_context
+
+    tasks = [([str(p) for p in data.shard_paths[i::procs]], str(data.model_dir), batch_rows)
+             for i in range(procs)]  # fmt: skip
+    meter = CpuMeter().start()
+    with get_context("spawn").Pool(procs) as pool:
+        parts = pool.map(_bare_worker, tasks, chunksize=1)
+    busy = meter.stop()
+    wall = max(score_s for _, score_s in parts)
+    setup = max(setup_s for setup_s, _ in parts)
+    return Result(BARE_2, procs, setup, wall, data.n_bytes, busy_cores=busy)
+
+
+def tie_differences(
+    words: dict[str, np.ndarray], lines: dict[str, np.ndarray]
+) -> tuple[int, int, float]:
+    """Documents whose score differs between word-by-word and line-by-line encoding (equal-
+    score segmentation ties), all documents, and the largest relative difference."""
+    a = np.concatenate([words[k] for k in sorted(words)])
+    b = np.concatenate([lines[k] for k in sorted(words)])
+    rel = np.abs(a - b) / np.maximum(np.abs(b), 1e-300)
+    return int(np.sum(a != b)), len(a), float(rel.max(initial=0.0))
 
 
 def normaliser_speeds(data: BenchData, max_mb: float = 20.0) -> list[tuple[str, float, int]]:
@@ -372,8 +443,10 @@ def _ratio(label: str, num: Result | None, den: Result | None, per_core: bool = 
 
 
 LEGEND = """\
-(b) bare  : datafilter's normaliser (Normalizer.lines) + SentencePiece (pieces as strings, one
-            thread) + kenlm Model.score per line; (c) the same with bench/ccnet_style.py.
+(b) bare  : the KenLM scorer's score_batch alone: datafilter's normaliser, SentencePiece by
+            word (cached), the native line scorer (KenLM ids, no Python object per token).
+(b') bare : datafilter's normaliser + SentencePiece per line (pieces as strings, one thread) +
+            kenlm Model.score per line; (c) the same with bench/ccnet_style.py.
 (a)       : datafilter score: the whole stage (read, validate, score, write, records).
 (d)       : Data-Juicer perplexity_filter, num_proc=1 (bench/dj_perplexity.py): op.run on a
             NestedDataset, and its compute_stats_batched called directly on pyarrow batches.
@@ -470,7 +543,7 @@ def _parser() -> argparse.ArgumentParser:
         "--ray-worker-niceness",
         type=int,
         default=None,
-        help="set RAY_worker_niceness for the local Ray (Ray's default is 15)",
+        help="set RAY_worker_niceness for the local Ray (datafilter's default 0; Ray's 15)",
     )
     parser.add_argument("--seed", type=int, default=0)
     return parser
@@ -546,13 +619,20 @@ def main(argv: list[str] | None = None) -> int:
         say(f"round {r + 1}/{args.repeat}: (b) bare loop ...")
         res, bare_scores = bare_loop(data, args.batch_rows)
         keep(res)
+        say(f"round {r + 1}/{args.repeat}: (b') bare loop, SentencePiece per line ...")
+        res, line_scores = bare_loop(data, args.batch_rows, tokenize="lines")
+        keep(res)
+        ties = tie_differences(bare_scores, line_scores)
+        if not args.skip_ray and 2 in args.actors:
+            say(f"round {r + 1}/{args.repeat}: (b) bare loop in 2 processes at once ...")
+            keep(bare_parallel(data, args.batch_rows, 2))
         if not args.skip_ccnet:
             say(f"round {r + 1}/{args.repeat}: (c) bare loop, CCNet-style normaliser ...")
-            res, ccnet_scores = bare_loop(data, args.batch_rows, normalizer="ccnet")
+            res, ccnet_scores = bare_loop(data, args.batch_rows, "ccnet", tokenize="lines")
             keep(res)
             for shard, values in ccnet_scores.items():
-                if not np.array_equal(values, bare_scores[shard]):
-                    raise SystemExit(f"FAIL (c): {shard}: scores differ from (b)")
+                if not np.array_equal(values, line_scores[shard]):
+                    raise SystemExit(f"FAIL (c): {shard}: scores differ from (b')")
         say(f"round {r + 1}/{args.repeat}: (a) local executor ...")
         res = pipeline(LOCAL, RuntimeOptions(executor="local"), 1)
         local_run_dir = res.run_dir
@@ -595,13 +675,13 @@ def main(argv: list[str] | None = None) -> int:
     best = {name: min(rs, key=lambda x: x.wall_s) for name, rs in runs.items()}
     results = list(best.values())
     bare, local = best[BARE], best[LOCAL]
-    ccnet = best.get(BARE_CCNET)
+    ccnet, lines_loop = best.get(BARE_CCNET), best.get(BARE_LINES)
     dj_run, dj_core = best.get(DJ_RUN), best.get(DJ_CORE)
     ray_runs = {n: best[_ray_name(n)] for n in args.actors if _ray_name(n) in best}
 
     load_after = os.getloadavg()
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    niceness = os.environ.get(RAY_NICENESS_ENV, "Ray default (15)")
+    niceness = os.environ.get(RAY_NICENESS_ENV, "0 (datafilter's default)")
     print()
     print("KenLM scoring throughput (datafilter bench/kenlm_throughput.py)")
     print(
@@ -632,6 +712,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:<22}" + "  ".join(f"{x.mbps:.2f}" for x in rs))
     print()
     print(LEGEND)
+    print(f"word-by-word vs line-by-line encoding: {ties[0]} of {ties[1]} documents score "
+          f"differently (equal-score segmentation ties), largest relative difference "
+          f"{ties[2]:.1e}")  # fmt: skip
     if "run" in dj_results:
         print(
             f"Data-Juicer op.run: loading the shards into a datasets.Dataset took "
@@ -640,10 +723,14 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("ratios (MB/s, excluding start-up):")
     _ratio("(b) bare loop / (c) CCNet-style bare loop", bare, ccnet)
+    _ratio("  of which: (b') SP per line / (c) (the normaliser alone)", lines_loop, ccnet)
+    _ratio("  and: (b) / (b') (SentencePiece by cached word, native KenLM)", bare, lines_loop)
     _ratio("(a) local executor / (b) bare loop", local, bare)
     _ratio("(a) ray 1 actor / (b) bare loop", ray_runs.get(1), bare)
     _ratio("(a) ray 2 actors, per core / (b) bare loop", ray_runs.get(2), bare, per_core=True)
     _ratio("(a) ray 2 actors, total / (b) bare loop", ray_runs.get(2), bare)
+    _ratio("(a) ray 2 actors / (b) bare loop in 2 processes", ray_runs.get(2), best.get(BARE_2))
+    _ratio("(b) bare loop in 2 processes / (b) in 1 (machine scaling)", best.get(BARE_2), bare)
     _ratio("(a) ray 1 actor / (a) local executor (Ray's cost)", ray_runs.get(1), local)
     _ratio("(a) local executor / (d) Data-Juicer op.run", local, dj_run)
     _ratio("(a) ray 1 actor / (d) Data-Juicer op.run", ray_runs.get(1), dj_run)
@@ -657,6 +744,10 @@ def main(argv: list[str] | None = None) -> int:
         if res.steady_mbps is not None:
             label = f"{res.name}, per core / (b) bare loop"
             print(f"  {label:<58} {res.steady_mbps / res.cores / bare.mbps:5.2f}")
+    two, bare_two = ray_runs.get(2), best.get(BARE_2)
+    if two is not None and two.steady_mbps is not None and bare_two is not None:
+        label = "(a) ray, 2 actors / (b) bare loop in 2 processes"
+        print(f"  {label:<58} {two.steady_mbps / bare_two.mbps:5.2f}")
     if memory:
         print()
         _print_memory(memory)
