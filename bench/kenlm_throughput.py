@@ -771,7 +771,7 @@ def main(argv: list[str] | None = None) -> int:
             f"(rel {REL_TOL:g}), {len(counts)} run(s): OK"
         )
     if ccnet is not None:
-        print("correctness: (c) CCNet-style normaliser: identical lines and scores to (b): OK")
+        print("correctness: (c) CCNet-style normaliser: identical lines and scores to (b'): OK")
     print(f"total bench time {time.perf_counter() - started:.1f}s")
     return 0
 

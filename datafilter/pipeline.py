@@ -49,14 +49,29 @@ def _run(cfg: RunConfig, progress: bool, log: api.Log) -> dict[str, Any]:
             step.input, step.output, text_columns=step.text_columns, options=step.options, log=log
         )
         results["train_kenlm"] = recipe.training
-    runtime = RuntimeOptions(
-        executor=cfg.ray.executor,
-        address=cfg.ray.address,
-        num_actors=cfg.ray.num_actors,
-        progress=progress,
+    runtime = runtime_options(cfg, progress)
+    results["score"] = score_step(cfg, runtime, log)
+    results["thresholds"] = [summary["n_docs"] for summary in thresholds_step(cfg, log)]
+    manifest = select_step(cfg, runtime, log)
+    results["select"] = manifest["totals"]
+    results["groups_read_kept"] = {g: [c["read"], c["kept"]] for g, c in manifest["groups"].items()}
+    return results
+
+
+def runtime_options(cfg: RunConfig, progress: bool = True) -> RuntimeOptions:
+    """The executor settings of a run config's ``ray`` section."""
+    r = cfg.ray
+    return RuntimeOptions(
+        executor=r.executor, address=r.address, num_actors=r.num_actors, progress=progress
     )
+
+
+def score_step(
+    cfg: RunConfig, runtime: RuntimeOptions, log: api.Log = api._stderr
+) -> dict[str, Any]:
+    """The config's score stage (finished shards are skipped); the stage's summary."""
     s = cfg.score
-    results["score"] = api.score(
+    return api.score(
         cfg.input,
         cfg.run_dir,
         scorer=s.scorer,
@@ -69,26 +84,36 @@ def _run(cfg: RunConfig, progress: bool, log: api.Log) -> dict[str, Any]:
         runtime=runtime,
         log=log,
     )
-    sid = s.scorer_id or s.scorer
-    results["thresholds"] = [
+
+
+def thresholds_step(cfg: RunConfig, log: api.Log = api._stderr) -> list[dict[str, Any]]:
+    """One percentile table per ``thresholds.group_by`` entry; their summaries."""
+    t = cfg.thresholds
+    return [
         api.thresholds(
             cfg.run_dir,
-            scorer_id=sid,
-            group_by=g,
-            quantiles=cfg.thresholds.quantiles,
-            approx=cfg.thresholds.approx,
-            memory_limit=cfg.thresholds.memory_limit,
+            scorer_id=cfg.score.scorer_id or cfg.score.scorer,
+            group_by=group_by,
+            quantiles=t.quantiles,
+            approx=t.approx,
+            memory_limit=t.memory_limit,
             log=log,
-        )["n_docs"]
-        for g in cfg.thresholds.group_by
+        )
+        for group_by in t.group_by
     ]
+
+
+def select_step(
+    cfg: RunConfig, runtime: RuntimeOptions, log: api.Log = api._stderr
+) -> dict[str, Any]:
+    """The config's select stage (finished shards are skipped); the manifest."""
     sel = cfg.select
-    manifest = api.select(
+    return api.select(
         cfg.run_dir,
         sel.output,
         selector=sel.selector,
         options=sel.options,
-        scorer_id=sid,
+        scorer_id=cfg.score.scorer_id or cfg.score.scorer,
         group_by=sel.group_by,
         report_by=sel.report_by,
         seed=sel.seed,
@@ -97,6 +122,3 @@ def _run(cfg: RunConfig, progress: bool, log: api.Log) -> dict[str, Any]:
         runtime=runtime,
         log=log,
     )
-    results["select"] = manifest["totals"]
-    results["groups_read_kept"] = {g: [c["read"], c["kept"]] for g, c in manifest["groups"].items()}
-    return results

@@ -31,71 +31,34 @@ from typing import Any
 
 import luigi
 
-from datafilter import api
 from datafilter.config import RunConfig, load_config
 from datafilter.io.markers import file_fingerprint
 from datafilter.io.shards import discover_shards
-from datafilter.runtime import RuntimeOptions
+from datafilter.pipeline import runtime_options, score_step, select_step, thresholds_step
 
 STATE_DIR = "_dag"  # under the run folder; names starting with '_' are never read as input
 
 
-def _runtime(cfg: RunConfig) -> RuntimeOptions:
-    r = cfg.ray
-    return RuntimeOptions(executor=r.executor, address=r.address, num_actors=r.num_actors)
-
-
 def score_task(cfg: RunConfig) -> dict[str, Any]:
     """Score every input shard (finished shards are skipped); the stage's summary."""
-    s = cfg.score
-    return api.score(
-        cfg.input,
-        cfg.run_dir,
-        scorer=s.scorer,
-        options=s.options,
-        scorer_id=s.scorer_id,
-        text_column=s.text_column,
-        id_column=s.id_column,
-        batch_rows=s.batch_rows,
-        max_doc_bytes=s.max_doc_bytes,
-        runtime=_runtime(cfg),
-    )
+    return score_step(cfg, runtime_options(cfg))
 
 
 def thresholds_task(cfg: RunConfig) -> dict[str, Any]:
     """Percentile tables for each ``thresholds.group_by`` entry; documents per table."""
-    t = cfg.thresholds
-    counts = {}
-    for group_by in t.group_by:
-        summary = api.thresholds(
-            cfg.run_dir,
-            scorer_id=cfg.score.scorer_id or cfg.score.scorer,
-            group_by=group_by,
-            quantiles=t.quantiles,
-            approx=t.approx,
-            memory_limit=t.memory_limit,
-        )
-        counts[group_by or "(global)"] = summary["n_docs"]
-    return {"n_docs": counts}
+    summaries = thresholds_step(cfg)
+    return {
+        "n_docs": {
+            group_by or "(global)": summary["n_docs"]
+            for group_by, summary in zip(cfg.thresholds.group_by, summaries, strict=True)
+        }
+    }
 
 
 def select_task(cfg: RunConfig) -> dict[str, Any]:
     """Write the filtered shards and the manifest (finished shards are skipped); its totals."""
-    sel = cfg.select
-    manifest = api.select(
-        cfg.run_dir,
-        sel.output,
-        selector=sel.selector,
-        options=sel.options,
-        scorer_id=cfg.score.scorer_id or cfg.score.scorer,
-        group_by=sel.group_by,
-        report_by=sel.report_by,
-        seed=sel.seed,
-        with_scores=sel.with_scores,
-        memory_limit=sel.memory_limit,
-        runtime=_runtime(cfg),
-    )
-    return {"totals": manifest["totals"], "output": str(Path(sel.output).resolve())}
+    manifest = select_step(cfg, runtime_options(cfg))
+    return {"totals": manifest["totals"], "output": str(Path(cfg.select.output).resolve())}
 
 
 def _digest(*parts: Any) -> str:

@@ -25,7 +25,7 @@ DOCS = [
 ]
 
 
-def _direct(model_dir, text: str, one_line: bool) -> tuple[float, int]:
+def _direct(model_dir, text: str, one_line: bool, by_word: bool = True) -> tuple[float, int]:
     """The CCNet formula written out: log10 sums over lines, +1 token per line for </s>; each
     line SentencePiece-encoded word by word, as the scorer does."""
     model = kenlm.Model(str(model_dir / "model.bin"))
@@ -34,7 +34,8 @@ def _direct(model_dir, text: str, one_line: bool) -> tuple[float, int]:
     log10 = 0.0
     tokens = 0
     for unit in filter(None, units):
-        pieces = [p for word in unit.split(" ") if word for p in sp.encode(word, out_type=str)]
+        words = unit.split(" ") if by_word else [unit]
+        pieces = [p for word in words if word for p in sp.encode(word, out_type=str)]
         log10 += model.score(" ".join(pieces), bos=True, eos=True)
         tokens += len(pieces) + 1
     return log10 * math.log(10), tokens
@@ -49,6 +50,24 @@ def test_scores_equal_direct_computation(kenlm_model_dir, mode: str) -> None:
         logprob, tokens = _direct(kenlm_model_dir, doc, one_line=mode == "ccnet_compat")
         assert got.n_tokens[i] == tokens
         assert got.logprob_sum[i] == pytest.approx(logprob, rel=1e-12)
+
+
+def test_line_segmentation_encodes_whole_lines(kenlm_model_dir, demo_corpus) -> None:
+    texts = pq.read_table(demo_corpus.pool_dir, columns=["text"])["text"].to_pylist()[:300]
+    scores = {}
+    for segmentation in ("line", "word"):
+        options = {"model": str(kenlm_model_dir), "segmentation": segmentation}
+        scorer = make_scorer("kenlm", options)
+        scorer.setup()
+        scores[segmentation] = scorer.score_batch(texts)
+    for i, text in enumerate(texts[:60]):
+        logprob, tokens = _direct(kenlm_model_dir, text, one_line=False, by_word=False)
+        assert scores["line"].n_tokens[i] == tokens
+        assert scores["line"].logprob_sum[i] == logprob
+    # Equal-score segmentation ties aside, both encodings give the same pieces.
+    same = scores["line"].logprob_sum == scores["word"].logprob_sum
+    assert same.mean() > 0.95
+    assert scores["line"].logprob_sum == pytest.approx(scores["word"].logprob_sum, rel=1e-2)
 
 
 def test_modes_differ_on_multi_line_documents(kenlm_model_dir) -> None:

@@ -40,6 +40,9 @@ WORD_CACHE_SIZE = 1 << 19
 class KenlmOptions(ScorerOptions):
     model: Path
     mode: Literal["per_line", "ccnet_compat"] = "per_line"
+    # "word": pieces cached per word (fast); "line": SentencePiece on each whole line, exactly
+    # its own segmentation, ties included (~3x slower).
+    segmentation: Literal["word", "line"] = "word"
     # When given, must equal the model's recipe: a guard against scoring with the wrong recipe.
     normalization: NormalizationRecipe | None = None
 
@@ -81,7 +84,7 @@ class KenlmScorer(Scorer):
 
     def setup(self) -> None:
         try:
-            import kenlm
+            import kenlm  # noqa: F401 - checked here, used by _model
             import sentencepiece
         except ImportError as exc:
             raise MissingDependencyError(
@@ -89,28 +92,38 @@ class KenlmScorer(Scorer):
             ) from None
         self.recipe = self._checked_recipe()
         folder = Path(self.options.model).expanduser()
-        config = kenlm.Config()
-        # mmap the binary (prefaulted where the OS can): a shared, read-only page-cache copy,
-        # never a private one, so every actor on a node uses the same physical memory.
-        config.load_method = kenlm.LoadMethod.POPULATE_OR_LAZY
-        self._model = kenlm.Model(str(folder / self.recipe.binary_file), config)
+        self._model_path = str(folder / self.recipe.binary_file)
+        self._kenlm_model: Any = None  # kenlm's Python model: loaded by the paths that use it
         self._sp = sentencepiece.SentencePieceProcessor(
             model_file=str(folder / self.recipe.tokenizer_file)
         )
         self._normalizer = Normalizer(self.recipe.normalization)
-        native = load_native()
-        self._native = (
-            native.LineScorer(str(folder / self.recipe.binary_file), WORD_CACHE_SIZE)
-            if native is not None
-            else None
-        )
+        native = load_native() if self.options.segmentation == "word" else None
+        try:
+            self._native = (
+                native.LineScorer(self._model_path, WORD_CACHE_SIZE) if native is not None else None
+            )
+        except OSError as exc:
+            raise ModelError(str(exc)) from None
         self._pieces: dict[str, tuple[str, int]] = {}  # Python path: word -> (pieces, count)
-        if self._native is None:
+        if self._native is None and self.options.segmentation == "word":
             log.warning(
                 "the native KenLM line scorer is not in use (`datafilter setup-kenlm` builds "
                 "it; DATAFILTER_KENLM_NATIVE=0 turns it off): scoring in Python, same scores, "
                 "about 3x slower"
             )
+
+    @property
+    def _model(self) -> Any:
+        if self._kenlm_model is None:
+            import kenlm
+
+            config = kenlm.Config()
+            # mmap the binary (prefaulted where the OS can): a shared, read-only page-cache
+            # copy, never a private one, so every actor on a node uses the same physical memory.
+            config.load_method = kenlm.LoadMethod.POPULATE_OR_LAZY
+            self._kenlm_model = kenlm.Model(self._model_path, config)
+        return self._kenlm_model
 
     @property
     def native(self) -> bool:
@@ -132,7 +145,9 @@ class KenlmScorer(Scorer):
         units = [self._units(t) for t in texts]
         flat = [line for doc in units for line in doc]
         per_doc = [len(doc) for doc in units]
-        if self._native is not None:
+        if self.options.segmentation == "line":
+            log10_sums, counts = self._score_whole_lines(flat, per_doc)
+        elif self._native is not None:
             missing = self._native.prepare(flat)
             if missing:
                 self._native.add(missing, self._encode(missing))
@@ -143,6 +158,24 @@ class KenlmScorer(Scorer):
             logprob_sum=np.array(log10_sums, dtype=np.float64) * LN10,
             n_tokens=np.array(counts, dtype=np.int64),
         )
+
+    def _score_whole_lines(self, flat: list[str], per_doc: list[int]) -> tuple[list, list]:
+        """Each line SentencePiece-encoded whole and scored by kenlm's ``Model.score``."""
+        pieces = self._encode(flat) if flat else []
+        score = self._model.score
+        log10_sums: list[float] = []
+        counts: list[int] = []
+        pos = 0
+        for n_lines in per_doc:
+            log10_sum = 0.0
+            count = 0
+            for tokens in pieces[pos : pos + n_lines]:
+                log10_sum += score(" ".join(tokens), True, True)  # bos, eos
+                count += len(tokens) + 1  # +1 for </s>
+            pos += n_lines
+            log10_sums.append(log10_sum)
+            counts.append(count)
+        return log10_sums, counts
 
     def _score_python(self, flat: list[str], per_doc: list[int]) -> tuple[list, list]:
         """What ``_kenlm_lines`` does, with kenlm's Python module (same numbers)."""
