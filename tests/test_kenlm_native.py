@@ -117,3 +117,6 @@ def test_misuse_is_reported(kenlm_model_dir, tmp_path) -> None:
         scorer.score([2])
     with pytest.raises(TypeError):
         scorer.prepare(["a", 3])
+    bare = native.LineScorer.__new__(native.LineScorer)  # __init__ never ran
+    with pytest.raises(RuntimeError, match="not initialised"):
+        bare.prepare(["a"])

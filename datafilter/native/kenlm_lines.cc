@@ -132,6 +132,15 @@ void for_each_word(std::string_view line, Fn &&fn) {
   }
 }
 
+// False (with a Python error set) when the object was never initialised.
+bool ready(LineScorer *self) {
+  if (self->model == nullptr || self->table == nullptr) {
+    PyErr_SetString(PyExc_RuntimeError, "LineScorer is not initialised (its __init__ failed)");
+    return false;
+  }
+  return true;
+}
+
 // The UTF-8 views of a list of str (borrowed from the str objects, valid while the list is).
 bool utf8_views(PyObject *list, std::vector<std::string_view> *out) {
   if (!PyList_Check(list)) {
@@ -192,6 +201,7 @@ int LineScorer_init(LineScorer *self, PyObject *args, PyObject *kwargs) {
 // distinct ones whose pieces are not cached (to be given to ``add``). A full cache is emptied
 // first (the frequent words come back within a batch).
 PyObject *LineScorer_prepare(LineScorer *self, PyObject *lines) {
+  if (!ready(self)) return nullptr;
   std::vector<std::string_view> views;
   if (!utf8_views(lines, &views)) return nullptr;
   if (static_cast<Py_ssize_t>(self->table->size()) > self->max_words) {
@@ -231,6 +241,7 @@ PyObject *LineScorer_prepare(LineScorer *self, PyObject *lines) {
 
 // add(words, pieces): cache each word's SentencePiece pieces as vocabulary ids.
 PyObject *LineScorer_add(LineScorer *self, PyObject *args) {
+  if (!ready(self)) return nullptr;
   PyObject *words, *pieces;
   if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &words, &PyList_Type, &pieces)) {
     return nullptr;
@@ -261,6 +272,7 @@ PyObject *LineScorer_add(LineScorer *self, PyObject *args) {
 // sum over its lines of log10 p(pieces </s> | <s>) (each line summed in float, as kenlm's
 // ScoreSentence does, the lines in double) and the count of pieces plus one </s> per line.
 PyObject *LineScorer_score(LineScorer *self, PyObject *counts) {
+  if (!ready(self)) return nullptr;
   if (!PyList_Check(counts)) {
     PyErr_SetString(PyExc_TypeError, "expected a list of line counts");
     return nullptr;
@@ -335,6 +347,7 @@ PyObject *LineScorer_score(LineScorer *self, PyObject *counts) {
 }
 
 PyObject *LineScorer_stats(LineScorer *self, PyObject *) {
+  if (!ready(self)) return nullptr;
   return Py_BuildValue("{s:n,s:n,s:n}", "cached_words",
                        static_cast<Py_ssize_t>(self->table->size()), "max_words",
                        self->max_words, "clears", self->clears);
