@@ -29,9 +29,9 @@ UNICODE_PUNCTUATION: dict[str, str] = {
 _ASCII_DIGITS = {ord(str(d)): "0" for d in range(10)}
 _ASCII_CONTROLS = {c: None for c in [*range(32), 127]}
 # Control characters that str.strip() does not remove (it removes \t \n \v \f \r \x1c-\x1f).
+_ASCII_HARD_CONTROL_RE = re.compile("[\x00-\x08\x0e-\x1b\x7f]")
 # Transformed words kept per Normalizer (emptied when it grows past this): ~30 MB at most.
 WORD_CACHE_SIZE = 1 << 17
-_ASCII_HARD_CONTROL_RE = re.compile("[\x00-\x08\x0e-\x1b\x7f]")
 
 
 class NormalizationRecipe(BaseModel):
@@ -141,10 +141,7 @@ class Normalizer:
         if not text:
             return text
         if text.isascii():
-            # Accents and unicode punctuation cannot occur; one translate does the rest.
-            if self._lower:
-                text = text.lower()
-            return text.translate(self._ascii_line) if self._ascii_line else text
+            return self._transform(text)  # one lower and one translate, nothing to cache
         # Every step maps a space to itself and never reaches across one (NFD reorders marks
         # only between starters, a space is one; lowercasing's final-sigma rule sees a space
         # as "not cased", as it sees a word's edge), so a line is the space-joined result of
@@ -164,6 +161,7 @@ class Normalizer:
         if self._lower:
             text = text.lower()
         if text.isascii():
+            # Accents and unicode punctuation cannot occur; one translate does the rest.
             return text.translate(self._ascii_line) if self._ascii_line else text
         if self._nfd:
             text = unicodedata.normalize("NFD", text)

@@ -162,20 +162,7 @@ class KenlmScorer(Scorer):
     def _score_whole_lines(self, flat: list[str], per_doc: list[int]) -> tuple[list, list]:
         """Each line SentencePiece-encoded whole and scored by kenlm's ``Model.score``."""
         pieces = self._encode(flat) if flat else []
-        score = self._model.score
-        log10_sums: list[float] = []
-        counts: list[int] = []
-        pos = 0
-        for n_lines in per_doc:
-            log10_sum = 0.0
-            count = 0
-            for tokens in pieces[pos : pos + n_lines]:
-                log10_sum += score(" ".join(tokens), True, True)  # bos, eos
-                count += len(tokens) + 1  # +1 for </s>
-            pos += n_lines
-            log10_sums.append(log10_sum)
-            counts.append(count)
-        return log10_sums, counts
+        return self._sum_documents([(" ".join(p), len(p)) for p in pieces], per_doc)
 
     def _score_python(self, flat: list[str], per_doc: list[int]) -> tuple[list, list]:
         """What ``_kenlm_lines`` does, with kenlm's Python module (same numbers)."""
@@ -188,6 +175,19 @@ class KenlmScorer(Scorer):
                 missing = list({w for words in lines for w in words})
             for word, pieces in zip(missing, self._encode(missing), strict=True):
                 cache[word] = (" ".join(pieces), len(pieces))
+        joined = []
+        for words in lines:
+            entries = [cache[w] for w in words]
+            joined.append(
+                (" ".join(pieces for pieces, n in entries if n), sum(n for _, n in entries))
+            )
+        return self._sum_documents(joined, per_doc)
+
+    def _sum_documents(
+        self, lines: list[tuple[str, int]], per_doc: list[int]
+    ) -> tuple[list[float], list[int]]:
+        """Per document, over its ``per_doc`` lines of (joined pieces, piece count): the sum of
+        ``Model.score`` with <s> and </s>, and the pieces plus one </s> per line."""
         score = self._model.score
         log10_sums: list[float] = []
         counts: list[int] = []
@@ -195,11 +195,9 @@ class KenlmScorer(Scorer):
         for n_lines in per_doc:
             log10_sum = 0.0
             count = 0
-            for words in lines[pos : pos + n_lines]:
-                entries = [cache[w] for w in words]
-                joined = " ".join(pieces for pieces, n in entries if n)
+            for joined, n_pieces in lines[pos : pos + n_lines]:
                 log10_sum += score(joined, True, True)  # bos, eos
-                count += sum(n for _, n in entries) + 1  # +1 for </s>
+                count += n_pieces + 1  # +1 for </s>
             pos += n_lines
             log10_sums.append(log10_sum)
             counts.append(count)
