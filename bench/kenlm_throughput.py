@@ -47,6 +47,7 @@ except ImportError:  # run as a script: bench/ is on sys.path
 LN10 = math.log(10.0)
 REL_TOL = 1e-9
 SCORER_ID = "kenlm"
+WARM_UP = "caf\u00e9 \u00ab1\u00bb\x01"  # builds the normaliser's unicode tables once
 RAY_NICENESS_ENV = "RAY_worker_niceness"  # Ray config override; the name is case-sensitive
 BARE = "(b) bare loop"
 BARE_LINES = "(b') bare, SP per line"
@@ -173,6 +174,16 @@ def _doc_lines(normalizer: str, recipe) -> Callable[[str], list[str]]:
     return lines
 
 
+def _ready_scorer(model_dir: str):
+    """The KenLM scorer set up as an actor sets it up, its unicode tables built."""
+    from datafilter.scorers import make_scorer
+
+    scorer = make_scorer("kenlm", {"model": model_dir})
+    scorer.setup()
+    scorer.score_batch([WARM_UP])
+    return scorer
+
+
 def bare_loop(
     data: BenchData, batch_rows: int, normalizer: str = "ours", tokenize: str = "words"
 ) -> tuple[Result, dict[str, np.ndarray]]:
@@ -187,11 +198,7 @@ def bare_loop(
     if tokenize == "words":
         if normalizer != "ours":
             raise ValueError("the word-cached loop is datafilter's: normalizer='ours'")
-        from datafilter.scorers import make_scorer
-
-        scorer = make_scorer("kenlm", {"model": str(data.model_dir)})
-        scorer.setup()
-        scorer.score_batch(["caf\u00e9 \u00ab1\u00bb\x01"])  # builds the unicode tables once
+        scorer = _ready_scorer(str(data.model_dir))
         setup_s = time.perf_counter() - t0
 
         def doc_scores(texts: list[str]) -> list[float]:
@@ -199,7 +206,7 @@ def bare_loop(
     else:
         model, sp, recipe = _models(data)
         doc_lines = _doc_lines(normalizer, recipe)
-        doc_lines("caf\u00e9 \u00ab1\u00bb\x01")  # builds the unicode tables once
+        doc_lines(WARM_UP)
         setup_s = time.perf_counter() - t0
         score = model.score
 
@@ -240,12 +247,8 @@ def bare_loop(
 def _bare_worker(task: tuple[list[str], str, int]) -> tuple[float, float]:
     """(set-up s, scoring s) of loop (b) over some shards, in a process of its own."""
     paths, model_dir, batch_rows = task
-    from datafilter.scorers import make_scorer
-
     t0 = time.perf_counter()
-    scorer = make_scorer("kenlm", {"model": model_dir})
-    scorer.setup()
-    scorer.score_batch(["caf\u00e9 \u00ab1\u00bb\x01"])
+    scorer = _ready_scorer(model_dir)
     setup_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for path in paths:
@@ -298,7 +301,7 @@ def normaliser_speeds(data: BenchData, max_mb: float = 20.0) -> list[tuple[str, 
     out, outputs = [], {}
     for name, key in (("datafilter Normalizer.lines", "ours"), ("CCNet-style", "ccnet")):
         doc_lines = _doc_lines(key, recipe)
-        doc_lines("caf\u00e9 \u00ab1\u00bb\x01")
+        doc_lines(WARM_UP)
         t0 = time.process_time()
         outputs[key] = [doc_lines(t) for t in texts]
         out.append((name, n_bytes / 1e6 / (time.process_time() - t0), len(texts)))

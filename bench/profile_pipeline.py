@@ -26,8 +26,10 @@ from pathlib import Path
 
 try:
     from bench._data import prepare
+    from bench._memory import descendants
 except ImportError:  # run as a script: bench/ is on sys.path
     from _data import prepare
+    from _memory import descendants
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # py-spy from PATH, else the one installed beside this interpreter (a virtual environment's bin/).
@@ -86,24 +88,6 @@ def summarize_folded(path: Path, top: int = 12) -> str:
     return "\n".join(lines)
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (one pass over /proc)."""
-    kids: dict[int, list[int]] = collections.defaultdict(list)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            kids[int(stat.rsplit(")", 1)[1].split()[1])].append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        found = kids.get(todo.pop(), [])
-        out += found
-        todo += found
-    return out
-
-
 def _started_at(pid: int) -> float | None:
     """When a process started, as a time.time() value."""
     try:
@@ -153,7 +137,7 @@ class WorkerSpy:
 
     def _watch(self) -> None:
         while not self._stop.is_set():
-            for pid in _descendants(os.getpid()):
+            for pid in descendants(os.getpid()):
                 info = _proc_info(pid)
                 if info:
                     self.cpu[pid] = info
@@ -263,14 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     ray = ensure_ray(None)
     print(f"ray.init {time.perf_counter() - t0:.2f}s")
-    before = {pid: info for pid in _descendants(os.getpid()) if (info := _proc_info(pid))}
+    before = {pid: info for pid in descendants(os.getpid()) if (info := _proc_info(pid))}
     driver_cpu0 = time.process_time()
     spy = WorkerSpy(prof_dir, args.rate)
     spy.start()
     t_call = time.time()
     wall = score()
     driver_cpu = time.process_time() - driver_cpu0
-    for pid in _descendants(os.getpid()):
+    for pid in descendants(os.getpid()):
         if info := _proc_info(pid):
             spy.cpu[pid] = info
     spy.stop()
