@@ -45,9 +45,18 @@ def text_shard(path: Path, texts: Sequence[str | None], prefix: str | None = Non
     return write_shard(path, {"id": ids, "text": pa.array(list(texts), pa.string())})
 
 
-def split_pool(corpus: DemoCorpus, folder: Path, n_shards: int) -> list[Path]:
-    """The demo pool (id, text, source, domain, quality) re-cut into ``n_shards`` shards."""
+def split_pool(corpus: DemoCorpus, folder: Path, n_shards: int, copies: int = 1) -> list[Path]:
+    """The demo pool (id, text, source, domain, quality), repeated ``copies`` times (ids made
+    unique: ``<id>~r<copy>``), re-cut into ``n_shards`` shards."""
     table = pq.read_table(corpus.pool_dir)
+    if copies > 1:
+        ids = table.column("id").to_pylist()
+        table = pa.concat_tables(
+            table.set_column(
+                table.schema.get_field_index("id"), "id", pa.array([f"{i}~r{k}" for i in ids])
+            )
+            for k in range(copies)
+        )
     size = -(-table.num_rows // n_shards)
     return [
         write_shard(folder / f"part-{i:05d}.parquet", table.slice(i * size, size))

@@ -42,6 +42,9 @@ VENV_BIN = REPO / ".venv" / "bin"
 EXCLUDES = [".git", ".venv", "bench/out", "demo-run", "**/__pycache__", ".pytest_cache"]
 JOB_CONFIG = "configs/ray_job.yaml"
 N_SHARDS = 8
+# The demo pool repeated: each shard takes the scorer long enough (~1 s) that the actor on
+# the second node is up before the first one has done them all.
+COPIES = 32
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
@@ -231,7 +234,7 @@ def _summary(logs: str) -> dict:
 def data_root(tmp_path, demo_corpus, kenlm_model_dir) -> Path:
     """What configs/ray_job.yaml reads: corpus/pool (8 shards) and model/."""
     root = tmp_path / "data"
-    split_pool(demo_corpus, root / "corpus" / "pool", N_SHARDS)
+    split_pool(demo_corpus, root / "corpus" / "pool", N_SHARDS, copies=COPIES)
     (root / "model").symlink_to(kenlm_model_dir)
     return root
 
