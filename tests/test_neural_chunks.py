@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datafilter.scorers.causal_lm import document_chunks
+from datafilter.scorers.causal_lm import CHARS_PER_TOKEN, CHUNK_BATCHES, document_chunks
 
 torch = pytest.importorskip("torch", reason="the neural scorers need the torch extra")
 pytest.importorskip("transformers")
@@ -26,6 +26,8 @@ def test_document_chunks_cover_every_document_once() -> None:
     assert document_chunks(["x"], 1) == [(0, 1)]
     flat = [i for lo, hi in document_chunks(texts, 3) for i in range(lo, hi)]
     assert flat == list(range(len(texts)))
+    # A smaller first chunk, so the device starts early.
+    assert document_chunks(texts, 50, first=6) == [(0, 2), (2, 7)]
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +38,11 @@ def tiny_lm(tmp_path_factory):
 
 
 def test_chunked_scores_equal_one_document_at_a_time(tiny_lm) -> None:
-    # 16 tokens per batch: chunks of ~1 kB of text, so the 40 documents span several chunks.
+    # 16 tokens per batch: chunks of ~0.5 kB of text, so the 40 documents span several chunks.
     scorer = make_scorer("torch", {"model": str(tiny_lm), "max_tokens_per_batch": 16})
     scorer.setup()
-    assert len(document_chunks(DOCS, 4 * 16 * 16)) > 3
+    budget = CHARS_PER_TOKEN * scorer.batch_budget()
+    assert len(document_chunks(DOCS, CHUNK_BATCHES * budget, first=budget)) > 3
     batch = scorer.score_batch(DOCS)
     single = [scorer.score_batch([d]) for d in DOCS]
     np.testing.assert_array_equal(batch.n_tokens, [s.n_tokens[0] for s in single])

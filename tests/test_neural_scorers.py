@@ -1,4 +1,5 @@
-"""The torch and vLLM scorers against each other and a direct transformers forward pass."""
+"""The torch and vLLM scorers against each other and a direct transformers forward pass (the
+tiny Llama; every other family: test_neural_families.py)."""
 
 from __future__ import annotations
 
@@ -59,11 +60,19 @@ def test_torch_matches_a_direct_forward_pass(tiny_lm, torch_scores) -> None:
     assert torch_scores.n_tokens[2] > 64  # the long document really spans several windows
 
 
-def test_batching_does_not_change_scores(tiny_lm, torch_scores) -> None:
+def test_batching_and_packing_do_not_change_scores(tiny_lm, torch_scores) -> None:
     scorer = make_scorer("torch", {"model": str(tiny_lm), "max_tokens_per_batch": 16})
     scorer.setup()
-    one_by_one = scorer.score_batch(DOCS)
-    np.testing.assert_allclose(one_by_one.logprob_sum, torch_scores.logprob_sum, rtol=1e-6)
+    one_row_per_batch = scorer.score_batch(DOCS)
+    np.testing.assert_allclose(one_row_per_batch.logprob_sum, torch_scores.logprob_sum, rtol=1e-6)
+    scorer.set_layout(False)  # one window per row, right-padded
+    scorer.budget = 256
+    unpacked = scorer.score_batch(DOCS)
+    np.testing.assert_array_equal(unpacked.n_tokens, torch_scores.n_tokens)
+    np.testing.assert_allclose(unpacked.logprob_sum, torch_scores.logprob_sum, rtol=1e-6)
+    single = [scorer.score_batch([doc]) for doc in DOCS]
+    np.testing.assert_allclose([s.logprob_sum[0] for s in single], torch_scores.logprob_sum,
+                               rtol=1e-6)  # fmt: skip
 
 
 def test_vllm_agrees_with_torch(tiny_lm, torch_scores) -> None:

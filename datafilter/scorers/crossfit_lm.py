@@ -20,15 +20,14 @@ from datafilter.errors import ModelError
 from datafilter.io.markers import file_fingerprint
 from datafilter.reference_train.crossfit import scoring_fold
 from datafilter.scorers.base import BatchScores, Resources, Scorer
-from datafilter.scorers.causal_lm import CausalLMOptions
-from datafilter.scorers.torch_lm import TorchLMScorer
+from datafilter.scorers.torch_lm import TorchLMOptions, TorchLMScorer
 
 
 class CrossfitScorer(Scorer):
     name = "crossfit"
-    version = 1
-    Options = CausalLMOptions
-    options: CausalLMOptions
+    version = 2  # the torch backend's version 2: packed batches, the model's own logits
+    Options = TorchLMOptions
+    options: TorchLMOptions
 
     @property
     def folder(self) -> Path:

@@ -1,4 +1,9 @@
-"""Reference causal LM scored with vLLM's offline engine: prompt log-probs of token-id prompts."""
+"""Reference causal LM scored with vLLM's offline engine: prompt log-probs of token-id prompts.
+
+vLLM implements each model family itself, so only the families whose prompt log-probs the tests
+compare with transformers' own forward pass (``tests/test_neural_families.py``) are accepted;
+any other family is refused, naming it, rather than scored by an unchecked re-implementation.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,25 @@ from typing import Any
 
 from pydantic import Field
 
-from datafilter.scorers.causal_lm import CausalLMOptions, CausalLMScorer, Piece, require
+from datafilter.errors import ModelError
+from datafilter.scorers.causal_lm import CausalLMOptions, CausalLMScorer, require
+from datafilter.scorers.packing import Piece
+
+# Architectures whose vLLM prompt log-probs match transformers' to 1e-5 (relative, float32) in
+# tests/test_neural_families.py.
+VERIFIED_ARCHITECTURES = frozenset(
+    {
+        "LlamaForCausalLM",
+        "Qwen2ForCausalLM",
+        "GraniteForCausalLM",
+        "CohereForCausalLM",
+        "Gemma2ForCausalLM",
+        "GPT2LMHeadModel",
+    }
+)
+# Prompt tokens per engine call when max_tokens_per_batch is not set (vLLM plans its own
+# memory; this bounds its full-vocabulary prompt-logprob tensors).
+DEFAULT_CALL_TOKENS = 8192
 
 
 class VllmOptions(CausalLMOptions):
@@ -26,7 +49,7 @@ class VllmScorer(CausalLMScorer):
     prompt-logprob tensors for every prompt token)."""
 
     name = "vllm"
-    version = 1
+    version = 2
     Options = VllmOptions
     options: VllmOptions
 
@@ -37,6 +60,7 @@ class VllmScorer(CausalLMScorer):
         opts = self.options
         self.load_tokenizer()
         config = transformers.AutoConfig.from_pretrained(str(self.folder))
+        check_family(config, str(self.folder))
         self.max_length = self.window_length(config)
         on_gpu = _has_cuda() and opts.device != "cpu"
         dtype = opts.dtype
@@ -48,7 +72,7 @@ class VllmScorer(CausalLMScorer):
             dtype=dtype,
             # A window plus the one generated token: no KV cache reserved beyond what is used.
             max_model_len=self.max_length + 1,
-            max_num_batched_tokens=max(opts.max_tokens_per_batch, self.max_length + 1),
+            max_num_batched_tokens=max(self.batch_budget(), self.max_length + 1),
             gpu_memory_utilization=opts.gpu_memory_utilization,
             enforce_eager=not on_gpu if opts.enforce_eager is None else opts.enforce_eager,
             seed=0,
@@ -56,9 +80,15 @@ class VllmScorer(CausalLMScorer):
         self.params = vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False)
         self.prompt_type = vllm.inputs.TokensPrompt
 
-    def score_pieces(self, pieces: list[Piece]) -> list[float]:
+    def batch_budget(self) -> int:
+        return self.options.max_tokens_per_batch or DEFAULT_CALL_TOKENS
+
+    def prepare(self, pieces: list[Piece]) -> list[list[tuple[list[int], int]]]:
+        return _calls([(p.tokens.tolist(), p.context) for p in pieces], self.batch_budget())
+
+    def run(self, prepared: list[list[tuple[list[int], int]]]) -> list[float]:
         out: list[float] = []
-        for group in _calls(pieces, self.options.max_tokens_per_batch):
+        for group in prepared:
             prompts = [self.prompt_type(prompt_token_ids=tokens) for tokens, _ in group]
             results = self.llm.generate(prompts, self.params, use_tqdm=False)
             for (tokens, context), result in zip(group, results, strict=True):
@@ -69,9 +99,22 @@ class VllmScorer(CausalLMScorer):
         return out
 
 
-def _calls(pieces: list[Piece], budget: int) -> list[list[Piece]]:
+def check_family(config: Any, folder: str) -> None:
+    """Refuse a model whose architecture vLLM is not verified to score exactly."""
+    archs = getattr(config, "architectures", None) or []
+    unverified = [a for a in archs if a not in VERIFIED_ARCHITECTURES]
+    if not archs or unverified:
+        kind = getattr(config, "model_type", "unknown")
+        family = f"{kind} ({', '.join(archs) or 'no architecture'})"
+        raise ModelError(
+            f"{folder}: the vllm scorer is not verified to score the {family} family exactly "
+            f"(verified: {', '.join(sorted(VERIFIED_ARCHITECTURES))}); use the torch scorer"
+        )
+
+
+def _calls(pieces: list[tuple[list[int], int]], budget: int) -> list[list[tuple[list[int], int]]]:
     """Consecutive groups of windows holding at most ``budget`` tokens (one window at least)."""
-    groups: list[list[Piece]] = [[]]
+    groups: list[list[tuple[list[int], int]]] = [[]]
     used = 0
     for piece in pieces:
         if groups[-1] and used + len(piece[0]) > budget:
