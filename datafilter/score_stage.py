@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,7 +74,7 @@ def score_shard(job: ShardJob, scorer: Scorer, settings: ScoreSettings) -> dict[
     rows = n_bytes_total = 0
     pending: list[pa.Table] = []
     with parquet_writer(job.output_path, SCORE_SCHEMA) as writer:
-        for batch in _iter_batches(pf, columns, settings.batch_rows, job.input_path):
+        for batch in _read_ahead(_iter_batches(pf, columns, settings.batch_rows, job.input_path)):
             table = _score_batch(batch, rows, job, scorer, settings, rejected)
             pending.append(table)
             rows += batch.num_rows
@@ -119,6 +121,17 @@ def _iter_batches(pf, columns: list[str], batch_rows: int, path: AnyPath):
         yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
         raise InputError(f"corrupt or truncated Parquet data ({exc})", path=str(path)) from exc
+
+
+def _read_ahead(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """The batches, each next one read in a background thread while this one is scored
+    (Parquet reads release the GIL)."""
+    end = object()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as pool:
+        pending = pool.submit(next, batches, end)
+        while (batch := pending.result()) is not end:
+            pending = pool.submit(next, batches, end)
+            yield batch
 
 
 def _decode_texts(column: pa.Array) -> list[str | bytes | None]:
