@@ -1,4 +1,4 @@
-"""Chunked scoring of the neural scorers: tokenising the next chunk while scoring this one."""
+"""Chunked scoring of the neural scorers: preparing the next chunk while scoring this one."""
 
 from __future__ import annotations
 
@@ -43,7 +43,10 @@ def test_chunked_scores_equal_one_document_at_a_time(tiny_lm) -> None:
     scorer.setup()
     budget = CHARS_PER_TOKEN * scorer.batch_budget()
     assert len(document_chunks(DOCS, CHUNK_BATCHES * budget, first=budget)) > 3
+    sequential = scorer.score_batch(DOCS)  # on CPU chunks are prepared in turn
+    scorer.overlap = lambda: True  # as on a GPU: the next chunk prepared in a thread
     batch = scorer.score_batch(DOCS)
+    np.testing.assert_array_equal(batch.logprob_sum, sequential.logprob_sum)
     single = [scorer.score_batch([d]) for d in DOCS]
     np.testing.assert_array_equal(batch.n_tokens, [s.n_tokens[0] for s in single])
     np.testing.assert_allclose(batch.logprob_sum, [s.logprob_sum[0] for s in single], rtol=1e-6)

@@ -78,3 +78,18 @@ def test_batches_rebuild_each_piece_with_its_targets(packed: bool) -> None:
 def test_a_small_batch_is_not_padded_to_the_ladder() -> None:
     (order, batch), = pack(_pieces([7]), budget=4096, ladder=[512, 1024])
     assert order == [0] and batch.input_ids.shape == (1, 7)
+
+
+def test_rows_of_one_window_are_batched_apart_without_position_restarts() -> None:
+    pieces = _pieces([64, 60, 10, 12])
+    batches = pack(pieces, budget=4096, ladder=[64])
+    kinds = {tuple(sorted(order)): batch for order, batch in batches}
+    single = kinds[(0, 1)]  # one window per row: positions run on through the padding
+    np.testing.assert_array_equal(single.position_ids, np.tile(np.arange(64), (2, 1)))
+    packed = kinds[(2, 3)]  # two windows in one row (cut to them): each restarts
+    assert packed.input_ids.shape == (1, 22)
+    np.testing.assert_array_equal(np.flatnonzero(packed.position_ids[0] == 0), [0, 12])
+    # Rows [60, 3] and [12, 10] in one batch of 63 columns: the second row's padding restarts.
+    (order, padded), = pack(_pieces([60, 3, 10, 12]), budget=4096, ladder=[64])
+    assert order == [0, 1, 3, 2] and padded.input_ids.shape == (2, 63)
+    np.testing.assert_array_equal(np.flatnonzero(padded.position_ids[1] == 0), [0, 12, 22])

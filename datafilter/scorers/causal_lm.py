@@ -7,9 +7,9 @@ stage's ``n_bytes`` (the document's UTF-8 bytes) are exactly the bytes of the pr
 The tokens are split into windows of at most ``max_length`` tokens; every token after the start
 token is predicted exactly once, and the log-probabilities of the predicted tokens are summed.
 
-``score_batch`` works in chunks of documents: a background thread tokenises, windows and
-prepares the next chunk (the torch backend packs it into batches) while the model scores the
-current one. Backends only prepare and run windows.
+``score_batch`` works in chunks of documents: on an accelerator a background thread tokenises,
+windows and prepares the next chunk (the torch backend packs it into batches) while the model
+scores the current one. Backends only prepare and run windows.
 """
 
 from __future__ import annotations
@@ -127,9 +127,9 @@ class CausalLMScorer(Scorer):
         return pieces, np.array(owners, dtype=np.int64)
 
     def score_batch(self, texts: list[str]) -> BatchScores:
-        """Documents in chunks: a background thread tokenises and prepares the next chunk while
-        the model scores this one (the fast tokenizer, NumPy and the model release the GIL);
-        the sums come back from the device once, at the end."""
+        """Documents in chunks; on an accelerator a background thread tokenises and prepares
+        the next chunk while the model scores this one (the fast tokenizer, NumPy and the
+        model release the GIL); the sums come back from the device once, at the end."""
         logprob = np.zeros(len(texts))
         n_tokens = np.zeros(len(texts), dtype=np.int64)
         budget = CHARS_PER_TOKEN * self.batch_budget()
@@ -141,9 +141,10 @@ class CausalLMScorer(Scorer):
             return owners + lo, counts, self.prepare(pieces)
 
         done = []
-        if len(chunks) == 1:
-            owners, counts, prepared = prepare(*chunks[0])
-            done.append((owners, counts, self.run(prepared)))
+        if len(chunks) == 1 or not self.overlap():
+            for chunk in chunks:
+                owners, counts, prepared = prepare(*chunk)
+                done.append((owners, counts, self.run(prepared)))
         else:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as pool:
                 pending = pool.submit(prepare, *chunks[0])
@@ -156,6 +157,12 @@ class CausalLMScorer(Scorer):
             np.add.at(logprob, owners, self.collect(handle))
             np.add.at(n_tokens, owners, counts)
         return BatchScores(logprob_sum=logprob, n_tokens=n_tokens)
+
+    def overlap(self) -> bool:
+        """Whether to prepare the next chunk in a background thread: worth it when the model
+        runs on an accelerator; on CPU the thread would take cores from the model's own
+        threads (a descheduled OpenMP thread stalls the others)."""
+        return False
 
     @abstractmethod
     def batch_budget(self) -> int:

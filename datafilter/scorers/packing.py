@@ -8,9 +8,11 @@ window length) so that a dense mask costs attention in proportion to the row, no
 window; windows are placed longest first, each into the fullest row it fits (best-fit
 decreasing), so padding is only what is left at the end of a row.
 
-Unpacked (``packed=False``, for models whose positions cannot restart inside a row, such as
-ALiBi ones): one window per row, right-padded, rows binned by length on a finer ladder; a causal
-model never lets a real token see the padding after it, so no mask is needed.
+Rows holding one window are batched apart from packed ones: their padding continues the
+window's positions, so transformers sees no packing and runs plain causal attention (a causal
+model never lets a real token see the padding after it). Unpacked (``packed=False``, for models
+whose positions cannot restart inside a row, such as ALiBi ones): every row holds one window,
+rows binned by length on a finer ladder.
 """
 
 from __future__ import annotations
@@ -102,23 +104,27 @@ def pack(
     """Batches of at most ``budget`` tokens (one row at least): for each, the indices of its
     pieces in ``pieces`` (``owners`` index into this list) and its arrays."""
     rows = assign_rows([len(p.tokens) for p in pieces], ladder, packed)
-    by_length: dict[int, list[list[int]]] = {}
+    # Rows of one window go in batches of their own: with no position restart inside a row,
+    # transformers uses plain causal attention (no mask; SDPA's causal kernels skip the upper
+    # triangle), and the padding after the window is never attended to.
+    by_kind: dict[tuple[int, bool], list[list[int]]] = {}
     for length, members in rows:
-        by_length.setdefault(length, []).append(members)
+        by_kind.setdefault((length, len(members) > 1), []).append(members)
     out = []
-    for length in sorted(by_length, reverse=True):
-        group = by_length[length]
+    for length, several in sorted(by_kind, reverse=True):
+        group = by_kind[length, several]
         per_batch = max(1, budget // length)
         for start in range(0, len(group), per_batch):
             members = group[start : start + per_batch]
             # Rows no fuller than this (a batch's last rows, a small input) are cut to it.
             used = max(sum(len(pieces[i].tokens) for i in row) for row in members)
-            out.append(_build(pieces, members, used, pad_id, packed))
+            out.append(_build(pieces, members, used, pad_id, restart_padding=several))
     return out
 
 
 def _build(
-    pieces: Sequence[Piece], rows: list[list[int]], length: int, pad_id: int, packed: bool
+    pieces: Sequence[Piece], rows: list[list[int]], length: int, pad_id: int,
+    restart_padding: bool,
 ) -> tuple[list[int], PackedBatch]:
     order = [i for members in rows for i in members]
     n = len(rows) * length
@@ -135,8 +141,8 @@ def _build(
             sizes.append(len(tokens))
             contexts.append(max(pieces[i].context, 1))
             offset += len(tokens)
-        # Padding: a segment of its own when packed, else the row's positions continue.
-        seg_start[offset : (r + 1) * length] = offset if packed else r * length
+        # Padding: a segment of its own in packed rows, else the row's positions continue.
+        seg_start[offset : (r + 1) * length] = offset if restart_padding else r * length
     position_ids = np.arange(n, dtype=np.int64) - seg_start
     starts_a, sizes_a, contexts_a = (np.array(x, dtype=np.int64) for x in (starts, sizes, contexts))
     counts = sizes_a - contexts_a  # predicted tokens per piece

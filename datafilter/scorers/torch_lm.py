@@ -146,6 +146,9 @@ class TorchLMScorer(CausalLMScorer):
     def batch_budget(self) -> int:
         return self.budget
 
+    def overlap(self) -> bool:
+        return self.device == "cuda"
+
     def set_layout(self, packed: bool) -> None:
         """Packed rows (several windows, positions restarting) or one window per row."""
         self.packed = packed

@@ -62,7 +62,7 @@ class VllmScorer(CausalLMScorer):
         config = transformers.AutoConfig.from_pretrained(str(self.folder))
         check_family(config, str(self.folder))
         self.max_length = self.window_length(config)
-        on_gpu = _has_cuda() and opts.device != "cpu"
+        on_gpu = self.on_gpu = _has_cuda() and opts.device != "cpu"
         dtype = opts.dtype
         if dtype == "auto":
             dtype = "bfloat16" if on_gpu else "float32"
@@ -79,6 +79,9 @@ class VllmScorer(CausalLMScorer):
         )
         self.params = vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False)
         self.prompt_type = vllm.inputs.TokensPrompt
+
+    def overlap(self) -> bool:
+        return self.on_gpu
 
     def batch_budget(self) -> int:
         return self.options.max_tokens_per_batch or DEFAULT_CALL_TOKENS
