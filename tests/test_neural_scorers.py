@@ -3,6 +3,7 @@ tiny Llama; every other family: test_neural_families.py)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 
@@ -94,6 +95,11 @@ def test_options_and_model_folder_checks(tmp_path, tiny_lm) -> None:
     scorer = make_scorer("torch", {"model": str(tiny_lm), "max_length": 64})
     with pytest.raises(ModelError, match="below the context size"):
         scorer.setup()
+    with pytest.raises(ConfigError, match="overlap 62 must be below"):
+        make_scorer("torch", {"model": str(tiny_lm), "overlap": 62}).setup()
+    if importlib.util.find_spec("flash_attn") is None:  # asked for, but not installed
+        with pytest.raises(ModelError, match=r"llama \(LlamaForCausalLM\)\): cannot load it"):
+            make_scorer("torch", {"model": str(tiny_lm), "attention": "flash_attention_2"}).setup()
 
 
 def test_both_backends_through_the_cli_write_the_same_columns(tiny_lm, tmp_path) -> None:

@@ -33,7 +33,7 @@ from datafilter.scorers.packing import Piece, pack, row_ladder
 HEAD_LOGITS_ELEMENTS = {"cpu": 1 << 26, "cuda": 1 << 28}
 # Tokens per forward pass on CPU (activations stay within the caches), and the range of the
 # budget measured from free GPU memory; FREE_MEMORY_SHARE of the free memory is planned for.
-CPU_BATCH_TOKENS = 4096
+CPU_BATCH_TOKENS = 8192
 GPU_BATCH_TOKENS = (8192, 1 << 18)
 FREE_MEMORY_SHARE = 0.6
 # setup's exactness check: largest relative difference of a probe window's log-prob sum from
@@ -111,10 +111,14 @@ class TorchLMScorer(CausalLMScorer):
         attention = self.attention_implementation(config)
         if attention:
             kwargs["attn_implementation"] = attention
+        load = transformers.AutoModelForCausalLM.from_pretrained
         try:
-            model = transformers.AutoModelForCausalLM.from_pretrained(str(self.folder), **kwargs)
+            model = load(str(self.folder), **kwargs)
         except (ValueError, ImportError) as exc:
-            raise ModelError(f"{self.folder} ({self.family}): cannot load it: {exc}") from exc
+            if opts.attention != "auto" or "attn_implementation" not in kwargs:
+                raise ModelError(f"{self.folder} ({self.family}): cannot load it: {exc}") from exc
+            del kwargs["attn_implementation"]  # e.g. a family without flash-attention support
+            model = load(str(self.folder), **kwargs)
         self.model = model.to(self.device).eval()
         self.body = self.model.base_model
         if self.body is self.model:
