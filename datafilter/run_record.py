@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,11 @@ from pydantic import BaseModel, ConfigDict
 
 from datafilter.errors import ConfigError
 from datafilter.io.atomic import write_json
+from datafilter.io.content import current_record
 from datafilter.io.layout import RunLayout
-from datafilter.io.markers import file_fingerprint, read_marker
+from datafilter.io.markers import read_marker
 from datafilter.io.shards import Shard, discover_shards
+from datafilter.io.storage import AnyPath
 
 
 class RunRecord(BaseModel):
@@ -54,37 +57,70 @@ def resolve_scorer_id(record: RunRecord, scorer_id: str | None) -> str:
     return next(iter(record.scorers))
 
 
-def score_marker_fields(record: RunRecord, scorer_id: str, shard: Shard) -> dict[str, Any]:
-    """What a score shard's completion record must say for the shard to count as done."""
+def score_marker_fields(record: RunRecord, scorer_id: str) -> dict[str, Any]:
+    """The settings a score shard's completion record must name for the shard to count as done
+    (its input and output are checked by content: :func:`score_check`)."""
     return {
         "stage": "score",
         "scorer": record.scorers[scorer_id]["scorer"],
         "settings": record.scorers[scorer_id]["settings"],
-        "input": file_fingerprint(shard.path),
     }
+
+
+@dataclass(frozen=True)
+class ScoreCheck:
+    """Whether a shard's scores are finished and valid: ``problem`` says why not. ``fresh`` is
+    the completion record with today's file signatures when they changed but the bytes did not
+    (the caller holding the run folder exclusively writes it back, so the next check is free)."""
+
+    problem: str | None
+    marker: dict[str, Any] | None = None
+    fresh: dict[str, Any] | None = None
+
+
+def score_check(
+    layout: RunLayout, record: RunRecord, scorer_id: str, shard: Shard, *, verify_inputs=False
+) -> ScoreCheck:
+    """Check a shard's completion record: settings, input bytes, score shard bytes."""
+    marker = read_marker(layout.marker_path("score", scorer_id, shard.rel))
+    if marker is None:
+        return ScoreCheck("not scored")
+    if any(marker.get(k) != v for k, v in score_marker_fields(record, scorer_id).items()):
+        return ScoreCheck("scored with other settings", marker)
+    source = current_record(shard.path, marker.get("input"), verify=verify_inputs)
+    if source is None:
+        return ScoreCheck("the input shard changed since it was scored", marker)
+    output = current_record(layout.score_path(scorer_id, shard.rel), marker.get("output"))
+    if output is None:
+        return ScoreCheck("its score shard is missing, damaged or changed", marker)
+    if source == marker["input"] and output == marker["output"]:
+        return ScoreCheck(None, marker)
+    return ScoreCheck(None, marker, {**marker, "input": source, "output": output})
 
 
 def finished_score_shards(
     layout: RunLayout, record: RunRecord, scorer_id: str
 ) -> list[tuple[Shard, Path]]:
     """Every input shard with its score shard; a ConfigError if any is not scored yet."""
-    pairs, missing = [], []
+    return [(shard, path) for shard, path, _ in finished_score_markers(layout, record, scorer_id)]
+
+
+def finished_score_markers(
+    layout: RunLayout, record: RunRecord, scorer_id: str
+) -> list[tuple[Shard, AnyPath, dict[str, Any]]]:
+    """Every input shard with its score shard and completion record, each checked (settings,
+    input and score shard bytes); a ConfigError naming the shards that are not finished."""
+    found, missing = [], []
     for shard in discover_shards(record.input):
-        marker = read_marker(layout.marker_path("score", scorer_id, shard.rel))
-        expected = score_marker_fields(record, scorer_id, shard)
-        out = layout.score_path(scorer_id, shard.rel)
-        if (
-            marker is None
-            or not out.exists()
-            or any(marker.get(k) != v for k, v in expected.items())
-        ):
-            missing.append(shard.rel)
+        check = score_check(layout, record, scorer_id, shard)
+        if check.problem is not None:
+            missing.append(f"{shard.rel}: {check.problem}")
         else:
-            pairs.append((shard, out))
+            found.append((shard, layout.score_path(scorer_id, shard.rel), check.marker))
     if missing:
-        listed = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
+        listed = "; ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
         raise ConfigError(
             f"{len(missing)} shard(s) have no finished {scorer_id!r} scores ({listed}): "
             "run datafilter score first"
         )
-    return pairs
+    return found

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from datafilter.errors import InputError
 from datafilter.io.atomic import parquet_writer
+from datafilter.io.content import content_record
 from datafilter.io.markers import write_marker
-from datafilter.io.shards import open_parquet, read_parquet_table
+from datafilter.io.shards import iter_batches, open_parquet
 from datafilter.io.storage import AnyPath
 from datafilter.score_columns import SCORE_SCHEMA
 from datafilter.selectors.base import Selector
@@ -33,6 +36,8 @@ class SelectJob:
     marker_path: AnyPath
     marker_fields: dict[str, Any]
     extra_score_paths: dict[str, AnyPath] = field(default_factory=dict)
+    # sha256 of each score shard when the selection was planned (by path): checked when read.
+    planned_sha256: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -54,9 +59,10 @@ def select_shard(
 ) -> dict[str, Any]:
     """Filter one shard; write the output shard, then its completion record (with counts)."""
     pf = open_parquet(job.input_path)
-    scores = _aligned_scores(job.score_path, pf.metadata.num_rows, job.input_path)
+    n_rows = pf.metadata.num_rows
+    scores = _aligned_scores(job.score_path, n_rows, job.input_path, job.planned_sha256)
     extra = {
-        sid: _aligned_scores(path, pf.metadata.num_rows, job.input_path)
+        sid: _aligned_scores(path, n_rows, job.input_path, job.planned_sha256)
         for sid, path in job.extra_score_paths.items()
     }
     for column in {settings.group_by, settings.report_by} - {None}:
@@ -65,8 +71,9 @@ def select_shard(
     tally = _Tally()
     schema = _output_schema(pf.schema_arrow, selector, settings)
     offset = 0
-    with parquet_writer(job.output_path, schema) as writer:
-        for batch in pf.iter_batches(batch_size=settings.batch_rows):
+    written: dict[str, Any] = {}
+    with parquet_writer(job.output_path, schema, written) as writer:
+        for batch in iter_batches(pf, None, settings.batch_rows, job.input_path):
             part = scores.slice(offset, batch.num_rows)
             offset += batch.num_rows
             extra_part = {
@@ -82,15 +89,30 @@ def select_shard(
             f"read {offset} rows, expected {scores.num_rows}", path=str(job.input_path)
         )
     stats = {"shard": job.shard_rel, **tally.as_dict()}
-    write_marker(job.marker_path, {**job.marker_fields, "stats": stats})
+    output = content_record(job.output_path, written["sha256"])
+    write_marker(job.marker_path, {**job.marker_fields, "output": output, "stats": stats})
     return stats
 
 
-def _aligned_scores(path: AnyPath, n_rows: int, input_path: AnyPath) -> pa.Table:
-    """A score shard, checked to have one row per input row."""
+def _aligned_scores(
+    path: AnyPath, n_rows: int, input_path: AnyPath, planned: dict[str, str]
+) -> pa.Table:
+    """A score shard, read whole, checked to hold the bytes it held when the selection was
+    planned (``planned``: path -> sha256) and to have one row per input row."""
     try:
-        table = read_parquet_table(path, SCORE_SCHEMA.names)
-    except (pa.ArrowInvalid, OSError, KeyError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"score shard unreadable ({exc}); score again", path=str(path)) from exc
+    expected = planned.get(str(path))
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise InputError(
+            "score shard changed since this selection was planned (scored again meanwhile?); "
+            "run select again",
+            path=str(path),
+        )
+    try:
+        table = pq.read_table(pa.BufferReader(data), columns=SCORE_SCHEMA.names)
+    except (pa.ArrowException, OSError, KeyError) as exc:
         raise InputError(f"score shard unreadable ({exc}); score again", path=str(path)) from exc
     if table.num_rows != n_rows:
         raise InputError(
