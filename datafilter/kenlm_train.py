@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from datafilter.errors import DatafilterError, InputError, MissingDependencyError, ModelError
 from datafilter.io.atomic import write_json
-from datafilter.kenlm_model import RECIPE_FILE, KenlmRecipe, load_recipe
+from datafilter.io.guard import foreign_entries, place, refuse_overlaps
+from datafilter.kenlm_model import RECIPE_FILE, KenlmRecipe, load_recipe, without_nul
 from datafilter.normalize import NormalizationRecipe, normalize
 from datafilter.progress import progress_bar
 from datafilter.text_sources import iter_texts
@@ -36,6 +37,10 @@ class KenlmTrainingOptions(BaseModel):
     normalization: NormalizationRecipe = NormalizationRecipe()
 
 
+# What a model folder holds: --overwrite replaces a folder only when it holds nothing else.
+MODEL_FILES = {"model.bin", "tokenizer.model", "tokenizer.vocab", RECIPE_FILE}
+
+
 def train_kenlm(
     inputs: list[str | Path],
     output: str | Path,
@@ -48,12 +53,23 @@ def train_kenlm(
     """Train a model folder at ``output``; an existing complete folder is reused unless asked."""
     opts = options or KenlmTrainingOptions()
     out = Path(output).expanduser().resolve()
+    refuse_overlaps(
+        [place("model folder", out)],
+        [place("training input", i) for i in inputs],
+    )
     if out.exists():
         if (out / RECIPE_FILE).exists() and not overwrite:
             log(f"model folder {out} is complete; reusing it (--overwrite to retrain)")
             return load_recipe(out)
         if not overwrite:
             raise ModelError(f"{out} exists but is not a complete model folder; remove it first")
+        # The folder is replaced whole: only if it holds nothing but a model folder's files.
+        foreign = foreign_entries(out, MODEL_FILES)
+        if foreign:
+            raise ModelError(
+                f"{out} holds files that are not a KenLM model folder's ({', '.join(foreign[:3])})"
+                "; --overwrite replaces only model folders: choose another --output"
+            )
     from datafilter.kenlm_tools import ensure_kenlm_tools
 
     tools = ensure_kenlm_tools(log=log)
@@ -126,7 +142,7 @@ def _write_normalized(
             docs += 1
             bar.update()
             for raw in text.split("\n"):
-                line = normalize(raw, opts.normalization)
+                line = without_nul(normalize(raw, opts.normalization))
                 if line:
                     handle.write(line + "\n")
                     lines += 1

@@ -31,6 +31,7 @@ def _run(cfg: RunConfig, progress: bool, log: api.Log) -> dict[str, Any]:
     results: dict[str, Any] = {}
     if cfg.storage:
         storage.configure(cfg.storage)
+    check_paths(cfg)
     if cfg.demo_corpus:
         from datafilter.demo_corpus import build_demo_corpus
 
@@ -58,6 +59,49 @@ def _run(cfg: RunConfig, progress: bool, log: api.Log) -> dict[str, Any]:
     return results
 
 
+def check_paths(cfg: RunConfig) -> None:
+    """Before any step runs: no folder the config writes is, contains or lies inside a path it
+    reads or another folder it writes, and the run and output folders hold no foreign files
+    (unless ``score.overwrite`` / ``select.overwrite``). Each stage checks again when it runs,
+    with the input's shards and linked folders as found then."""
+    from datafilter.errors import DatafilterError
+    from datafilter.io.guard import input_places, place, refuse_overlaps, require_own_folder
+    from datafilter.io.layout import STATE_DIR, RunLayout
+    from datafilter.io.owned import is_select_output
+
+    try:
+        reads = input_places(cfg.input)
+    except DatafilterError:  # not there yet (a demo corpus step makes it): its path as given
+        reads = [place("input", cfg.input)]
+    writes = [place("run folder", cfg.run_dir), place("output folder", cfg.select.output)]
+    if cfg.train_kenlm:
+        writes.append(place("model folder", cfg.train_kenlm.output))
+        reads += [place("training input", path) for path in cfg.train_kenlm.input]
+    elif cfg.score.options.get("model"):
+        reads.append(place("model folder", str(cfg.score.options["model"])))
+    refuse_overlaps(writes, reads)
+    if cfg.demo_corpus:
+        refuse_overlaps([place("demo corpus folder", cfg.demo_corpus.output)], writes)
+    layout = RunLayout.at(cfg.run_dir)
+    require_own_folder(
+        layout.root,
+        "run folder",
+        layout.record_path.exists(),
+        {STATE_DIR},
+        cfg.score.overwrite,
+        "score.overwrite: true",
+    )
+    out = storage.location(cfg.select.output)
+    require_own_folder(
+        out,
+        "output folder",
+        is_select_output(out),
+        {STATE_DIR},
+        cfg.select.overwrite,
+        "select.overwrite: true",
+    )
+
+
 def runtime_options(cfg: RunConfig, progress: bool = True) -> RuntimeOptions:
     """The executor settings of a run config's ``ray`` section."""
     r = cfg.ray
@@ -81,6 +125,8 @@ def score_step(
         id_column=s.id_column,
         batch_rows=s.batch_rows,
         max_doc_bytes=s.max_doc_bytes,
+        overwrite=s.overwrite,
+        verify_inputs=s.verify_inputs,
         runtime=runtime,
         log=log,
     )
@@ -119,6 +165,7 @@ def select_step(
         seed=sel.seed,
         with_scores=sel.with_scores,
         memory_limit=sel.memory_limit,
+        overwrite=sel.overwrite,
         runtime=runtime,
         log=log,
     )

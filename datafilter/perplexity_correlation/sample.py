@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from datafilter.errors import ConfigError, InputError
 from datafilter.io.atomic import remove_temp_files, write_json, write_table
+from datafilter.io.guard import input_places, place, refuse_overlaps, require_own_folder
 from datafilter.io.markers import file_fingerprint
 from datafilter.io.shards import Shard, discover_shards, open_parquet, require_column
 from datafilter.perplexity_correlation.domains import DomainSpec, domains_of
@@ -44,10 +45,9 @@ def sample_per_domain(
         raise ConfigError(f"per_domain must be at least 1, got {per_domain}")
     out = Path(output).expanduser().resolve()
     root = Path(input).expanduser().resolve()
-    if out == root or out.is_relative_to(root) or root.is_relative_to(out):
-        raise ConfigError(
-            f"the sample folder {out} and the input {root} must not contain each other"
-        )
+    refuse_overlaps([place("sample folder", out)], input_places(root))
+    previous = _previous(out)
+    require_own_folder(out, "sample folder", previous is not None, set(), False, "another --output")
     shards = discover_shards(root)
     chosen = _choose(shards, domain, per_domain, seed, id_column)
     rows_of = {
@@ -78,15 +78,16 @@ def sample_per_domain(
         log(f"corr-sample: {out} already holds this sample; nothing to do")
         return summary
     remove_temp_files(out)
+    # Name every shard about to be written first: a killed run leaves a folder that is ours.
+    claimed = set(rows_of) | set((previous or {}).get("shards", []))
+    write_json(out / SUMMARY_NAME, {"pending": True, "shards": sorted(claimed)})
     for shard in shards:
         if shard.rel in rows_of:
             table = open_parquet(shard.path).read().take(pa.array(rows_of[shard.rel]))
             write_table(out / shard.rel, table)
-    for path in out.rglob("*.parquet"):
-        rel = path.relative_to(out)
-        hidden = any(part.startswith((".", "_")) for part in rel.parts)
-        if rel.as_posix() not in rows_of and not hidden:
-            path.unlink()  # left by an earlier sample with other settings
+    for rel in (previous or {}).get("shards", []):
+        if rel not in rows_of and (out / rel).is_file():
+            (out / rel).unlink()  # written by an earlier sample with other settings
     write_json(out / SUMMARY_NAME, summary)
     small = [d for d, c in summary["domains"].items() if c["sampled"] < per_domain]
     log(
@@ -96,12 +97,18 @@ def sample_per_domain(
     return summary
 
 
-def _unchanged(out: Path, summary: dict[str, Any]) -> bool:
-    """Whether ``out`` already holds exactly this sample (so its scores stay valid)."""
+def _previous(out: Path) -> dict[str, Any] | None:
+    """The summary of the sample ``out`` holds (it names the shards it wrote), if any."""
     try:
         previous = json.loads((out / SUMMARY_NAME).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return False
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+    return previous if isinstance(previous, dict) else None
+
+
+def _unchanged(out: Path, summary: dict[str, Any]) -> bool:
+    """Whether ``out`` already holds exactly this sample (so its scores stay valid)."""
+    previous = _previous(out)
     return previous == summary and all((out / rel).is_file() for rel in summary["shards"])
 
 
