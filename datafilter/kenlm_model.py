@@ -15,6 +15,13 @@ RECIPE_FILE = "recipe.json"
 FORMAT = "datafilter-kenlm"
 
 
+def without_nul(line: str) -> str:
+    """A normalised line as KenLM and SentencePiece get it, in training and in scoring: NUL
+    characters dropped (kept by a recipe that keeps control characters, they would be read as
+    the end of a word by kenlm's Python module but not by the native scorer)."""
+    return line.replace("\x00", "") if "\x00" in line else line
+
+
 class KenlmRecipe(BaseModel):
     """Everything needed to score text the way the model's training text was prepared."""
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from datafilter.errors import ModelError
-from datafilter.io.markers import file_fingerprint
+from datafilter.io.hash_cache import folder_sha256
 from datafilter.reference_train.crossfit import scoring_fold
 from datafilter.scorers.base import BatchScores, Resources, Scorer
 from datafilter.scorers.causal_lm import CausalLMOptions
@@ -58,9 +58,8 @@ class CrossfitScorer(Scorer):
         self.validate()
         info = super().describe()
         digest = hashlib.sha256()
-        for d in [self.folder, *self.fold_dirs()]:
-            for path in sorted(p for p in d.iterdir() if p.is_file()):
-                digest.update(json.dumps([d.name, path.name, file_fingerprint(path)]).encode())
+        for d in [self.folder, *self.fold_dirs()]:  # contents (sha256, cached by signature)
+            digest.update(json.dumps([d.name, folder_sha256(d)], sort_keys=True).encode())
         info["model_files"] = digest.hexdigest()[:16]
         info["folds"] = len(self.fold_dirs())
         return info
