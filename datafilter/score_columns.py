@@ -34,7 +34,7 @@ def id_hash(doc_id: str) -> int:
 
 def perplexity(logprob_sum: np.ndarray, n_tokens: np.ndarray) -> np.ndarray:
     """``exp(-logprob_sum / n_tokens)``; NaN where there are no tokens."""
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         return np.where(n_tokens > 0, np.exp(-logprob_sum / np.maximum(n_tokens, 1)), np.nan)
 
 

@@ -9,13 +9,15 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from datafilter.errors import InputError
 from datafilter.io.atomic import parquet_writer
+from datafilter.io.content import content_record, signature
 from datafilter.io.markers import write_marker
-from datafilter.io.shards import open_parquet, require_column
-from datafilter.io.storage import AnyPath
+from datafilter.io.shards import iter_batches, open_parquet, require_column
+from datafilter.io.storage import AnyPath, ObjectPath
 from datafilter.score_columns import SCORE_SCHEMA, bits_per_byte, id_hash, perplexity
 from datafilter.scorers.base import Scorer
 
@@ -30,6 +32,7 @@ INVALID_UTF8 = "invalid_utf8"
 TOO_LONG = "too_long"
 NO_TOKENS = "no_tokens"
 NULL_ID = "null_id"
+NON_FINITE = "non_finite"  # the model gave a log-probability that is not a finite number
 
 
 class ScoreSettings(BaseModel):
@@ -52,11 +55,14 @@ class ShardJob:
     output_path: AnyPath
     marker_path: AnyPath
     marker_fields: dict[str, Any]
+    # Hash the input's bytes into the completion record (local inputs, or --verify-inputs).
+    hash_input: bool = True
 
 
 def score_shard(job: ShardJob, scorer: Scorer, settings: ScoreSettings) -> dict[str, Any]:
     """Score every row of one shard; write the score shard, then its completion record."""
     start = time.monotonic()
+    source = _input_record(job)
     pf = open_parquet(job.input_path)
     text_type = require_column(pf, settings.text_column, job.input_path)
     if not _is_textual(text_type):
@@ -71,8 +77,9 @@ def score_shard(job: ShardJob, scorer: Scorer, settings: ScoreSettings) -> dict[
     rejected: Counter[str] = Counter()
     rows = n_bytes_total = 0
     pending: list[pa.Table] = []
-    with parquet_writer(job.output_path, SCORE_SCHEMA) as writer:
-        for batch in _iter_batches(pf, columns, settings.batch_rows, job.input_path):
+    written: dict[str, Any] = {}
+    with parquet_writer(job.output_path, SCORE_SCHEMA, written) as writer:
+        for batch in iter_batches(pf, columns, settings.batch_rows, job.input_path):
             table = _score_batch(batch, rows, job, scorer, settings, rejected)
             pending.append(table)
             rows += batch.num_rows
@@ -94,8 +101,24 @@ def score_shard(job: ShardJob, scorer: Scorer, settings: ScoreSettings) -> dict[
         "n_bytes": n_bytes_total,
         "seconds": round(time.monotonic() - start, 3),
     }
-    write_marker(job.marker_path, {**job.marker_fields, "stats": stats})
+    output = content_record(job.output_path, written["sha256"])
+    write_marker(
+        job.marker_path, {**job.marker_fields, "input": source, "output": output, "stats": stats}
+    )
     return stats
+
+
+def _input_record(job: ShardJob) -> dict[str, Any]:
+    """The input shard's signature, and its sha256 when asked (taken before it is read: a change
+    while it is read changes its signature, so the next run checks its bytes again)."""
+    try:
+        if job.hash_input:
+            return content_record(job.input_path)
+        return signature(job.input_path)
+    except OSError as exc:
+        remote = isinstance(job.input_path, ObjectPath)
+        problem = "cannot open on object storage" if remote else "cannot read the input shard"
+        raise InputError(f"{problem} ({exc})", path=str(job.input_path)) from exc
 
 
 def _is_textual(kind: pa.DataType) -> bool:
@@ -114,17 +137,33 @@ def _is_textual(kind: pa.DataType) -> bool:
     )
 
 
-def _iter_batches(pf, columns: list[str], batch_rows: int, path: AnyPath):
-    try:
-        yield from pf.iter_batches(batch_size=batch_rows, columns=columns)
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
-        raise InputError(f"corrupt or truncated Parquet data ({exc})", path=str(path)) from exc
+def _plain_text_column(column: pa.Array) -> pa.Array:
+    """The text column without dictionary or view encoding (Arrow-level, nothing decoded)."""
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    if pa.types.is_string_view(column.type):
+        column = column.cast(pa.large_string())
+    elif pa.types.is_binary_view(column.type):
+        column = column.cast(pa.large_binary())
+    return column
+
+
+def _without_long_values(
+    column: pa.Array, max_bytes: int
+) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """The column with values over ``max_bytes`` replaced by nulls, each value's length in
+    bytes, and which were too long: read from Arrow's offsets, so an oversize document is
+    never turned into a Python string."""
+    lengths = pc.binary_length(column).fill_null(0).to_numpy(zero_copy_only=False)
+    lengths = lengths.astype(np.int64)
+    too_long = lengths > max_bytes
+    if too_long.any():
+        column = pc.if_else(pa.array(too_long), pa.nulls(len(column), column.type), column)
+    return column, lengths, too_long
 
 
 def _decode_texts(column: pa.Array) -> list[str | bytes | None]:
     """Python values of the text column: str where valid UTF-8, bytes where not, None for null."""
-    if pa.types.is_dictionary(column.type):
-        column = column.dictionary_decode()
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         try:
             column.validate(full=True)
@@ -144,15 +183,15 @@ def _decode_texts(column: pa.Array) -> list[str | bytes | None]:
     return out
 
 
-def _reject_reason(text: str | bytes | None, max_bytes: int) -> str | None:
+def _reject_reason(text: str | bytes | None, too_long: bool) -> str | None:
+    if too_long:
+        return TOO_LONG
     if text is None:
         return NULL_TEXT
     if isinstance(text, bytes):
         return INVALID_UTF8
     if not text.strip():
         return EMPTY_TEXT
-    if len(text) > max_bytes // 4 and len(text.encode("utf-8")) > max_bytes:
-        return TOO_LONG
     return None
 
 
@@ -165,18 +204,17 @@ def _score_batch(
     rejected: Counter[str],
 ) -> pa.Table:
     n = batch.num_rows
-    texts = _decode_texts(batch.column(settings.text_column))
+    column, n_bytes, too_long = _without_long_values(
+        _plain_text_column(batch.column(settings.text_column)), settings.max_doc_bytes
+    )
+    texts = _decode_texts(column)
     rows = np.arange(first_row, first_row + n, dtype=np.int64)
     if settings.id_column:
         ids = [None if v is None else str(v) for v in batch.column(settings.id_column).to_pylist()]
     else:
         ids = [f"{job.shard_rel}:{r}" for r in rows.tolist()]
-    reasons = [_reject_reason(t, settings.max_doc_bytes) for t in texts]
+    reasons = [_reject_reason(t, long) for t, long in zip(texts, too_long.tolist(), strict=True)]
     reasons = [r or (NULL_ID if i is None else None) for r, i in zip(reasons, ids, strict=True)]
-    n_bytes = np.array(
-        [len(t.encode("utf-8")) if isinstance(t, str) else len(t or b"") for t in texts],
-        dtype=np.int64,
-    )
     logprob = np.full(n, np.nan)
     n_tokens = np.zeros(n, dtype=np.int64)
     ok = [i for i, r in enumerate(reasons) if r is None]
@@ -187,6 +225,13 @@ def _score_batch(
         for i in ok:
             if n_tokens[i] == 0:
                 reasons[i] = NO_TOKENS
+    ppl = perplexity(logprob, n_tokens)
+    bpb = bits_per_byte(logprob, n_bytes)
+    finite = np.isfinite(logprob) & np.isfinite(ppl) & np.isfinite(bpb)
+    for i in ok:
+        if reasons[i] is None and not finite[i]:  # e.g. a damaged model: never an inf score
+            reasons[i] = NON_FINITE
+            logprob[i] = ppl[i] = bpb[i] = np.nan
     rejected.update(r for r in reasons if r is not None)
     return pa.table(
         {
@@ -196,8 +241,8 @@ def _score_batch(
             "logprob_sum": logprob,
             "n_tokens": n_tokens,
             "n_bytes": n_bytes,
-            "ppl": perplexity(logprob, n_tokens),
-            "bpb": bits_per_byte(logprob, n_bytes),
+            "ppl": ppl,
+            "bpb": bpb,
             "reject_reason": pa.array(reasons, pa.string()),
         },
         schema=SCORE_SCHEMA,
