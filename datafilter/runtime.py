@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from datafilter import ray_reaper
 from datafilter.errors import DatafilterError, MissingDependencyError, OutputError
 
 Executor = Literal["ray", "local"]
@@ -116,6 +117,7 @@ def ensure_ray(address: str | None) -> Any:
             # local Ray started for this job the workers are the job (override: set it).
             os.environ.setdefault(RAY_WORKER_NICENESS, "0")
             ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+            ray_reaper.watch()  # no Ray process outlives this driver, even if it is killed
     return ray
 
 
