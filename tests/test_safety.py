@@ -243,6 +243,23 @@ def test_train_kenlm_overwrite_never_replaces_a_folder_of_other_files(data, tmp_
     assert files_under(data) == before
 
 
+def test_report_never_replaces_an_input_or_a_foreign_file(scored, tmp_path):
+    pytest.importorskip("matplotlib")
+    from datafilter import report
+
+    inp, run = scored
+    before = files_under(inp)
+    with pytest.raises(ConfigError, match="report file .* is inside the input folder"):
+        report(run, output=inp / "part-00000.parquet", log=quiet)
+    mine = tmp_path / "notes.html"
+    mine.write_text("<html>mine</html>")
+    with pytest.raises(ConfigError, match="is not a datafilter report"):
+        report(run, output=mine, log=quiet)
+    assert mine.read_text() == "<html>mine</html>" and files_under(inp) == before
+    report(run, output=tmp_path / "page.html", log=quiet)
+    report(run, output=tmp_path / "page.html", log=quiet)  # an earlier report is replaced
+
+
 def test_corr_sample_deletes_only_its_own_shards(data, tmp_path):
     from datafilter.perplexity_correlation.domains import DomainSpec
     from datafilter.perplexity_correlation.sample import sample_per_domain

@@ -51,9 +51,10 @@ def report(
             "the report reads a local run folder: copy it from object storage first "
             "(e.g. aws s3 sync s3://bucket/run ./run)"
         )
+    path = Path(output).expanduser().resolve() if output else layout.root / REPORT_NAME
+    _refuse_foreign_target(path, layout)
     data = collect(layout.root, selection=selection, scorer_id=scorer_id)
     page = render(data).encode("utf-8")
-    path = Path(output).expanduser().resolve() if output else layout.root / REPORT_NAME
     write_bytes(path, page)
     log(
         f"report: {sum(data.counts.values())} scored documents"
@@ -68,3 +69,20 @@ def report(
         "bytes": len(page),
         "sections": [name for _, name in SECTIONS],
     }
+
+
+def _refuse_foreign_target(path: Path, layout: RunLayout) -> None:
+    """The page replaces only an earlier report, never an input or another file."""
+    from datafilter.io.guard import input_places, place, refuse_overlaps
+    from datafilter.run_record import require_record
+
+    refuse_overlaps([place("report file", path)], input_places(require_record(layout).input))
+    if path.is_dir():
+        raise ConfigError(f"report file {path} is a folder; give a file name")
+    if path.exists():
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+        if not (head.startswith(b"<!DOCTYPE html>") and b"<title>datafilter report" in head):
+            raise ConfigError(
+                f"report file {path} exists and is not a datafilter report; choose another name"
+            )
