@@ -28,7 +28,7 @@ from datafilter.io.lock import run_lock
 from datafilter.io.manifest import build_manifest
 from datafilter.io.markers import is_complete, read_marker, write_marker
 from datafilter.io.owned import MANIFEST, claim, is_select_output
-from datafilter.io.shards import discover_shards
+from datafilter.io.shards import scan_input
 from datafilter.io.storage import AnyPath, ObjectPath, is_remote, location, remove_tree
 from datafilter.run_record import (
     RunRecord,
@@ -79,11 +79,12 @@ def score(
     unchanged file signature (size, mtime, ctime, inode)."""
     layout = RunLayout.at(run_dir)
     the_scorer = make_scorer(scorer, options)
-    shards = discover_shards(input)
+    scan = scan_input(input)
+    shards = scan.shards
     model = getattr(the_scorer.options, "model", None)
     refuse_overlaps(
         [place("run folder", layout.root)],
-        [*input_places(input), *([place("model folder", model)] if model else [])],
+        [*input_places(input, scan), *([place("model folder", model)] if model else [])],
     )
     _require_run_folder(layout, overwrite)
     the_scorer.validate()  # the model's recorded checksums are verified here

@@ -16,9 +16,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from datafilter.errors import ConfigError
 from datafilter.io.storage import AnyPath, ObjectPath, location
+
+if TYPE_CHECKING:
+    from datafilter.io.shards import InputScan
 
 
 @dataclass(frozen=True)
@@ -51,13 +55,15 @@ def place(role: str, path: str | AnyPath) -> Place:
     return Place(role, location(path))
 
 
-def input_places(input_path: str | AnyPath, role: str = "input") -> list[Place]:
+def input_places(
+    input_path: str | AnyPath, scan: InputScan | None = None, role: str = "input"
+) -> list[Place]:
     """The input as given, every shard file of it (real paths) and every folder its shards were
-    found in (the input folder and the targets of symbolic links)."""
+    found in (the input folder and the targets of symbolic links); ``scan`` if already made."""
     from datafilter.io.shards import glob_base, has_glob, scan_input
 
     root = location(input_path)
-    scan = scan_input(input_path)
+    scan = scan or scan_input(input_path)
     if has_glob(input_path) and not root.exists():
         places = [Place(f"{role} pattern's folder", glob_base(root))]
     else:
@@ -123,7 +129,11 @@ def require_own_folder(
 
 def refuse_foreign_files(folder: AnyPath, role: str, names: Iterable[str]) -> None:
     """Refuse when any of ``names`` (relative to ``folder``) exists: it is not datafilter's."""
-    clash = [n for n in names if (folder / n).exists()]
+    if isinstance(folder, ObjectPath):  # one listing, not a request per name
+        present = {p.relative_to(folder).as_posix() for p in folder.rglob("*")}
+        clash = sorted(set(names) & present)
+    else:
+        clash = [n for n in names if (folder / n).exists()]
     if clash:
         shown = ", ".join(clash[:3]) + (" …" if len(clash) > 3 else "")
         raise ConfigError(
