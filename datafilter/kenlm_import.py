@@ -96,6 +96,8 @@ def read_kenlm_file(path: str | Path) -> KenlmFile:
         head = handle.read(_COUNTS_AT)
     if head.startswith(_BINARY_MAGIC):
         return _read_binary(path, head)
+    if head.startswith(b"\x1f\x8b"):
+        raise ModelError(f"{path}: a gzip file; decompress it first (gunzip)")
     if head.startswith(b"mmap lm "):
         raise ModelError(
             f"{path}: a KenLM binary of another format version or an unfinished build "

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import sentencepiece as spm
 
-from datafilter import cli
+from datafilter import cli, progress
 from datafilter.errors import ModelError
 from datafilter.kenlm_import import import_kenlm, read_kenlm_file
 from datafilter.kenlm_model import load_recipe
@@ -26,6 +26,13 @@ RAW = NormalizationRecipe(lowercase=False, strip_accents=False, digits_to_zero=F
 
 def _quiet(_message: str) -> None:
     pass
+
+
+@pytest.fixture
+def run_cli():
+    """``cli.main``; ``-q`` turns progress bars off for the process: back on afterwards."""
+    yield cli.main
+    progress.set_enabled(None)
 
 
 def _scores(folder: Path, texts: list[str], **options):
@@ -183,13 +190,21 @@ def test_files_that_are_not_models_are_refused(kenlm_model_dir, tmp_path):
     (tmp_path / "text.arpa").write_text("just some text\n" * 100)
     with pytest.raises(ModelError, match="neither a KenLM binary nor an ARPA file"):
         import_kenlm(tmp_path / "text.arpa", sp_model, tmp_path / "m")
+    (tmp_path / "lm.arpa.gz").write_bytes(b"\x1f\x8b\x08\x00" + bytes(200))
+    with pytest.raises(ModelError, match="a gzip file; decompress it first"):
+        import_kenlm(tmp_path / "lm.arpa.gz", sp_model, tmp_path / "m")
     header = (kenlm_model_dir / "model.bin").read_bytes()[:200]
     (tmp_path / "old.bin").write_bytes(header.replace(b"version 5", b"version 4"))
     with pytest.raises(ModelError, match="another format version"):
         import_kenlm(tmp_path / "old.bin", sp_model, tmp_path / "m")
     with pytest.raises(ModelError, match="not a SentencePiece model"):
         import_kenlm(kenlm_model_dir / "model.bin", tmp_path / "text.arpa", tmp_path / "m")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["noise.bin", "old.bin", "text.arpa"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "lm.arpa.gz",
+        "noise.bin",
+        "old.bin",
+        "text.arpa",
+    ]
 
 
 def test_an_existing_folder_is_replaced_only_when_asked(kenlm_model_dir, tmp_path):
@@ -201,16 +216,16 @@ def test_an_existing_folder_is_replaced_only_when_asked(kenlm_model_dir, tmp_pat
     assert load_recipe(tmp_path / "m").normalization.name == "datafilter-v1"
 
 
-def test_cli_import_kenlm(kenlm_model_dir, arpa_pair, tmp_path, capsys):
+def test_cli_import_kenlm(kenlm_model_dir, arpa_pair, tmp_path, capsys, run_cli):
     out = tmp_path / "m"
     argv = ["-q", "import-kenlm", "--kenlm", str(kenlm_model_dir / "model.bin")]
     argv += ["--sentencepiece", str(kenlm_model_dir / "tokenizer.model"), "--output", str(out)]
-    assert cli.main(argv) == 0
+    assert run_cli(argv) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["normalization"] == CCNET_RECIPE.model_dump()
     assert printed["imported"]["recipe"] == "ccnet"
     argv_v1 = [*argv, "--recipe", "datafilter-v1", "--norm", "lowercase=false", "--overwrite"]
-    assert cli.main(argv_v1) == 0
+    assert run_cli(argv_v1) == 0
     capsys.readouterr()
     assert load_recipe(out).normalization.differences(CCNET_RECIPE) == [
         "lowercase: False != True",
@@ -219,7 +234,7 @@ def test_cli_import_kenlm(kenlm_model_dir, arpa_pair, tmp_path, capsys):
     ]
     bad = ["-q", "import-kenlm", "--kenlm", str(kenlm_model_dir / "model.bin")]
     bad += ["--sentencepiece", str(arpa_pair[1]), "--output", str(tmp_path / "bad")]
-    assert cli.main(bad) == 2
+    assert run_cli(bad) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("datafilter: error: ") and "do not fit" in err[0]
 
@@ -244,12 +259,12 @@ def test_a_binary_without_vocabulary_strings(kenlm_model_dir, tmp_path):
     assert fit["shared"] == with_vocab["shared"] and fit["pieces_in_kenlm"] > 0.95
 
 
-def test_cli_train_kenlm_takes_a_recipe(tmp_path, capsys):
+def test_cli_train_kenlm_takes_a_recipe(tmp_path, capsys, run_cli):
     text = tmp_path / "tiny.txt"
     text.write_text("The cat sat on the mat.\u3002\nA dog ran in the park!\n" * 20)
     argv = ["-q", "train-kenlm", "--input", str(text), "--output", str(tmp_path / "m")]
-    assert cli.main([*argv, "--order", "3", "--recipe", "datafilter-v1"]) == 0
+    assert run_cli([*argv, "--order", "3", "--recipe", "datafilter-v1"]) == 0
     assert json.loads(capsys.readouterr().out)["normalization"]["non_printing"] == "category_c"
     assert load_recipe(tmp_path / "m").normalization.name == "datafilter-v1"
-    assert cli.main([*argv, "--recipe", "ccnet-v2"]) == 2
+    assert run_cli([*argv, "--recipe", "ccnet-v2"]) == 2
     assert "unknown normalisation recipe 'ccnet-v2'" in capsys.readouterr().err

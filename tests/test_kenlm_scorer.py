@@ -86,6 +86,11 @@ def test_recipe_mismatch_is_refused(kenlm_model_dir) -> None:
     )
     with pytest.raises(ModelError, match="lowercase: False != True"):
         scorer.validate()
+    # A recipe may be named.
+    make_scorer("kenlm", {"model": str(kenlm_model_dir), "normalization": "ccnet"}).validate()
+    v1 = make_scorer("kenlm", {"model": str(kenlm_model_dir), "normalization": "datafilter-v1"})
+    with pytest.raises(ModelError, match="non_printing: 'category_c' != 'c0_c1'"):
+        v1.validate()
 
 
 def test_missing_or_incomplete_model_folder(tmp_path) -> None:
