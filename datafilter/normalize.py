@@ -96,7 +96,6 @@ RECIPES: dict[str, NormalizationRecipe] = {
     "ccnet": CCNET_RECIPE,
     "datafilter-v1": DATAFILTER_V1_RECIPE,
 }
-DEFAULT_RECIPE = "ccnet"
 
 
 def recipe_by_name(name: str) -> NormalizationRecipe:
