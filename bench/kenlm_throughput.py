@@ -145,15 +145,14 @@ def _models(data: BenchData):
     import kenlm
     import sentencepiece
 
-    from datafilter.normalize import NormalizationRecipe
+    from datafilter.kenlm_model import load_recipe
 
-    recipe_json = json.loads((data.model_dir / "recipe.json").read_text())
-    recipe = NormalizationRecipe(**recipe_json["normalization"])
-    model = kenlm.Model(str(data.model_dir / recipe_json["binary_file"]))
+    folder = load_recipe(data.model_dir)  # a version-1 folder's recipe is datafilter-v1
+    model = kenlm.Model(str(data.model_dir / folder.binary_file))
     sp = sentencepiece.SentencePieceProcessor(
-        model_file=str(data.model_dir / recipe_json["tokenizer_file"])
+        model_file=str(data.model_dir / folder.tokenizer_file)
     )
-    return model, sp, recipe
+    return model, sp, folder.normalization
 
 
 def _doc_lines(normalizer: str, recipe) -> Callable[[str], list[str]]:

@@ -13,6 +13,22 @@ from typing import Any
 from datafilter import __version__
 
 
+def _add_recipe_flags(p: argparse.ArgumentParser) -> None:
+    """``--recipe NAME`` and ``--norm FLAG=VALUE`` overrides of its flags."""
+    p.add_argument(
+        "--recipe",
+        default="ccnet",
+        help="normalisation recipe: ccnet (default, CCNet's exactly) or datafilter-v1",
+    )
+    p.add_argument(
+        "--norm",
+        action="append",
+        default=[],
+        metavar="FLAG=VALUE",
+        help="normalisation flag over the recipe's, e.g. lowercase=false",
+    )
+
+
 def _parse_sets(pairs: list[str]) -> dict[str, Any]:
     """``--set key=value`` pairs; values are read as YAML scalars (numbers, booleans, null).
     A key given twice is an error."""
@@ -107,7 +123,7 @@ def cmd_convert_gguf(args: argparse.Namespace) -> Any:
 
 def cmd_train_kenlm(args: argparse.Namespace) -> Any:
     from datafilter.kenlm_train import KenlmTrainingOptions, train_kenlm
-    from datafilter.normalize import NormalizationRecipe
+    from datafilter.normalize import NormalizationRecipe, recipe_by_name
     from datafilter.registry import parse_options
 
     values: dict[str, Any] = {
@@ -118,7 +134,9 @@ def cmd_train_kenlm(args: argparse.Namespace) -> Any:
         "prune": args.prune or [],
     }
     values["normalization"] = parse_options(
-        NormalizationRecipe, _parse_sets(args.norm), "normalisation"
+        NormalizationRecipe,
+        {**recipe_by_name(args.recipe).model_dump(), **_parse_sets(args.norm)},
+        "normalisation",
     )
     options = parse_options(KenlmTrainingOptions, values, "train-kenlm")
     recipe = train_kenlm(
@@ -130,6 +148,29 @@ def cmd_train_kenlm(args: argparse.Namespace) -> Any:
         log=_log(args),
     )
     return recipe.model_dump(mode="json")
+
+
+def cmd_import_kenlm(args: argparse.Namespace) -> Any:
+    from datafilter.kenlm_import import import_kenlm
+    from datafilter.normalize import NormalizationRecipe, recipe_by_name
+    from datafilter.registry import parse_options
+
+    recipe = parse_options(
+        NormalizationRecipe,
+        {**recipe_by_name(args.recipe).model_dump(), **_parse_sets(args.norm)},
+        "normalisation",
+    )
+    result = import_kenlm(
+        args.kenlm,
+        args.sentencepiece,
+        args.output,
+        recipe=recipe,
+        binary_type=args.binary_type,
+        sample=args.sample,
+        overwrite=args.overwrite,
+        log=_log(args),
+    )
+    return result.model_dump(mode="json")
 
 
 def cmd_score(args: argparse.Namespace) -> Any:
@@ -477,15 +518,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory", default="20%", help="lmplz -S memory cap (e.g. 20%%, 2G)")
     p.add_argument("--prune", type=int, nargs="*", help="lmplz --prune thresholds per order")
     p.add_argument("--binary-type", choices=["probing", "trie"], default="probing")
-    p.add_argument(
-        "--norm",
-        action="append",
-        default=[],
-        metavar="FLAG=VALUE",
-        help="normalisation flag, e.g. lowercase=false",
-    )
+    _add_recipe_flags(p)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_train_kenlm)
+
+    p = sub.add_parser(
+        "import-kenlm",
+        parents=[common],
+        help="make a model folder of a KenLM binary/ARPA file and its SentencePiece model",
+    )
+    p.add_argument("--kenlm", required=True, help="KenLM model: binary (.bin) or ARPA (.arpa)")
+    p.add_argument("--sentencepiece", required=True, help="the SentencePiece model (.model)")
+    p.add_argument("--output", required=True, help="model folder to write")
+    p.add_argument(
+        "--binary-type",
+        choices=["probing", "trie"],
+        default="probing",
+        help="what build_binary builds from an ARPA file",
+    )
+    p.add_argument("--sample", help="text file in the model's language for the smoke score")
+    _add_recipe_flags(p)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_import_kenlm)
 
     p = sub.add_parser("score", parents=[common], help="score input shards into a run folder")
     p.add_argument(

@@ -6,13 +6,19 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from datafilter.errors import ModelError
-from datafilter.normalize import NormalizationRecipe
+from datafilter.normalize import DATAFILTER_V1_RECIPE, NormalizationRecipe
 
 RECIPE_FILE = "recipe.json"
 FORMAT = "datafilter-kenlm"
+# 2: the normalisation lists every flag (``ccnet`` became the default). A version-1 recipe's
+# normalisation lacks the flags added since, and was the datafilter-v1 recipe in them.
+FORMAT_VERSION = 2
+_V1_FLAGS = {
+    key: getattr(DATAFILTER_V1_RECIPE, key) for key in ("punctuation_table", "non_printing")
+}
 
 
 def without_nul(line: str) -> str:
@@ -28,7 +34,7 @@ class KenlmRecipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format: Literal["datafilter-kenlm"] = FORMAT
-    format_version: int = 1
+    format_version: int = FORMAT_VERSION
     order: int
     vocab_size: int
     binary_file: str = "model.bin"
@@ -38,6 +44,20 @@ class KenlmRecipe(BaseModel):
     # sha256 of the model files: identifies the model, so retraining in place is noticed.
     checksums: dict[str, str] = {}
     training: dict[str, Any] = {}
+    # Set by ``import-kenlm``: the source files and the fit checks they passed.
+    imported: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version_1_normalization(cls, data: Any) -> Any:
+        """A version-1 recipe's normalisation gets the datafilter-v1 values of the newer flags."""
+        if (
+            isinstance(data, dict)
+            and data.get("format_version", 1) == 1
+            and isinstance(data.get("normalization"), dict)
+        ):
+            data = {**data, "normalization": {**_V1_FLAGS, **data["normalization"]}}
+        return data
 
 
 def load_recipe(model_dir: str | Path) -> KenlmRecipe:
@@ -50,7 +70,8 @@ def load_recipe(model_dir: str | Path) -> KenlmRecipe:
         )
     if not recipe_path.is_file():
         raise ModelError(
-            f"{folder} has no {RECIPE_FILE}: not a complete datafilter KenLM model folder"
+            f"{folder} has no {RECIPE_FILE}: not a complete datafilter KenLM model folder (a "
+            "KenLM model and its SentencePiece model become one with: datafilter import-kenlm)"
         )
     try:
         recipe = KenlmRecipe.model_validate(json.loads(recipe_path.read_text()))

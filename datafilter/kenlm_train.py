@@ -92,7 +92,7 @@ def train_kenlm(
         )
         _run_lmplz(tools.lmplz, work / "tokenized.txt", work / "model.arpa", work, opts)
         log(f"estimated {opts.order}-gram model with lmplz")
-        _run(
+        run_tool(
             [
                 str(tools.build_binary),
                 "-S",
@@ -108,7 +108,7 @@ def train_kenlm(
             vocab_size=_vocab_size(work / "tokenizer.model"),
             binary_type=opts.binary_type,
             normalization=opts.normalization,
-            checksums={name: _sha256(work / name) for name in ("model.bin", "tokenizer.model")},
+            checksums={name: file_sha256(work / name) for name in ("model.bin", "tokenizer.model")},
             training={
                 **summary,
                 "inputs": [str(i) for i in inputs],
@@ -196,7 +196,7 @@ def _encode(
             bar.update(len(chunk))
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -227,10 +227,10 @@ def _run_lmplz(lmplz: Path, text: Path, arpa: Path, work: Path, opts: KenlmTrain
     ]
     if opts.prune:
         cmd += ["--prune", *map(str, opts.prune)]
-    _run(cmd, "lmplz")
+    run_tool(cmd, "lmplz")
 
 
-def _run(cmd: list[str], what: str) -> None:
+def run_tool(cmd: list[str], what: str) -> None:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     except FileNotFoundError as exc:

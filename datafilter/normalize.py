@@ -1,8 +1,17 @@
-"""CCNet-style text normalisation, driven by a recipe stored beside each KenLM model.
+"""CCNet's text normalisation, driven by a recipe stored beside each KenLM model.
 
-The steps follow CCNet's recipe (strip, lowercase, strip accents, each digit to 0, unicode
-punctuation to ASCII, drop non-printing characters). Each step is a flag so that models trained
-with other recipes can be matched exactly; the recipe travels with the model.
+The recipe ``ccnet`` (the default) is CCNet's ``normalize(line)`` exactly, as defined in
+facebookresearch/cc_net, ``cc_net/text_normalizer.py``: ``str.strip``; ``str.lower``; accents
+stripped (NFD, then every category-Mn character dropped; the text stays decomposed); every
+character ``\\d`` matches in a str regex (every unicode decimal digit, category Nd, full-width
+and Arabic-Indic ones included) becomes "0"; 34 unicode punctuation marks mapped to ASCII; code
+points 0-31 and 127-159 (C0, DEL, C1) dropped. Other format, private-use or unassigned code
+points (zero-width joiner and non-joiner, soft hyphen, ...) are kept. A document given as one
+line loses its newlines (they are C0), as in CCNet's mining pipeline.
+
+Each step is a flag so that models trained with other recipes can be matched exactly; the
+recipe travels with the model. ``datafilter-v1`` is the recipe of model folders written before
+the ``ccnet`` recipe existed: it maps "。" to ". " and drops every category-C character.
 """
 
 from __future__ import annotations
@@ -12,18 +21,28 @@ import sys
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
-# ~35 unicode punctuation marks and their ASCII replacements (CCNet's table, as data).
+from datafilter.errors import ConfigError
+
+# The 34 unicode punctuation marks and their ASCII replacements of CCNet's table (as data).
 UNICODE_PUNCTUATION: dict[str, str] = {
-    "，": ",", "。": ". ", "、": ",", "„": '"', "”": '"', "“": '"', "«": '"', "»": '"',
+    "，": ",", "。": ".", "、": ",", "„": '"', "”": '"', "“": '"', "«": '"', "»": '"',
     "１": '"', "」": '"', "「": '"', "《": '"', "》": '"', "´": "'", "∶": ":", "：": ":",
     "？": "?", "！": "!", "（": "(", "）": ")", "；": ";", "–": "-", "—": " - ", "．": ". ",
     "～": "~", "’": "'", "…": "...", "━": "-", "〈": "<", "〉": ">", "【": "[", "】": "]",
     "％": "%", "►": "-",
 }  # fmt: skip
+# The table of datafilter-v1 recipes: CCNet's but for the ideographic full stop.
+UNICODE_PUNCTUATION_V1: dict[str, str] = {**UNICODE_PUNCTUATION, "。": ". "}
+PUNCTUATION_TABLES: dict[str, dict[str, str]] = {
+    "ccnet": UNICODE_PUNCTUATION,
+    "datafilter-v1": UNICODE_PUNCTUATION_V1,
+}
+# CCNet's non-printing characters: C0 controls, DEL and C1 controls.
+C0_C1_CODE_POINTS: tuple[int, ...] = (*range(32), *range(127, 160))
 
 # ASCII fast path: digits -> "0", control characters (category Cc) dropped.
 _ASCII_DIGITS = {ord(str(d)): "0" for d in range(10)}
@@ -43,7 +62,25 @@ class NormalizationRecipe(BaseModel):
     strip_accents: bool = True
     digits_to_zero: bool = True
     punctuation: Literal["map", "remove", "keep"] = "map"
+    # Which table "map" and "remove" use: CCNet's, or datafilter-v1's ("。" -> ". ").
+    punctuation_table: Literal["ccnet", "datafilter-v1"] = "ccnet"
     remove_non_printing: bool = True
+    # What "non-printing" removes: code points 0-31 and 127-159 (CCNet), or every character of
+    # unicode category C (datafilter-v1: also Cf, Co, Cn, Cs such as ZWJ/ZWNJ and soft hyphen).
+    non_printing: Literal["c0_c1", "category_c"] = "c0_c1"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named(cls, data: Any) -> Any:
+        """A recipe may be given by name (``"ccnet"``, ``"datafilter-v1"``)."""
+        if isinstance(data, str):
+            return recipe_by_name(data).model_dump()
+        return data
+
+    @property
+    def name(self) -> str | None:
+        """The name of the named recipe equal to this one, if any."""
+        return next((name for name, r in RECIPES.items() if r == self), None)
 
     def differences(self, other: NormalizationRecipe) -> list[str]:
         """Names and values of the flags that differ from ``other``."""
@@ -52,6 +89,23 @@ class NormalizationRecipe(BaseModel):
 
 
 CCNET_RECIPE = NormalizationRecipe()
+DATAFILTER_V1_RECIPE = NormalizationRecipe(
+    punctuation_table="datafilter-v1", non_printing="category_c"
+)
+RECIPES: dict[str, NormalizationRecipe] = {
+    "ccnet": CCNET_RECIPE,
+    "datafilter-v1": DATAFILTER_V1_RECIPE,
+}
+
+
+def recipe_by_name(name: str) -> NormalizationRecipe:
+    """The named recipe; a ConfigError lists the names."""
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown normalisation recipe {name!r}; choose one of {', '.join(RECIPES)}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -90,17 +144,22 @@ def _char_range(lo: int, hi: int) -> str:
 def _general_table(recipe: NormalizationRecipe) -> dict[int, str | None]:
     """One ``str.translate`` table for the per-character steps of a non-ASCII line.
 
-    Applied after NFD, it does what the three steps do one after the other: a combining mark
-    is dropped (accent stripping), else a decimal digit becomes "0" (no punctuation mark is
-    reached by then, so the fullwidth one is zeroed, not mapped), else a punctuation mark is
-    mapped or removed. No step's output is another step's input: marks are not digits or
-    punctuation, and the punctuation replacements are ASCII without digits.
+    Applied after NFD, it does what the steps do one after the other: a combining mark is
+    dropped (accent stripping), else a decimal digit becomes "0" (no punctuation mark is reached
+    by then, so the fullwidth one is zeroed, not mapped), else a punctuation mark is mapped or
+    removed, else (recipe ``c0_c1``) a C0/C1 control is dropped. No step's output is another
+    step's input: marks are not digits, punctuation or controls, and the punctuation
+    replacements are printable ASCII without digits.
     """
     table: dict[int, str | None] = {}
+    if recipe.remove_non_printing and recipe.non_printing == "c0_c1":
+        # Dropped last in CCNet; no other step outputs or reads these code points.
+        table.update(dict.fromkeys(C0_C1_CODE_POINTS))
+    punctuation = PUNCTUATION_TABLES[recipe.punctuation_table]
     if recipe.punctuation == "map":
-        table.update({ord(k): v for k, v in UNICODE_PUNCTUATION.items()})
+        table.update({ord(k): v for k, v in punctuation.items()})
     elif recipe.punctuation == "remove":
-        table.update({ord(k): None for k in UNICODE_PUNCTUATION})
+        table.update({ord(k): None for k in punctuation})
     classes = _unicode_classes()
     if recipe.digits_to_zero:
         table.update(dict.fromkeys(classes.decimal_digits, "0"))
@@ -129,7 +188,9 @@ class Normalizer:
         self.recipe = recipe
         self._lower = recipe.lowercase
         self._nfd = recipe.strip_accents
-        self._non_printing = recipe.remove_non_printing
+        # Category-C removal needs a regex; C0/C1 removal is part of the translate table.
+        self._non_printing = recipe.remove_non_printing and recipe.non_printing == "category_c"
+        self._ascii_controls = recipe.remove_non_printing
         self._ascii_line = _ascii_table(recipe, keep_newline=False) or None
         self._ascii_doc = _ascii_table(recipe, keep_newline=True) or None
         self._general: dict[int, str | None] | None = None  # built on the first non-ASCII line
@@ -185,7 +246,7 @@ class Normalizer:
         line by line.
         """
         if text.isascii() and not (
-            self._non_printing and _ASCII_HARD_CONTROL_RE.search(text) is not None
+            self._ascii_controls and _ASCII_HARD_CONTROL_RE.search(text) is not None
         ):
             if self._lower:
                 text = text.lower()

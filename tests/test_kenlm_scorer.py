@@ -86,6 +86,11 @@ def test_recipe_mismatch_is_refused(kenlm_model_dir) -> None:
     )
     with pytest.raises(ModelError, match="lowercase: False != True"):
         scorer.validate()
+    # A recipe may be named.
+    make_scorer("kenlm", {"model": str(kenlm_model_dir), "normalization": "ccnet"}).validate()
+    v1 = make_scorer("kenlm", {"model": str(kenlm_model_dir), "normalization": "datafilter-v1"})
+    with pytest.raises(ModelError, match="non_printing: 'category_c' != 'c0_c1'"):
+        v1.validate()
 
 
 def test_missing_or_incomplete_model_folder(tmp_path) -> None:
@@ -148,3 +153,30 @@ def test_train_on_a_tiny_text_file(tmp_path) -> None:
     scores = scorer.score_batch(["the cat sat on the mat.", "zebra quantum xylophone"])
     ppl = np.exp(-scores.logprob_sum / scores.n_tokens)
     assert ppl[0] < ppl[1] / 5  # the training sentence is far more likely
+
+
+def test_version_1_folders_keep_their_recipe(kenlm_model_dir, tmp_path) -> None:
+    """Folders written before the ccnet recipe (format_version 1, five flags) were normalised
+    with datafilter-v1, and are still scored with it."""
+    import shutil
+
+    from datafilter.normalize import CCNET_RECIPE, DATAFILTER_V1_RECIPE
+
+    folder = tmp_path / "v1"
+    shutil.copytree(kenlm_model_dir, folder)
+    data = json.loads((folder / "recipe.json").read_text())
+    assert data["format_version"] == 2 and data["normalization"] == CCNET_RECIPE.model_dump()
+    data["format_version"] = 1
+    for key in ("punctuation_table", "non_printing"):
+        del data["normalization"][key]
+    del data["imported"]
+    (folder / "recipe.json").write_text(json.dumps(data))
+    assert load_recipe(folder).normalization == DATAFILTER_V1_RECIPE
+    scorer = make_scorer("kenlm", {"model": str(folder)})
+    scorer.setup()
+    assert scorer.describe()["model_recipe"]["normalization"]["non_printing"] == "category_c"
+    text = "zero\u200bwidth \u3002 joiner\u200d"
+    assert scorer._units(text) == ["zerowidth .  joiner"]
+    fresh = make_scorer("kenlm", {"model": str(kenlm_model_dir)})
+    fresh.setup()
+    assert fresh._units(text) == ["zero\u200bwidth . joiner\u200d"]

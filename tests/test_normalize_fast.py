@@ -11,7 +11,7 @@ import unicodedata
 import pytest
 
 from datafilter.normalize import (
-    UNICODE_PUNCTUATION,
+    PUNCTUATION_TABLES,
     NormalizationRecipe,
     Normalizer,
     _unicode_classes,
@@ -21,12 +21,23 @@ from datafilter.normalize import (
 
 RECIPES = [
     NormalizationRecipe(
-        lowercase=a, strip_accents=b, digits_to_zero=c, remove_non_printing=d, punctuation=p
+        lowercase=a,
+        strip_accents=b,
+        digits_to_zero=c,
+        remove_non_printing=d,
+        punctuation=p,
+        punctuation_table=table,
+        non_printing=non_printing,
     )
     for a, b, c, d in itertools.product([True, False], repeat=4)
     for p in ("map", "remove", "keep")
+    for table, non_printing in (("ccnet", "c0_c1"), ("datafilter-v1", "category_c"))
 ]
-SPECIAL = "\t\n\r\x0b\x0c\x1c\x1f\x00\x01\x1b\x7f\x85\xa0\u200b\u2028\u3000 \u0301éÅ１٣ΣİẞǅĲ"
+ALL_PUNCTUATION = "".join({**PUNCTUATION_TABLES["ccnet"], **PUNCTUATION_TABLES["datafilter-v1"]})
+SPECIAL = (
+    "\t\n\r\x0b\x0c\x1c\x1f\x00\x01\x1b\x7f\x85\x9f\xa0\xad\u200b\u200c\u200d\u2028\u3000"
+    "\ue000\ud800 \u0301éÅ１٣ΣİẞǅĲ"
+)
 
 
 def reference(line: str, recipe: NormalizationRecipe) -> str:
@@ -41,11 +52,14 @@ def reference(line: str, recipe: NormalizationRecipe) -> str:
         line = "".join(c for c in nfd if unicodedata.category(c) != "Mn")
     if recipe.digits_to_zero:
         line = re.sub(r"\d", "0", line)
+    table = PUNCTUATION_TABLES[recipe.punctuation_table]
     if recipe.punctuation == "map":
-        line = "".join(UNICODE_PUNCTUATION.get(c, c) for c in line)
+        line = "".join(table.get(c, c) for c in line)
     elif recipe.punctuation == "remove":
-        line = "".join(c for c in line if c not in UNICODE_PUNCTUATION)
-    if recipe.remove_non_printing:
+        line = "".join(c for c in line if c not in table)
+    if recipe.remove_non_printing and recipe.non_printing == "c0_c1":
+        line = "".join(c for c in line if not (ord(c) < 32 or 127 <= ord(c) < 160))
+    elif recipe.remove_non_printing:
         line = "".join(c for c in line if unicodedata.category(c)[0] != "C")
     return line
 
@@ -61,7 +75,7 @@ def _random_text(rng: random.Random) -> str:
         if r < 0.45:
             out.append(chr(rng.randint(32, 126)))
         elif r < 0.7:
-            out.append(rng.choice(SPECIAL + "".join(UNICODE_PUNCTUATION)))
+            out.append(rng.choice(SPECIAL + ALL_PUNCTUATION))
         elif r < 0.9:
             out.append(chr(rng.randint(0, 0x3000)))
         else:
@@ -109,8 +123,10 @@ def test_lines_of_repeated_words_match_the_reference() -> None:
     """Non-ASCII lines are transformed word by word (cached): words that repeat, and the
     spots where a word's edge matters (final sigma, a mark after a space, removed characters)."""
     words = ["ΟΔΟΣ", "Σ", "'Σ", "\u0301b", "café", "Ａ１", "—", "\x01", "", "\t", "x\u3000y", "ǅ"]
+    words += ["\u200dΣ", "Σ\u00ad", "。", "\x85"]
     rng = random.Random(1)
-    for recipe in (NormalizationRecipe(), NormalizationRecipe(strip_accents=False)):
+    recipes = [NormalizationRecipe(), NormalizationRecipe(strip_accents=False)]
+    for recipe in [*recipes, NormalizationRecipe(non_printing="category_c")]:
         normalizer = Normalizer(recipe)
         for _ in range(400):
             line = " ".join(rng.choice(words) for _ in range(rng.randint(1, 8)))

@@ -29,6 +29,16 @@ def test_band_ranks_exhaustive(criterion: str) -> None:
             assert abs(start - (n - stop)) <= 1
 
 
+def test_kept_count_rounds_half_up() -> None:
+    """README and docstring: floor(keep * n + 0.5), not Python's round (half to even)."""
+    cases = {(5, 0.5): 3, (9, 0.5): 5, (1, 0.5): 1, (3, 0.5): 2, (10, 0.15): 2, (10, 0.25): 3}
+    for (n, keep), kept in cases.items():
+        start, stop = band_ranks(n, keep, "low")
+        assert stop - start == kept, (n, keep)
+    assert round(0.5 * 5) == 2 and round(0.5 * 9) == 4  # what "round(keep * n)" would say
+    assert band_ranks(4, 0.5, "medium") == (1, 3) and band_ranks(5, 0.5, "high") == (2, 5)
+
+
 def _decide_all(files, selector, group_by=None):
     stats = ScoreStats(files, group_by)
     plan = selector.plan(stats)

@@ -89,7 +89,38 @@ def test_stepwise_ranges_include_the_quartiles_themselves() -> None:
     p = keep_probability(ppl, q, "stepwise", 10.0, 4.5)
     expected = [10 / 50, 10 / 50, 10 / 50, 10 / 50, 10 / 100, 10 / 100, 10 / 2000, 10 / 2000, 0]
     np.testing.assert_allclose(p, expected)
-    assert p[3] > 0 and p[5] > 0  # the published code dropped ppl == b1 and ppl == b2
+    assert p[3] > 0 and p[5] > 0
+
+
+def _published_stepwise_range(ppl: float, b0: float, b1: float, b2: float) -> float | None:
+    """The range BERTIN's published ``_should_keep_doc_step`` (bertin-project mc4-sampling)
+    gives ppl: its four tests are ppl <= b0, b0 < ppl < b1, b1 < ppl < b2 and ppl >= b2; None
+    where none holds (ppl == b1: the published function fails there)."""
+    tests = [
+        (ppl <= b0, b0),
+        (b0 < ppl < b1, b1 - b0),
+        (b1 < ppl < b2, b2 - b1),
+        (ppl >= b2, 10 * b2),
+    ]
+    return next((span for holds, span in tests if holds), None)
+
+
+def test_stepwise_differs_from_the_published_code_only_at_b1_and_b2() -> None:
+    """README and docstring: the published code gives ppl == b2 the tail's range 10 * b2 and
+    ppl == b1 none; everywhere else the ranges agree."""
+    q = (50.0, 100.0, 200.0)
+    near = [np.nextafter(q, 0), np.nextafter(q, 1e9)]  # one float below and above each quartile
+    ppl = np.concatenate([np.linspace(1.0, 400.0, 799), q, *near])
+    factor = 1.0
+    ours = keep_probability(ppl, q, "stepwise", factor, 4.5)
+    for value, p in zip(ppl, ours, strict=True):
+        published = _published_stepwise_range(value, *q)
+        if value == q[1]:
+            assert published is None and p == factor / (q[1] - q[0])
+        elif value == q[2]:
+            assert published == 10 * q[2] and p == factor / (q[2] - q[1])
+        else:
+            assert p == factor / published, value
 
 
 def test_stepwise_zero_width_range_and_clipping() -> None:

@@ -1,6 +1,7 @@
 """Projections of the estimates onto sampling distributions ``p`` over domains with
 ``sum(p) = 1`` and ``0 <= p_j <= tau_j``, computed as the ``perplexity-correlations`` package
-does (same operations, same float32 result of ``linear``), so the results are equal to it.
+does (same operations, same float32 result of ``linear``), so the results are bitwise equal to
+its results wherever it returns one (measured by ``bench/perplexity_correlation_agreement.py``).
 
 ``tau_j = (tokens_j / total_tokens) / keep_ratio = tokens_j / budget``: no domain is sampled
 beyond the data it has.
@@ -61,9 +62,13 @@ def linear(estimate: np.ndarray, tau: np.ndarray) -> np.ndarray:
 
 def l2(estimate: np.ndarray, tau: np.ndarray, atol: float = 1e-12) -> np.ndarray:
     """The Euclidean projection: ``clip(estimate + c, 0, tau)`` with the offset ``c`` found by
-    bisection until the bracket is narrower than ``atol``. Where the estimates are so large that
-    two neighbouring floats are further apart than ``atol``, the package loops forever; here the
-    bisection stops at one float (the only place where the two differ)."""
+    bisection until the bracket is narrower than ``atol``, step for step as the package does,
+    so the result is bitwise the package's wherever the package returns. It does not return
+    where the bracket is narrower than ``atol`` from the start (its result is then unset) or
+    where a bisection step would leave the bracket as it is (the estimates are so large that
+    neighbouring floats are further apart than ``atol``: it loops forever). Here the first
+    returns the projection at the bracket's midpoint, the second the projection at that step's
+    offset."""
     estimate, tau = check_tau(estimate, tau)
     if not atol > 0:
         raise ConfigError(f"atol must be positive, got {atol}")
@@ -72,12 +77,14 @@ def l2(estimate: np.ndarray, tau: np.ndarray, atol: float = 1e-12) -> np.ndarray
     projected = np.clip(estimate + (low + high) / 2, 0, tau)
     while high - low > atol:
         offset = (low + high) / 2
-        if offset in (low, high):
-            break  # the bracket is one float wide: atol is below the resolution at this scale
         projected = np.clip(estimate + offset, 0, tau)
         if np.sum(projected) > 1:
+            if offset == high:
+                break  # the package would repeat this step forever
             high = offset
         else:
+            if offset == low:
+                break
             low = offset
     return projected
 

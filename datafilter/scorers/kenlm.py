@@ -51,7 +51,9 @@ class KenlmScorer(Scorer):
     """Per-line scoring by default; ``ccnet_compat`` scores the whole document as one line."""
 
     name = "kenlm"
-    version = 2  # 2: lines encoded word by word (equal-score ties may split differently)
+    # 2: lines encoded word by word (equal-score ties may split differently); 3: recipes carry
+    # every normalisation flag and ``ccnet`` is the default, so scores of earlier runs are redone.
+    version = 3
     Options = KenlmOptions
     options: KenlmOptions
 
@@ -81,7 +83,7 @@ class KenlmScorer(Scorer):
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         recipe = self._checked_recipe()
-        info["model_recipe"] = recipe.model_dump(mode="json", exclude={"training"})
+        info["model_recipe"] = recipe.model_dump(mode="json", exclude={"training", "imported"})
         if not recipe.checksums:
             # Folders without checksums: the files' sha256 identify the model.
             folder = Path(self.options.model).expanduser()

@@ -2,7 +2,8 @@
 
 Documents are ordered by (metric, id_hash, score shard, row): ties in the metric are broken by
 the hash of the document id, and repeated ids by their place in the corpus, so the kept count is
-exactly ``round(keep * n)`` per group and reruns agree.
+exactly ``floor(keep * n + 0.5)`` per group (``keep * n`` in float64, rounded half up: keep 0.5
+of 5 documents keeps 3, where Python's ``round`` would give 2) and reruns agree.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ class PerplexityBandOptions(SelectorOptions):
 
 
 def band_ranks(n: int, keep: float, criterion: str) -> tuple[int, int]:
-    """The half-open rank range [start, stop) kept out of ``n`` ascending-ordered documents."""
+    """The half-open rank range [start, stop) kept out of ``n`` ascending-ordered documents:
+    ``floor(keep * n + 0.5)`` of them (round half up)."""
     k = min(n, math.floor(keep * n + 0.5))
     if criterion == "low":
         return 0, k
