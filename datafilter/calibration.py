@@ -69,6 +69,12 @@ def lower_bound(k: np.ndarray, n: np.ndarray, confidence: float) -> np.ndarray:
     return np.where(k > 0, bound, 0.0)
 
 
+def min_labels_below(target: float, confidence: float) -> int:
+    """The fewest labelled documents below a cut that can show precision >= ``target``: all of
+    them harmful, the lower bound is ``(1 - confidence) ** (1 / n)``."""
+    return math.ceil(math.log(1.0 - confidence) / math.log(target) - 1e-9)
+
+
 def estimate(k: int, n: int, confidence: float) -> Estimate:
     low, high = clopper_pearson(k, n, confidence)
     return Estimate(k / n if n else math.nan, low, high, int(k), int(n))
@@ -93,13 +99,16 @@ def calibrate(
     passing = np.flatnonzero(bound >= target)
     if len(passing) == 0:
         best = int(np.argmax(bound))
+        fewest = min_labels_below(target, confidence)
         return _replace(
             base,
             reason=(
                 f"no cut reaches precision {target:g} with {confidence:.0%} confidence on the "
                 f"{n_labels} labels ({n_harmful} harmful): the best lower bound is "
                 f"{bound[best]:.2f} (precision {k[best]}/{n[best]} on the {n[best]} "
-                "lowest-scoring labelled documents)"
+                f"lowest-scoring labelled documents); even all harmful, a cut needs {fewest} "
+                f"labelled documents below it, so with {n_labels} labels it must flag at least "
+                f"{fewest / n_labels:.0%} of the group"
             ),
             cut=_cut_after(v, best),
             precision=estimate(int(k[best]), int(n[best]), confidence),

@@ -168,6 +168,8 @@ def test_calibration_says_plainly_when_no_cut_reaches_the_target() -> None:
     values = np.where(harmful, rng.normal(0, 1, 200), rng.normal(0.5, 1, 200))  # barely apart
     c = calibrate(values, harmful, target=0.9, confidence=0.95)
     assert not c.found and "no cut reaches precision 0.9 with 95% confidence" in c.reason
+    assert "a cut needs 29 labelled documents below it" in c.reason  # 0.9 ** 29 < 0.05
+    assert "must flag at least 14% of the group" in c.reason
     assert c.precision_lower < 0.9
     none = calibrate(values, np.zeros(200, dtype=bool), 0.9, 0.95)
     assert not none.found and "none of the 200 labelled documents is harmful" in none.reason
