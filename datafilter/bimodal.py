@@ -1,27 +1,37 @@
 """Does a histogram hold a separate LOW mode, and where does it end?
 
 Used by ``harmful_outlier`` on log-perplexity under a model of harmful text: harmful documents
-form a small mode at the low end. One Gaussian and a mixture of two are fitted to the binned
-counts (:mod:`datafilter.mixture`; several starts, one at the extreme low tail, so a mode of
-0.5 % of the documents is found). The low mode is accepted only when
+form a small mode at the low end. One component and a mixture of two are fitted to the binned
+counts (:mod:`datafilter.mixture`), from several starts, one at the extreme low tail, so that a
+mode of 0.5 % of the documents is found. Readings of the two-component fit:
 
-- two components fit clearly better than one (BIC gain >= ``min_bic_gain``);
-- they are apart: Ashman's D >= ``min_separation``. A two-Gaussian fit to ONE skewed mode
-  (skew-normal, gamma, log-normal, Gumbel, ex-Gaussian) has D of 1.3-1.8 and to one
-  heavy-tailed mode (Student t, Laplace, logistic) D near 0, while two Gaussian modes d' = 3
-  standard deviations apart give D near 3;
+- the best local optimum, or another within ``tie_loglik`` nats of it that is more separated: a
+  small mode beside a large one and a slightly skewed large one can fit a histogram equally
+  well, and only the first reading isolates the small mode;
+- the fit with one spread shared by both components, when a likelihood-ratio test does not
+  reject equal spreads (at 1 %): with few harmful documents the free fit tends to widen the
+  small component until it overlaps the large one;
+- Student-t components (8 or 4 degrees of freedom) instead of Gaussians where they fit better
+  by more than the BIC's price of a parameter: a clean mode with heavy tails otherwise takes
+  both Gaussians (a core and a wide tail) and the harmful mode is missed.
+
+The most separated reading is then accepted only when
+
+- two components fit clearly better than the best single one, Gaussian or t (BIC gain >=
+  ``min_bic_gain``);
+- they are apart: Ashman's D >= ``min_separation`` (computed on the scales). A two-component
+  fit to ONE skewed mode (skew-normal, gamma, log-normal, Gumbel, ex-Gaussian, beta) has D of
+  1.0-1.8 and to one heavy-tailed mode (Student t, Laplace, logistic) D near 0, while two
+  Gaussian modes d' = 3 standard deviations apart give D near 3;
 - the low component is a minority of a plausible size (``min_share``/``min_docs`` to
   ``max_share`` of the documents);
 - the data do not fill the valley the fit draws at the cut (observed count near the cut at most
   ``max_fill`` times the fitted one, or not significantly more).
 
-Where several local optima fit within ``tie_loglik`` nats of the best, the most separated one
-is read: a small mode beside a large one and a slightly skewed large one can fit a histogram
-equally well, and only the first reading isolates the small mode.
-
 The cut is where the F1 score of "below the cut = low component" is highest under the fitted
 mixture (``cut="f1"``), or where the low component's posterior falls below 0.5
-(``cut="posterior"``, fewer errors in total but lower recall of a small mode).
+(``cut="posterior"``: fewer errors in total, but lower recall of a small mode). The synthetic
+battery (:mod:`datafilter.mixture_battery`) decided these choices.
 """
 
 from __future__ import annotations
@@ -32,12 +42,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from datafilter.mixture import Gaussian, Mixture, fit_mixture
+from datafilter.mixture import Component, Mixture, fit_mixture, standard_cdf, standard_pdf
 
 FIT_BINS = 128  # the fit runs on the histogram merged down to at most this many bins
 # Two-component starts: the quantiles where the histogram is split into two parts.
 FREE_STARTS = (0.002, 0.01, 0.05, 0.2, 0.5, 0.9)
 EQUAL_SPREAD_STARTS = (0.01, 0.05, 0.2)
+# Component shapes: Gaussian (None) and Student t with these degrees of freedom.
+TAILS = (None, 8.0, 4.0)
 MIN_DOCS_TO_FIT = 50
 EQUAL_SPREAD_LR = 6.63  # chi-square(1) at 0.99: equal spreads are not rejected below this
 
@@ -74,7 +86,7 @@ class LowMode:
     fill: float | None = None  # observed / fitted documents around the cut
 
     @property
-    def low(self) -> Gaussian | None:
+    def low(self) -> Component | None:
         return self.two.components[0] if self.two else None
 
     def as_dict(self) -> dict[str, Any]:
@@ -94,17 +106,23 @@ class LowMode:
 
 
 def find_low_mode(edges: np.ndarray, counts: np.ndarray, rules: LowModeRules) -> LowMode:
-    """Fit one and two Gaussians to a histogram (``len(edges) == len(counts) + 1``, equal
+    """Fit one and two components to a histogram (``len(edges) == len(counts) + 1``, equal
     widths) and decide whether its low end is a separate mode."""
     edges, counts = merge_bins(np.asarray(edges, float), np.asarray(counts, float), FIT_BINS)
     n = int(counts.sum())
     if n < MIN_DOCS_TO_FIT or np.count_nonzero(counts) < 3:
         return LowMode(n, None, None, False, f"too few distinct scores to fit ({n} documents)")
-    one = fit_mixture(edges, counts, [single_start(edges, counts)])[0]
-    fits = fit_mixture(edges, counts, split_starts(edges, counts, FREE_STARTS))
+    start = single_start(edges, counts)
+    # The best single mode of any shape is what two modes must beat.
+    one = max((fit_mixture(edges, counts, [start], nu=nu)[0] for nu in TAILS), key=_loglik)
+    free = split_starts(edges, counts, FREE_STARTS)
+    fits = fit_mixture(edges, counts, free)
+    nu = _heavier_tails(edges, counts, fits[0])
+    if nu is not None:
+        fits = sorted(fit_mixture(edges, counts, free, nu=nu), key=lambda m: -m.loglik)
     readings = [m for m in fits if m.loglik >= fits[0].loglik - rules.tie_loglik]
     pooled = [_pooled(s) for s in split_starts(edges, counts, EQUAL_SPREAD_STARTS)]
-    equal = fit_mixture(edges, counts, pooled, tied=True)[0]
+    equal = fit_mixture(edges, counts, pooled, tied=True, nu=nu)[0]
     if 2 * (fits[0].loglik - equal.loglik) <= EQUAL_SPREAD_LR:
         readings.append(equal)
     two = max(readings, key=separation)
@@ -125,7 +143,7 @@ def _verdict(mode: LowMode, edges, counts, rules: LowModeRules) -> dict[str, Any
     share = low.weight
     if mode.bic_gain < rules.min_bic_gain:
         return _no(
-            f"one mode fits: a second Gaussian does not fit clearly better (BIC gain "
+            f"one mode fits: a second component does not fit clearly better (BIC gain "
             f"{mode.bic_gain:.1f} < {rules.min_bic_gain:g})"
         )
     if mode.separation < rules.min_separation:
@@ -150,7 +168,7 @@ def _verdict(mode: LowMode, edges, counts, rules: LowModeRules) -> dict[str, Any
     if fill > rules.max_fill and (observed - expected) > 3 * math.sqrt(max(expected, 1.0)):
         return _no(
             f"the data fill the valley the fit draws at the cut ({observed:.0f} documents "
-            f"there, the fit expects {expected:.0f}): two Gaussians do not describe this shape"
+            f"there, the fit expects {expected:.0f}): two components do not describe this shape"
         )
     return {"found": True, "reason": None}
 
@@ -193,14 +211,14 @@ def merge_bins(edges: np.ndarray, counts: np.ndarray, most: int) -> tuple[np.nda
 
 
 def single_start(edges: np.ndarray, counts: np.ndarray):
-    """A start for one Gaussian: the histogram's moments."""
+    """A start for one component: the histogram's moments."""
     centers = (edges[:-1] + edges[1:]) / 2
     mean, sd = _moments(centers, counts)
     return [1.0], [mean], [max(sd, float(edges[1] - edges[0]))]
 
 
 def split_starts(edges: np.ndarray, counts: np.ndarray, quantiles: tuple[float, ...]):
-    """Starts for two Gaussians, one per quantile: the histogram split there into a low and a
+    """Starts for two components, one per quantile: the histogram split there into a low and a
     high part, each part's share and moments."""
     centers = (edges[:-1] + edges[1:]) / 2
     width = float(edges[1] - edges[0])
@@ -240,22 +258,43 @@ def place_cut(m: Mixture, how: str) -> float | None:
         tp, fp = _flagged(m, grid)
         f1 = 2 * tp / (tp + fp + low.weight)
         return float(grid[int(np.argmax(f1))])
-    lead = low.weight * _density(low, grid) >= high.weight * _density(high, grid)
+    lead = low.weight * _density(low, grid, m.nu) >= high.weight * _density(high, grid, m.nu)
     ends = np.flatnonzero(lead[:-1] & ~lead[1:])
     return float((grid[ends[-1]] + grid[ends[-1] + 1]) / 2) if len(ends) else None
 
 
-def _density(c: Gaussian, x: np.ndarray) -> np.ndarray:
-    return np.exp(-0.5 * ((x - c.mean) / c.sd) ** 2) / c.sd
+def _loglik(m: Mixture) -> float:
+    return m.loglik
+
+
+def _heavier_tails(edges: np.ndarray, counts: np.ndarray, gaussian: Mixture) -> float | None:
+    """The Student-t degrees of freedom (from ``TAILS``) whose two-component fit, started from
+    the best Gaussian one, beats it by more than the BIC's price of one parameter; None when
+    Gaussian components fit as well."""
+    start = _as_start(gaussian)
+    best, best_ll = None, gaussian.loglik + 0.5 * math.log(gaussian.n)
+    for nu in TAILS:
+        if nu is None:
+            continue
+        fit = fit_mixture(edges, counts, [start], nu=nu)[0]
+        if fit.loglik > best_ll:
+            best, best_ll = nu, fit.loglik
+    return best
+
+
+def _as_start(m: Mixture):
+    return tuple(zip(*((c.weight, c.mean, c.sd) for c in m.components), strict=True))
+
+
+def _density(c: Component, x: np.ndarray, nu: float | None) -> np.ndarray:
+    return standard_pdf((x - c.mean) / c.sd, nu) / c.sd
 
 
 def _flagged(m: Mixture, cut):
     """Mass of the low (true positives) and high (false positives) components below ``cut``."""
-    from scipy.special import ndtr
-
     low, high = m.components
-    tp = low.weight * ndtr((np.asarray(cut) - low.mean) / low.sd)
-    fp = high.weight * ndtr((np.asarray(cut) - high.mean) / high.sd)
+    tp = low.weight * standard_cdf((np.asarray(cut) - low.mean) / low.sd, m.nu)
+    fp = high.weight * standard_cdf((np.asarray(cut) - high.mean) / high.sd, m.nu)
     return tp, fp
 
 

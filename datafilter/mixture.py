@@ -1,11 +1,16 @@
-"""Gaussian mixtures fitted to a histogram by maximum likelihood on the exact bin probabilities.
+"""Mixtures of Gaussian or Student-t components fitted to a histogram by maximum likelihood on
+the exact bin probabilities.
 
 The likelihood of a histogram under a mixture is ``sum_j n_j log P_j`` with ``P_j`` the mixture's
-probability of bin ``j`` (differences of normal CDFs; the two end bins reach to -inf and +inf).
-Unlike EM on bin centres, this likelihood is bounded (a component cannot collapse onto one bin)
-and needs no correction for the bin width. It is maximised with scipy's truncated Newton method
-from several starting points; each start reaches a local optimum and all of them are returned,
-best first, so a caller can see when different readings of the data fit equally well.
+probability of bin ``j`` (differences of CDFs; the two end bins reach to -inf and +inf). Unlike
+EM on bin centres, this likelihood is bounded (a component cannot collapse onto one bin) and
+needs no correction for the bin width. It is maximised with scipy's truncated Newton method from
+several starting points; each start reaches a local optimum and all of them are returned, best
+first, so a caller can see when different readings of the data fit equally well.
+
+Student-t components (``nu`` degrees of freedom, shared by all components, fixed during a fit)
+let one component carry a mode with heavy tails, which two Gaussians would split into a core
+and a wide "tail" component.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 @dataclass(frozen=True)
-class Gaussian:
+class Component:
+    """Weight, location and scale (the standard deviation of a Gaussian component)."""
+
     weight: float
     mean: float
     sd: float
@@ -31,16 +38,18 @@ class Gaussian:
 
 @dataclass(frozen=True)
 class Mixture:
-    """Components in ascending order of their means; ``loglik`` of the histogram it was fitted
-    to, whose total count is ``n``."""
+    """Components in ascending order of their means; ``nu`` None for Gaussians, else the
+    Student-t degrees of freedom; ``loglik`` of the histogram it was fitted to, whose total
+    count is ``n``."""
 
-    components: tuple[Gaussian, ...]
+    components: tuple[Component, ...]
     loglik: float
     n: float
+    nu: float | None = None
 
     @property
     def n_params(self) -> int:
-        return 3 * len(self.components) - 1
+        return 3 * len(self.components) - 1 + (self.nu is not None)
 
     def bic(self) -> float:
         """Bayesian information criterion (lower is better)."""
@@ -48,39 +57,53 @@ class Mixture:
 
     def pdf(self, x: np.ndarray | float) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
-        return sum(c.weight * _pdf((x - c.mean) / c.sd) / c.sd for c in self.components)
+        return sum(
+            c.weight * standard_pdf((x - c.mean) / c.sd, self.nu) / c.sd for c in self.components
+        )
 
     def cdf(self, x: np.ndarray | float) -> np.ndarray:
         x = np.asarray(x, dtype=np.float64)
-        return sum(c.weight * _ndtr((x - c.mean) / c.sd) for c in self.components)
+        return sum(c.weight * standard_cdf((x - c.mean) / c.sd, self.nu) for c in self.components)
 
     def as_dict(self) -> dict[str, object]:
         return {
             "components": [c.as_dict() for c in self.components],
+            "nu": self.nu,
             "loglik": self.loglik,
             "bic": self.bic(),
         }
 
 
-def _ndtr(z):
-    from scipy.special import ndtr
+def standard_cdf(z, nu: float | None):
+    """CDF of the standard normal (``nu`` None) or Student t."""
+    from scipy.special import ndtr, stdtr
 
-    return ndtr(z)
+    return ndtr(z) if nu is None else stdtr(nu, z)
 
 
-def _pdf(z):
-    return INV_SQRT_2PI * np.exp(-0.5 * np.square(z))
+def standard_pdf(z, nu: float | None):
+    """Density of the standard normal (``nu`` None) or Student t."""
+    z = np.asarray(z, dtype=np.float64)
+    if nu is None:
+        return INV_SQRT_2PI * np.exp(-0.5 * z * z)
+    norm = math.exp(math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2)) / math.sqrt(nu * math.pi)
+    return norm * (1.0 + z * z / nu) ** (-(nu + 1) / 2)
 
 
 Start = tuple[Sequence[float], Sequence[float], Sequence[float]]  # weights, means, sds
 
 
 def fit_mixture(
-    edges: np.ndarray, counts: np.ndarray, starts: Sequence[Start], *, tied: bool = False
+    edges: np.ndarray,
+    counts: np.ndarray,
+    starts: Sequence[Start],
+    *,
+    tied: bool = False,
+    nu: float | None = None,
 ) -> list[Mixture]:
     """The local optimum reached from each start (all starts with the same number of
-    components), best likelihood first. ``tied``: one standard deviation shared by all
-    components (the start's first one)."""
+    components), best likelihood first. ``tied``: one scale shared by all components (the
+    start's first one); ``nu``: Student-t components with these degrees of freedom."""
     from scipy.optimize import minimize
 
     edges = np.asarray(edges, dtype=np.float64)
@@ -103,7 +126,7 @@ def fit_mixture(
         result = minimize(
             _negative_loglik,
             theta,
-            args=(k, open_edges, counts, total, tied),
+            args=(k, open_edges, counts, total, tied, nu),
             jac=True,
             method="TNC",
             bounds=bounds,
@@ -111,8 +134,8 @@ def fit_mixture(
         )
         w, mu, sd = _unpack(result.x, k, tied)
         order = np.argsort(mu)
-        components = tuple(Gaussian(float(w[i]), float(mu[i]), float(sd[i])) for i in order)
-        fits.append(Mixture(components, -float(result.fun) * total, total))
+        components = tuple(Component(float(w[i]), float(mu[i]), float(sd[i])) for i in order)
+        fits.append(Mixture(components, -float(result.fun) * total, total, nu))
     fits.sort(key=lambda m: -m.loglik)
     return fits
 
@@ -129,19 +152,24 @@ def _unpack(
 
 
 def _negative_loglik(
-    theta: np.ndarray, k: int, edges: np.ndarray, counts: np.ndarray, total: float, tied: bool
+    theta: np.ndarray,
+    k: int,
+    edges: np.ndarray,
+    counts: np.ndarray,
+    total: float,
+    tied: bool,
+    nu: float | None,
 ) -> tuple[float, np.ndarray]:
     """Minus the binned log-likelihood per document, and its gradient. ``edges`` run from
     -inf to +inf (the end bins are open)."""
-    from scipy.special import ndtr
-
     w, mu, sd = _unpack(theta, k, tied)
-    z = np.clip((edges - mu[:, None]) / sd[:, None], -40.0, 40.0)  # (k, bins + 1)
+    limit = 40.0 if nu is None else 1e8  # beyond it the CDF is 0 or 1 to double precision
+    z = np.clip((edges - mu[:, None]) / sd[:, None], -limit, limit)  # (k, bins + 1)
     # P(a < X < b) as a difference of CDFs, or of survival functions in the upper tail (no
     # cancellation there).
-    cdf, sf = ndtr(z), ndtr(-z)
+    cdf, sf = standard_cdf(z, nu), standard_cdf(-z, nu)
     prob = np.where(z[:, :-1] > 0, sf[:, :-1] - sf[:, 1:], cdf[:, 1:] - cdf[:, :-1])
-    dens = INV_SQRT_2PI * np.exp(-0.5 * z * z)
+    dens = standard_pdf(z, nu)
     zdens = z * dens
     mixture = np.maximum(w @ prob, 1e-300)
     r = counts / mixture
