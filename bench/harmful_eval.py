@@ -406,9 +406,11 @@ def evaluate_pool(lang, share, off_test, clean, model, lexicon, out, args, log):
         "evaluation_part": len(evaluation),
     }
     scored = [i for i in ids if i in ppl]
-    info["auc"] = auc_low_is_positive(
-        np.log([ppl[i] for i in scored]), np.array([truth[i] for i in scored])
-    )
+    score = np.log([ppl[i] for i in scored])
+    positive = np.array([truth[i] for i in scored])
+    info["auc"] = auc_low_is_positive(score, positive)
+    lowest = np.argsort(score, kind="stable")[: math.ceil(0.05 * len(score))]
+    info["precision_lowest_5pct"] = float(positive[lowest].mean())
     rows: list[Row] = []
 
     def add(method: str, flags: dict[str, bool], cut: str, note: str = "") -> None:
@@ -548,7 +550,8 @@ def print_report(rows: list[Row], details: dict, args, seconds: float) -> None:
             print(
                 f"  pool {share}: {info['n_offensive']} offensive + {info['n_clean']} clean; "
                 f"calibration part {info['calibration_part']}, evaluation part "
-                f"{info['evaluation_part']}; AUC of ln ppl {info['auc']:.3f}"
+                f"{info['evaluation_part']}; AUC of ln ppl {info['auc']:.3f}, precision of its "
+                f"lowest 5 % {info['precision_lowest_5pct']:.2f}"
             )
     print()
     header = ("lang", "share", "method", "n_off", "n_clean", "flagged", "precision", "recall",
