@@ -374,6 +374,8 @@ def select(
         )
         for warning in plan.get("warnings", []):
             log(f"select: warning: {warning}")
+        for note in plan.get("notes", []):
+            log(f"select: {note}")
         context = {
             "input": record.input,
             "run": str(layout.root),

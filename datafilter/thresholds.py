@@ -296,6 +296,20 @@ class ScoreStats:
             out.setdefault(grp, []).append((doc_id, float(v)))
         return out
 
+    def lookup(self, metric: str, ids: Sequence[str]) -> list[tuple[str, str, float]]:
+        """(doc_id, group, metric) of each valid scored document whose id is in ``ids`` (a few
+        thousand at most: they are the build side of the join, the scores stream past)."""
+        if not ids:
+            return []
+        col = self.metric_sql(metric)
+        self.con.register("wanted_ids", pa.table({"wanted": pa.array(list(ids), pa.string())}))
+        rows = self._query(
+            f"SELECT doc_id, grp, {col} FROM {{scores}} "
+            "JOIN wanted_ids w ON scores.doc_id = w.wanted ORDER BY doc_id, grp"
+        )
+        self.con.unregister("wanted_ids")
+        return [(str(d), str(g), float(v)) for d, g, v in rows]
+
     def sample(self, metric: str, n: int) -> dict[str, np.ndarray]:
         """Per group: the metric of up to ``n`` documents, a fixed pseudo-random subset
         (smallest id hashes), all of them when the group is smaller."""

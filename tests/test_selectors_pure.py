@@ -1,4 +1,5 @@
-"""The selectors of issue 4 as pure functions: boundaries, ties, groups, NaN and inf."""
+"""The selectors of issue 4 as pure functions: boundaries, ties, groups, NaN and inf
+(harmful_outlier: tests/test_harmful_outlier.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,11 @@ import numpy as np
 import pytest
 from score_fixtures import write_scored_shards
 
-from datafilter.bimodal import ashman_d, split_modes
 from datafilter.errors import ConfigError
 from datafilter.selectors import make_selector
 from datafilter.selectors.perplexity_sampling import keep_probability, solve_factor
 from datafilter.selectors.random_keys import uniform
-from datafilter.thresholds import ALL, ScoreFiles, ScoreStats
+from datafilter.thresholds import ALL, ScoreStats
 
 HASHES = np.arange(1, 8, dtype=np.uint64)
 
@@ -180,113 +180,3 @@ def test_default_gaussian_factor_is_bertins() -> None:
     selector = make_selector("perplexity_sampling")
     assert selector._target() is None
     assert make_selector("perplexity_sampling", {"method": "stepwise"})._target() == 0.5
-
-
-# --------------------------------------------------------------------------- harmful_outlier
-
-
-def test_otsu_splits_two_clusters_at_the_valley() -> None:
-    x = np.concatenate([np.full(300, 1.0), np.full(700, 5.0)])
-    counts, edges = np.histogram(x, bins=50, range=(0, 6))
-    modes = split_modes(edges, counts)
-    assert 1.0 < modes.cut < 5.0 and modes.valley_ratio == 0.0
-    assert modes.low_mass == pytest.approx(0.3) and modes.high_mass == pytest.approx(0.7)
-    assert modes.separation == math.inf  # two point masses
-    assert split_modes(edges, np.bincount([3], minlength=50)) is None
-
-
-def test_a_single_gaussian_has_no_valley() -> None:
-    x = np.random.default_rng(5).normal(0, 1, 20_000)
-    counts, edges = np.histogram(x, bins=200)
-    modes = split_modes(edges, counts)
-    assert modes.valley_ratio > 0.8
-    assert modes.separation > 2  # why Ashman's D of Otsu's halves cannot be the test
-
-
-def test_ashman_d() -> None:
-    assert ashman_d(0, 1, 4, 1) == pytest.approx(4.0)
-    assert ashman_d(0, 0, 0, 0) == 0.0
-
-
-def _bimodal(rng, n_harm: int, n_clean: int) -> list[float]:
-    return list(np.exp(np.concatenate([rng.normal(2, 0.3, n_harm), rng.normal(6, 0.4, n_clean)])))
-
-
-def test_harmful_cut_separates_bimodal_scores_per_group(tmp_path) -> None:
-    rng = np.random.default_rng(2)
-    a, b = _bimodal(rng, 100, 900), _bimodal(rng, 50, 200)
-    files = write_scored_shards(tmp_path, [a + b], [["a"] * 1000 + ["b"] * 250])
-    selector = make_selector("harmful_outlier")
-    plan = selector.plan(ScoreStats(files, "domain"))
-    assert plan["warnings"] == []
-    for g in ("a", "b"):
-        entry = plan["groups"][g]
-        assert entry["reliable"] and 2 < entry["cut"] < 6 and entry["modes"]["valley_ratio"] < 0.1
-        assert len(entry["nearest"]) == 5
-        assert {m["label"] for m in entry["marks"]} == {"harmful mode", "clean mode", "cut"}
-    groups = np.array(["a"] * 1000 + ["b"] * 250, dtype=object)
-    decision = selector.decide(_scores(a + b), groups, plan, seed=0)
-    truth = np.array([True] * 100 + [False] * 900 + [True] * 50 + [False] * 200)
-    np.testing.assert_array_equal(decision.columns["harmful_flag"], truth)
-    np.testing.assert_array_equal(decision.keep, ~truth)
-    assert plan["groups"]["a"]["modes"]["low_mass"] == pytest.approx(0.1)
-
-
-def test_unimodal_scores_warn_and_flag_nothing_by_default(tmp_path) -> None:
-    ppl = list(np.exp(np.random.default_rng(3).normal(5, 0.5, 2000)))
-    files = write_scored_shards(tmp_path, [ppl], [["a"] * 2000])
-    stats = ScoreStats(files)
-    skip = make_selector("harmful_outlier")
-    plan = skip.plan(stats)
-    assert len(plan["warnings"]) == 1 and "not clearly bimodal" in plan["warnings"][0]
-    assert not skip.decide(_scores(ppl), _all(2000), plan, seed=0).columns["harmful_flag"].any()
-    use = make_selector("harmful_outlier", {"unreliable": "use"})
-    flagged = use.decide(_scores(ppl), _all(2000), use.plan(stats), seed=0).columns["harmful_flag"]
-    assert 0 < flagged.sum() < 2000
-
-
-def test_manual_threshold_overrides_and_flag_action(tmp_path) -> None:
-    ppl = [5.0, 10.0, 20.0, 40.0]
-    files = write_scored_shards(tmp_path, [ppl], [["a"] * 4])
-    selector = make_selector("harmful_outlier", {"threshold": 15, "action": "flag"})
-    plan = selector.plan(ScoreStats(files))
-    assert plan["groups"][ALL]["source"] == "manual"
-    decision = selector.decide(_scores(ppl + [math.nan]), _all(5), plan, seed=0)
-    assert decision.columns["harmful_flag"].tolist() == [True, True, False, False, False]
-    assert decision.keep.tolist() == [True, True, True, True, False]
-
-
-def test_combined_with_a_clean_model(tmp_path) -> None:
-    rng = np.random.default_rng(4)
-    n_harm, n_clean = 100, 600
-    harmful = np.exp(np.concatenate([rng.normal(2, 0.3, n_harm), rng.normal(6, 0.3, n_clean)]))
-    clean = np.exp(np.concatenate([rng.normal(7, 0.3, n_harm), rng.normal(3, 0.3, n_clean)]))
-    labels = [["x"] * (n_harm + n_clean)]
-    files = write_scored_shards(tmp_path / "h", [list(harmful)], labels)
-    clean_files = write_scored_shards(tmp_path / "c", [list(clean)], labels)
-    combined = ScoreFiles(files.score_files, files.input_files, {"clean": clean_files.score_files})
-    selector = make_selector("harmful_outlier", {"clean_scorer_id": "clean"})
-    assert selector.extra_scorers() == ["clean"]
-    plan = selector.plan(ScoreStats(combined))
-    assert plan["metric"] == "log_ratio:clean" and plan["groups"][ALL]["reliable"]
-    scores = _scores(harmful)
-    scores["clean:ppl"] = clean
-    decision = selector.decide(scores, _all(n_harm + n_clean), plan, seed=0)
-    truth = np.arange(n_harm + n_clean) < n_harm
-    np.testing.assert_array_equal(decision.columns["harmful_flag"], truth)
-    z = decision.columns["harmful_z"]
-    assert z[truth].min() > 0 and z[truth].min() > z[~truth].max()
-    manual = make_selector("harmful_outlier", {"clean_scorer_id": "clean", "threshold": 0.0})
-    manual_plan = manual.plan(ScoreStats(combined))
-    flagged = manual.decide(scores, _all(n_harm + n_clean), manual_plan, 0).columns["harmful_flag"]
-    assert flagged.sum() == (z > 0).sum()
-
-
-def test_a_cut_flagging_the_majority_warns(tmp_path) -> None:
-    rng = np.random.default_rng(6)
-    ppl = list(np.exp(np.concatenate([rng.normal(2, 0.3, 800), rng.normal(6, 0.3, 200)])))
-    files = write_scored_shards(tmp_path, [ppl], [["a"] * 1000])
-    plan = make_selector("harmful_outlier").plan(ScoreStats(files))
-    assert plan["groups"][ALL]["reliable"]
-    assert any("flags 80% of the documents" in w for w in plan["warnings"])
-    assert "mean" not in plan["groups"][ALL]  # z-scoring is only for the combined statistic

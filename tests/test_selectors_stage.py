@@ -115,17 +115,24 @@ def test_harmful_outlier_flags_with_two_scorers(scored_run) -> None:
         "harmful_outlier",
         "action=flag",
         "clean_scorer_id=doc",
-        "unreliable=use",
         extra=("--scorer-id", "kenlm"),
     )
     _balanced(manifest)
     assert manifest["extra_scorers"].keys() == {"doc"}
     entry = manifest["thresholds"]["groups"]["__all__"]
-    assert {"modes", "cut", "nearest", "marks", "reliable"} <= entry.keys()
+    assert {"mode", "fit", "cut", "flagged_share", "reason", "marks"} <= entry.keys()
+    assert entry["mode"] == "automatic"
     table = _outputs(root / "harm")
     assert table.num_rows == manifest["totals"]["read"]  # flag: everything valid is kept
     assert {"datafilter_harmful_flag", "datafilter_harmful_z"} <= set(table.column_names)
-    assert (not entry["reliable"]) == ("not clearly bimodal" in proc.stderr)
+    flagged = sum(table["datafilter_harmful_flag"].to_pylist())
+    # One line says what decided: the cut and what it flags, or why nothing is flagged.
+    if entry["cut"] is None:
+        assert flagged == 0
+        assert f"select: warning: group '__all__': automatic: nothing flagged: {entry['reason']}" \
+            in proc.stderr
+    else:
+        assert flagged > 0 and "select: group '__all__': automatic cut" in proc.stderr
 
 
 def test_unknown_extra_scorer_is_a_clear_error(scored_run) -> None:

@@ -42,7 +42,7 @@ def report(
     """
     from datafilter.reporting.data import collect
     from datafilter.reporting.plots import _matplotlib
-    from datafilter.reporting.render import SECTIONS, render
+    from datafilter.reporting.render import render, sections
 
     _matplotlib()  # fail early, with the extra to install, when matplotlib is missing
     layout = RunLayout.at(run_dir)
@@ -67,7 +67,7 @@ def report(
         "scorer_id": data.scorer_id,
         "selection": str(data.selection) if data.selection else None,
         "bytes": len(page),
-        "sections": [name for _, name in SECTIONS],
+        "sections": [name for _, name in sections(data)],
     }
 
 

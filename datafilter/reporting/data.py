@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from datafilter.errors import ConfigError, InputError
 from datafilter.io.layout import RunLayout
+from datafilter.reporting.harmful import collect_harmful
 from datafilter.run_record import (
     RunRecord,
     finished_score_shards,
@@ -119,6 +120,7 @@ class ReportData:
     near: list[NearBlock]
     threshold_tables: list[str]
     notes: list[str]
+    harmful: list[Any] = field(default_factory=list)  # harmful_outlier: reporting.harmful
 
     @property
     def panel_groups(self) -> list[str]:
@@ -332,6 +334,7 @@ def collect(
             ]
 
     near = _near_blocks(plan_stats, marks, plan_metric)
+    harmful = collect_harmful(manifest, plan_stats)
     _fill_texts(
         record,
         [d for ds in deciles.values() for d in ds] + [d for b in near for d in b.docs],
@@ -363,6 +366,7 @@ def collect(
         near=near,
         threshold_tables=[str(layout.thresholds_path(sid, c)) for c in tables],
         notes=notes,
+        harmful=harmful,
     )
 
 
