@@ -14,6 +14,7 @@ from datafilter.io.atomic import parquet_writer
 from datafilter.io.markers import write_marker
 from datafilter.io.shards import open_parquet, read_parquet_table
 from datafilter.io.storage import AnyPath
+from datafilter.pause_points import pause_point
 from datafilter.score_columns import SCORE_SCHEMA
 from datafilter.selectors.base import Selector
 from datafilter.thresholds import ALL, NULL_GROUP
@@ -77,6 +78,8 @@ def select_shard(
             )
             if kept.num_rows:
                 writer.write_table(kept.cast(schema))
+            if offset == batch.num_rows:
+                pause_point("select:shard")  # test-only (datafilter/pause_points.py)
     if offset != scores.num_rows:
         raise InputError(
             f"read {offset} rows, expected {scores.num_rows}", path=str(job.input_path)
