@@ -1,0 +1,224 @@
+"""A pool of local worker processes for one stage: one per core, the worker built once each.
+
+Each worker is a fresh interpreter (``spawn``): it runs the stage's worker factory once (loading
+the model), then one task at a time, sent by the driver over a pipe. The driver hands the next
+task to whichever worker finishes first and yields results as they come.
+
+- A worker that dies (killed, out of memory) loses only its task: that task is run again once on
+  a new worker; if that worker dies too, the task fails with an error saying how the process
+  ended. Results already received are kept; the other workers go on.
+- A worker that fails to build (say, a model that does not load) stops the stage with that
+  error, as the in-process executor would.
+- No worker outlives the driver: workers ignore Ctrl-C (the driver stops them), are stopped
+  when the stage ends or is abandoned, and on Linux die with the driver even when it is killed
+  (``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from datafilter.errors import DatafilterError
+
+# The driver's per-task function: ``task -> raw outcome`` (``runtime._guarded``'s dict).
+Guarded = Callable[[Callable[[Any], dict[str, Any]], Any], dict[str, Any]]
+_STOP_GRACE_SECONDS = 5.0
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: have the kernel SIGKILL this process when its parent dies."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(1)
+
+
+def _worker_main(
+    conn: Connection,
+    factory: Callable[[], Callable[[Any], dict[str, Any]]],
+    guarded: Guarded,
+    setup: Callable[[], None],
+    parent_pid: int,
+) -> None:
+    """A worker process: build the task function once, then run tasks until told to stop."""
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the driver, which stops us
+    try:
+        setup()
+        fn = factory()
+    except BaseException as exc:  # noqa: BLE001 - reported to the driver, which raises it
+        conn.send(("failed", _portable(exc)))
+        return
+    conn.send(("ready", None))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):  # the driver is gone
+            return
+        if message is None:
+            return
+        index, task = message
+        conn.send(("done", index, guarded(fn, task)))
+
+
+def _portable(exc: BaseException) -> DatafilterError:
+    """``exc`` as an error the driver can unpickle and show in one line."""
+    if isinstance(exc, DatafilterError):
+        try:
+            pickle.loads(pickle.dumps(exc))
+            return exc
+        except Exception:  # noqa: BLE001 - an error type whose arguments do not round-trip
+            pass
+    return DatafilterError(f"{type(exc).__name__}: {exc}")
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """How a process ended: ``killed by SIGKILL`` or ``exit code 3``."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (out of memory, or killed)" if -exitcode == signal.SIGKILL else ""
+        return f"killed by {name}{hint}"
+    return f"exit code {exitcode}"
+
+
+@dataclass
+class _Worker:
+    process: Any  # multiprocessing's SpawnProcess
+    conn: Connection
+    ready: bool = False
+    task: int | None = None  # the index of the task it runs
+
+
+class ProcessPool:
+    """``size`` spawned worker processes running ``factory()`` once each (see the module)."""
+
+    def __init__(
+        self,
+        factory: Callable[[], Callable[[Any], dict[str, Any]]],
+        size: int,
+        *,
+        guarded: Guarded,
+        setup: Callable[[], None],
+        on_retry: Callable[[int, str], None] = lambda _index, _how: None,
+    ):
+        self._factory = factory
+        self._size = size
+        self._guarded = guarded
+        self._setup = setup
+        self._on_retry = on_retry
+        self._ctx = multiprocessing.get_context("spawn")
+        self._workers: list[_Worker] = []
+
+    def _start_worker(self) -> _Worker:
+        parent, child = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(
+            target=_worker_main,
+            args=(child, self._factory, self._guarded, self._setup, os.getpid()),
+            daemon=True,
+            name="datafilter-worker",
+        )
+        process.start()
+        child.close()
+        worker = _Worker(process, parent)
+        self._workers.append(worker)
+        return worker
+
+    def run(self, tasks: list[Any], retries: int = 1) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Yield ``(index, raw outcome)`` for every task, in the order they finish."""
+        queue = deque(range(len(tasks)))
+        deaths: dict[int, int] = {}
+        try:
+            for _ in range(min(self._size, len(tasks))):
+                self._start_worker()
+            remaining = len(tasks)
+            while remaining:
+                for worker in self._workers:
+                    if worker.ready and worker.task is None and queue:
+                        worker.task = queue.popleft()
+                        worker.conn.send((worker.task, tasks[worker.task]))
+                waitables = [w.conn for w in self._workers] + [
+                    w.process.sentinel for w in self._workers
+                ]
+                wait(waitables)
+                for worker in list(self._workers):
+                    alive = worker.process.is_alive()  # first: all it sent before dying is read
+                    for index, raw in self._collect(worker):
+                        remaining -= 1
+                        yield index, raw
+                    if alive:
+                        continue
+                    # The process has ended and everything it sent has been read.
+                    self._workers.remove(worker)
+                    worker.conn.close()
+                    how = describe_exit(worker.process.exitcode)
+                    if not worker.ready:
+                        raise DatafilterError(f"a worker process died while starting ({how})")
+                    if worker.task is not None:
+                        index = worker.task
+                        deaths[index] = deaths.get(index, 0) + 1
+                        if deaths[index] <= retries:
+                            self._on_retry(index, how)
+                            queue.appendleft(index)
+                        else:
+                            remaining -= 1
+                            error = (
+                                f"the worker process running it died ({how}), "
+                                f"{deaths[index]} times"
+                            )
+                            yield index, {"ok": False, "error": error}
+                    if queue and len(self._workers) < self._size:
+                        self._start_worker()
+        finally:
+            self.close()
+
+    def _collect(self, worker: _Worker) -> Iterator[tuple[int, dict[str, Any]]]:
+        """The results ``worker`` has sent; raises the error of a worker that failed to build."""
+        while True:
+            try:
+                if not worker.conn.poll():
+                    return
+                message = worker.conn.recv()
+            except (EOFError, OSError):
+                return
+            kind = message[0]
+            if kind == "ready":
+                worker.ready = True
+            elif kind == "failed":
+                raise message[1]
+            else:
+                _, index, raw = message
+                worker.task = None
+                yield index, raw
+
+    def close(self) -> None:
+        """Stop every worker: idle ones are told to exit, the rest (and laggards) killed."""
+        workers, self._workers = self._workers, []
+        for worker in workers:
+            with contextlib.suppress(OSError):
+                if worker.task is None:
+                    worker.conn.send(None)
+                else:
+                    worker.process.kill()
+        for worker in workers:
+            worker.process.join(_STOP_GRACE_SECONDS)
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join()
+            worker.conn.close()
