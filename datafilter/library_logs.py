@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from typing import Any
 
 # Environment variables read by the libraries themselves: quiet values.
 QUIET_ENV = {
@@ -22,7 +23,6 @@ QUIET_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     "RAY_DEDUP_LOGS": "1",
     "RAY_USAGE_STATS_ENABLED": "0",
-    "PYTHONWARNINGS": "ignore",
 }
 QUIET_LOGGERS = ("ray", "duckdb", "transformers", "vllm", "torch", "filelock", "urllib3", "fsspec")
 VERBOSE_ENV = "DATAFILTER_VERBOSE"
@@ -44,6 +44,12 @@ def configure(verbose: bool) -> None:
     # Libraries' deprecation and future warnings: nothing a user of the command can act on.
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def quiet_duckdb(con: Any) -> Any:
+    """A new DuckDB connection, its progress bar off (on with ``-v``)."""
+    con.execute(f"SET enable_progress_bar = {'true' if is_verbose() else 'false'}")
+    return con
 
 
 def is_verbose() -> bool:

@@ -314,3 +314,25 @@ def test_with_an_address_the_command_names_the_cluster_it_joins(
     assert "score: executor ray, 1 Ray actor (auto: a Ray address is given)" in lines
     assert len(head_node.drivers()) == len(before) + 1
     assert _own_lines(proc.stderr) == [], proc.stderr
+
+
+def test_library_logs_are_quiet_unless_verbose(monkeypatch) -> None:
+    import duckdb
+
+    from datafilter import library_logs
+
+    for key in (*library_logs.QUIET_ENV, library_logs.VERBOSE_ENV):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "info")  # the user's own choice is kept
+    try:
+        library_logs.configure(False)
+        assert os.environ["VLLM_LOGGING_LEVEL"] == "ERROR"
+        assert os.environ["TRANSFORMERS_VERBOSITY"] == "info"
+        con = library_logs.quiet_duckdb(duckdb.connect())
+        assert con.execute("SELECT current_setting('enable_progress_bar')").fetchone() == (False,)
+        library_logs.configure(True)
+        assert library_logs.is_verbose() and os.environ[library_logs.VERBOSE_ENV] == "1"
+        con = library_logs.quiet_duckdb(duckdb.connect())
+        assert con.execute("SELECT current_setting('enable_progress_bar')").fetchone() == (True,)
+    finally:
+        library_logs.configure(False)

@@ -1,0 +1,178 @@
+"""Start-up and scaling of ``datafilter score`` through the CLI, per executor (issue 16).
+
+Run from the repository root::
+
+    python bench/startup.py                 # 130 MB pool, 16 shards, best of 3: ~4-6 minutes
+    python bench/startup.py --mb 100 --repeat 2 --skip-ray
+
+Every row is the whole command (``python -m datafilter.cli score ...``) in a child process,
+timed from its start to its exit: Python start-up, imports, the executor's start (worker
+processes, Ray), the model load, scoring, writing. Rows alternate within each round; the best
+of ``--repeat`` rounds is reported, with every round's time. Printed:
+
+1. **Start-up**: a 20-row shard (the pool's first 20 documents), with the default executor
+   (``auto``: in-process for an input this small), ``--executor process`` and ``--executor
+   ray``. The fixed cost of the Ray path is ray - auto on this shard (Ray's start and stop, the
+   actor's start).
+2. **Rates** on the pool (``--mb`` MB of text, ``--shards`` shards): the in-process executor
+   pinned to one core (``--executor local`` under ``sched_setaffinity``), the default executor
+   on every core of the bench's affinity set, and ``--executor ray``; MB/s of text (UTF-8 bytes
+   of the text column) over the command's wall time.
+3. **Scaling efficiency** = default rate / (cores x one-core in-process rate). Goals: the
+   20-row shard under 2 s with the default executor; efficiency >= 0.85.
+
+The pool and model are ``bench/_data.py``'s (built once under ``--out``, reused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+try:
+    from bench._data import prepare
+except ImportError:  # run as a script: bench/ is on sys.path
+    from _data import prepare
+
+GOAL_SMALL_SECONDS = 2.0
+GOAL_EFFICIENCY = 0.85
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cores() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+def score_command(inp: Path, out: Path, model: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "datafilter.cli", "score", "--input", str(inp),
+            "--output", str(out), "--model", str(model), *extra]  # fmt: skip
+
+
+def timed(command: list[str], out: Path, pin: int | None = None) -> tuple[float, str, dict]:
+    """Run ``command`` once on an empty ``out``: wall seconds, its executor line, its result."""
+    shutil.rmtree(out, ignore_errors=True)
+    preexec = (lambda: os.sched_setaffinity(0, {pin})) if pin is not None else None
+    start = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True, preexec_fn=preexec)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(command)}\n{proc.stderr}")
+    chosen = next((ln for ln in proc.stderr.splitlines() if ": executor " in ln), "?")
+    return wall, chosen.split(": ", 1)[-1], json.loads(proc.stdout)
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+class Row:
+    """One bench row: every round's wall time and the executor line it printed."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.walls: list[float] = []
+        self.chosen = ""
+
+    def add(self, wall: float, chosen: str) -> None:
+        self.walls.append(wall)
+        self.chosen = chosen
+
+    @property
+    def best(self) -> float:
+        return min(self.walls)
+
+    def rounds(self) -> str:
+        return ", ".join(f"{w:.2f}" for w in self.walls)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=Path("bench/out"))
+    p.add_argument("--mb", type=float, default=130.0, help="MB of text in the pool (>= 100)")
+    p.add_argument("--shards", type=int, default=16)
+    p.add_argument("--repeat", type=int, default=3, help="rounds; the best is reported")
+    p.add_argument("--skip-ray", action="store_true")
+    args = p.parse_args(argv)
+
+    data = prepare(args.out, mb=args.mb, shards=args.shards, order=5, vocab_size=8000, log=say)
+    work = (args.out / "startup").resolve()
+    small = work / "small"
+    small.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pq.read_table(data.shard_paths[0]).slice(0, 20), small / "part-00000.parquet")
+    model, pool, run = data.model_dir, data.pool_dir, work / "run"
+    cpus = cores()
+
+    before = load()
+    small_rows = {name: Row(name) for name in ("auto", "process", "ray")}
+    pool_rows = {name: Row(name) for name in ("local, 1 core", "auto", "ray")}
+    if args.skip_ray:
+        del small_rows["ray"], pool_rows["ray"]
+    for r in range(args.repeat):
+        say(f"round {r + 1}/{args.repeat}: 20-row shard ...")
+        for name, row in small_rows.items():
+            extra = [] if name == "auto" else ["--executor", name]
+            row.add(*timed(score_command(small, run, model, *extra), run)[:2])
+        say(f"round {r + 1}/{args.repeat}: {data.n_bytes / 1e6:.0f} MB pool ...")
+        for name, row in pool_rows.items():
+            if name == "auto":
+                wall, chosen, result = timed(score_command(pool, run, model), run)
+            elif name == "ray":
+                wall, chosen, result = timed(score_command(pool, run, model, "--executor", "ray"),
+                                             run)  # fmt: skip
+            else:
+                command = score_command(pool, run, model, "--executor", "local")
+                wall, chosen, result = timed(command, run, pin=cpus[0])
+            assert result["rows"] == data.n_docs, result
+            row.add(wall, chosen)
+    shutil.rmtree(run, ignore_errors=True)
+    after = load()
+
+    print(f"# datafilter score through the CLI; {len(cpus)} cores, best of {args.repeat}")
+    print(f"load average before: {before}; after: {after}")
+    print("\n## start-up: a 20-row shard, whole command, wall s")
+    print("| executor | wall s (best) | rounds | chosen |")
+    print("| --- | --- | --- | --- |")
+    for name, row in small_rows.items():
+        print(f"| {name} | {row.best:.2f} | {row.rounds()} | {row.chosen} |")
+    auto = small_rows["auto"].best
+    print(f"\ngoal: 20-row shard with the default executor under {GOAL_SMALL_SECONDS:g} s: "
+          f"{auto:.2f} s, {'met' if auto < GOAL_SMALL_SECONDS else 'MISSED'}")  # fmt: skip
+    pool_cost = small_rows["process"].best - auto
+    print(f"fixed cost of a process pool (process - auto): {pool_cost:.2f} s")
+    if "ray" in small_rows:
+        print(f"fixed cost of the Ray path (ray - auto): {small_rows['ray'].best - auto:.2f} s")
+
+    mb = data.n_bytes / 1e6
+    print(f"\n## rates: {mb:.1f} MB of text, {data.n_docs} documents, {args.shards} shards")
+    print("| executor | wall s (best) | MB/s | rounds | chosen |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, row in pool_rows.items():
+        print(f"| {name} | {row.best:.2f} | {mb / row.best:.2f} | {row.rounds()} | {row.chosen} |")
+    one = mb / pool_rows["local, 1 core"].best
+    default = mb / pool_rows["auto"].best
+    efficiency = default / (len(cpus) * one)
+    print(f"\nscaling efficiency: default {default:.2f} MB/s / ({len(cpus)} cores x {one:.2f} "
+          f"MB/s in-process on one core) = {efficiency:.3f} (goal >= {GOAL_EFFICIENCY}: "
+          f"{'met' if efficiency >= GOAL_EFFICIENCY else 'MISSED'})")  # fmt: skip
+    if "ray" in pool_rows:
+        ray_rate = mb / pool_rows["ray"].best
+        print(f"ray: {ray_rate:.2f} MB/s, {ray_rate / (len(cpus) * one):.3f} of cores x one core")
+    median = statistics.median(pool_rows["auto"].walls)
+    print(f"default executor, median of rounds: {median:.2f} s ({mb / median:.2f} MB/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
