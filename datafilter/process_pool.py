@@ -1,8 +1,9 @@
 """A pool of local worker processes for one stage: one per core, the worker built once each.
 
-Each worker is a fresh interpreter (``spawn``): it runs the stage's worker factory once (loading
-the model), then one task at a time, sent by the driver over a pipe. The driver hands the next
-task to whichever worker finishes first and yields results as they come.
+Each worker is a fresh interpreter (``python -c``, not ``multiprocessing``'s spawn, so the
+caller's main module is never run again in it): it runs the stage's worker factory once
+(loading the model), then one task at a time, sent by the driver over a pipe. The driver hands
+the next task to whichever worker is free and yields results as they come.
 
 - A worker that dies (killed, out of memory) loses only its task: that task is run again once on
   a new worker; if that worker dies too, the task fails with an error saying how the process
@@ -17,20 +18,20 @@ task to whichever worker finishes first and yields results as they come.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import pickle
 import signal
+import subprocess
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection, Pipe, wait
 from typing import Any
 
 from datafilter.errors import DatafilterError
 
-# The driver's per-task function: ``task -> raw outcome`` (``runtime._guarded``'s dict).
+# The per-task wrapper the worker applies: ``(fn, task) -> raw outcome`` (``runtime._guarded``).
 Guarded = Callable[[Callable[[Any], dict[str, Any]], Any], dict[str, Any]]
 _STOP_GRACE_SECONDS = 5.0
 
@@ -47,17 +48,16 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _worker_main(
-    conn: Connection,
-    factory: Callable[[], Callable[[Any], dict[str, Any]]],
-    guarded: Guarded,
-    setup: Callable[[], None],
-    parent_pid: int,
-) -> None:
-    """A worker process: build the task function once, then run tasks until told to stop."""
+def worker_main(fd: int) -> None:
+    """A worker process (``python -c``): build the task function once, then run tasks until
+    told to stop or the driver is gone."""
+    conn = Connection(fd)
+    sys_path, parent_pid = conn.recv()
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the driver, which stops us
+    sys.path[:] = sys_path  # the driver's, so the factory's modules import here too
     try:
+        factory, guarded, setup = pickle.loads(conn.recv_bytes())
         setup()
         fn = factory()
     except BaseException as exc:  # noqa: BLE001 - reported to the driver, which raises it
@@ -86,28 +86,29 @@ def _portable(exc: BaseException) -> DatafilterError:
     return DatafilterError(f"{type(exc).__name__}: {exc}")
 
 
-def describe_exit(exitcode: int | None) -> str:
-    """How a process ended: ``killed by SIGKILL`` or ``exit code 3``."""
-    if exitcode is not None and exitcode < 0:
+def describe_exit(returncode: int | None) -> str:
+    """How a process ended: ``killed by SIGKILL (out of memory, or killed)``, ``exit code 3``."""
+    if returncode is not None and returncode < 0:
         try:
-            name = signal.Signals(-exitcode).name
+            name = signal.Signals(-returncode).name
         except ValueError:
-            name = f"signal {-exitcode}"
-        hint = " (out of memory, or killed)" if -exitcode == signal.SIGKILL else ""
+            name = f"signal {-returncode}"
+        hint = " (out of memory, or killed)" if -returncode == signal.SIGKILL else ""
         return f"killed by {name}{hint}"
-    return f"exit code {exitcode}"
+    return f"exit code {returncode}"
 
 
 @dataclass
 class _Worker:
-    process: Any  # multiprocessing's SpawnProcess
+    process: subprocess.Popen
     conn: Connection
     ready: bool = False
+    ended: bool = False  # its end of the pipe is closed: it has exited (or is exiting)
     task: int | None = None  # the index of the task it runs
 
 
 class ProcessPool:
-    """``size`` spawned worker processes running ``factory()`` once each (see the module)."""
+    """``size`` worker processes running ``factory()`` once each (see the module)."""
 
     def __init__(
         self,
@@ -118,27 +119,23 @@ class ProcessPool:
         setup: Callable[[], None],
         on_retry: Callable[[int, str], None] = lambda _index, _how: None,
     ):
-        self._factory = factory
+        self._payload = pickle.dumps((factory, guarded, setup))
         self._size = size
-        self._guarded = guarded
-        self._setup = setup
         self._on_retry = on_retry
-        self._ctx = multiprocessing.get_context("spawn")
         self._workers: list[_Worker] = []
 
-    def _start_worker(self) -> _Worker:
-        parent, child = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(
-            target=_worker_main,
-            args=(child, self._factory, self._guarded, self._setup, os.getpid()),
-            daemon=True,
-            name="datafilter-worker",
-        )
-        process.start()
-        child.close()
-        worker = _Worker(process, parent)
-        self._workers.append(worker)
-        return worker
+    def _start_worker(self) -> None:
+        mine, theirs = Pipe(duplex=True)
+        fd = theirs.fileno()
+        process = subprocess.Popen(
+            [sys.executable, "-c", f"from datafilter.process_pool import worker_main; "
+             f"worker_main({fd})"],
+            pass_fds=[fd],
+        )  # fmt: skip
+        theirs.close()
+        mine.send((sys.path, os.getpid()))
+        mine.send_bytes(self._payload)
+        self._workers.append(_Worker(process, mine))
 
     def run(self, tasks: list[Any], retries: int = 1) -> Iterator[tuple[int, dict[str, Any]]]:
         """Yield ``(index, raw outcome)`` for every task, in the order they finish."""
@@ -153,21 +150,17 @@ class ProcessPool:
                     if worker.ready and worker.task is None and queue:
                         worker.task = queue.popleft()
                         worker.conn.send((worker.task, tasks[worker.task]))
-                waitables = [w.conn for w in self._workers] + [
-                    w.process.sentinel for w in self._workers
-                ]
-                wait(waitables)
+                wait([w.conn for w in self._workers])
                 for worker in list(self._workers):
-                    alive = worker.process.is_alive()  # first: all it sent before dying is read
                     for index, raw in self._collect(worker):
                         remaining -= 1
                         yield index, raw
-                    if alive:
+                    if not worker.ended:
                         continue
-                    # The process has ended and everything it sent has been read.
+                    # It has exited, and everything it sent before has been read.
                     self._workers.remove(worker)
                     worker.conn.close()
-                    how = describe_exit(worker.process.exitcode)
+                    how = describe_exit(worker.process.wait())
                     if not worker.ready:
                         raise DatafilterError(f"a worker process died while starting ({how})")
                     if worker.task is not None:
@@ -189,13 +182,14 @@ class ProcessPool:
             self.close()
 
     def _collect(self, worker: _Worker) -> Iterator[tuple[int, dict[str, Any]]]:
-        """The results ``worker`` has sent; raises the error of a worker that failed to build."""
-        while True:
+        """What ``worker`` has sent; raises the error of a worker that failed to build."""
+        while not worker.ended:
             try:
                 if not worker.conn.poll():
                     return
                 message = worker.conn.recv()
             except (EOFError, OSError):
+                worker.ended = True
                 return
             kind = message[0]
             if kind == "ready":
@@ -208,17 +202,19 @@ class ProcessPool:
                 yield index, raw
 
     def close(self) -> None:
-        """Stop every worker: idle ones are told to exit, the rest (and laggards) killed."""
+        """Stop every worker: idle ones are told to exit; busy or still building ones, and any
+        that does not exit in time, are killed."""
         workers, self._workers = self._workers, []
         for worker in workers:
             with contextlib.suppress(OSError):
-                if worker.task is None:
+                if worker.ready and worker.task is None and not worker.ended:
                     worker.conn.send(None)
                 else:
                     worker.process.kill()
         for worker in workers:
-            worker.process.join(_STOP_GRACE_SECONDS)
-            if worker.process.is_alive():
+            try:
+                worker.process.wait(_STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
                 worker.process.kill()
-                worker.process.join()
+                worker.process.wait()
             worker.conn.close()
