@@ -54,7 +54,6 @@ def worker_main(fd: int) -> None:
     conn = Connection(fd)
     sys_path, parent_pid = conn.recv()
     _die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the driver, which stops us
     sys.path[:] = sys_path  # the driver's, so the factory's modules import here too
     try:
         factory, guarded, setup = pickle.loads(conn.recv_bytes())
@@ -127,11 +126,12 @@ class ProcessPool:
     def _start_worker(self) -> None:
         mine, theirs = Pipe(duplex=True)
         fd = theirs.fileno()
-        process = subprocess.Popen(
-            [sys.executable, "-c", f"from datafilter.process_pool import worker_main; "
-             f"worker_main({fd})"],
-            pass_fds=[fd],
-        )  # fmt: skip
+        # Ctrl-C reaches the driver, which stops the workers: they ignore it from the start.
+        code = (
+            "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+            f"from datafilter.process_pool import worker_main; worker_main({fd})"
+        )
+        process = subprocess.Popen([sys.executable, "-c", code], pass_fds=[fd])
         theirs.close()
         mine.send((sys.path, os.getpid()))
         mine.send_bytes(self._payload)
