@@ -79,6 +79,17 @@ def echo(message: str) -> None:
     sys.stderr.flush()
 
 
+def _width() -> dict[str, Any]:
+    """tqdm's size: the terminal's, followed as it changes; 100 x 20 where it has none (a pipe,
+    a file, a terminal of unknown size 0 x 0, on which tqdm would draw nothing)."""
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+        known = size.columns > 0 and size.lines > 0
+    except (AttributeError, OSError, ValueError):
+        known = False
+    return {"dynamic_ncols": True} if known else {"ncols": 100, "nrows": 20}
+
+
 def progress_bar(total: int | None = None, desc: str = "", unit: str = "it") -> tqdm:
     """A tqdm bar to ``update()`` by hand (drawn only where :func:`is_enabled`); use it as a
     context manager so the line is ended."""
@@ -89,7 +100,7 @@ def progress_bar(total: int | None = None, desc: str = "", unit: str = "it") -> 
         unit_scale=True,
         file=sys.stderr,
         disable=not is_enabled(),
-        dynamic_ncols=True,
+        **_width(),
     )
 
 
@@ -140,9 +151,7 @@ class StageProgress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if self._mode == "bar":
-            self._bar = tqdm(
-                total=total, desc=stage, unit="shard", file=sys.stderr, dynamic_ncols=True
-            )
+            self._bar = tqdm(total=total, desc=stage, unit="shard", file=sys.stderr, **_width())
         elif self._mode == "lines":
             self._thread = threading.Thread(target=self._lines, daemon=True)
             self._thread.start()

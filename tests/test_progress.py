@@ -79,3 +79,37 @@ def test_no_line_once_every_shard_is_done(monkeypatch) -> None:
         lines.append("marker")
         time.sleep(0.05)  # several periods pass with nothing left to do
     assert lines == ["marker"]
+
+
+def test_the_command_draws_a_bar_on_a_terminal(tmp_path, kenlm_model_dir) -> None:
+    """``datafilter score`` with stderr on a pseudo-terminal (of unknown size, 0 x 0, as under
+    ``script`` or some CI runners): the stage's bar is drawn; the stage's lines are kept."""
+    import os
+    import pty
+    import subprocess
+
+    from helpers_corpus import cli_command, text_shard
+
+    inp = text_shard(tmp_path / "in" / "a.parquet", ["some text here"] * 20)
+    master, slave = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "DATAFILTER_PROGRESS"}
+    proc = subprocess.Popen(
+        cli_command("score", "--input", inp.parent, "--output", tmp_path / "run",
+                    "--model", kenlm_model_dir),
+        stdout=subprocess.DEVNULL, stderr=slave, env=env,
+    )  # fmt: skip
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the command ended: the terminal is gone
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=120) == 0
+    err = b"".join(chunks).decode()
+    assert "score: 100%|" in err and "1/1 [" in err and "20 docs" in err, err
+    assert "score: [1/1] a.parquet rows=20" in err
