@@ -19,7 +19,11 @@ of ``--repeat`` rounds is reported, with every round's time. Printed:
    on every core of the bench's affinity set, and ``--executor ray``; MB/s of text (UTF-8 bytes
    of the text column) over the command's wall time.
 3. **Scaling efficiency** = default rate / (cores x one-core in-process rate). Goals: the
-   20-row shard under 2 s with the default executor; efficiency >= 0.85.
+   20-row shard under 2 s with the default executor; efficiency >= 0.85. Wall-clock figures
+   need an idle machine (the load average is printed): on a busy one a pinned single process
+   gets a core to itself more easily than two processes get two. The CPU seconds of each
+   command (its own and its workers') are printed too: in-process / default says what the extra
+   processes cost, whatever the load.
 
 The pool and model are ``bench/_data.py``'s (built once under ``--out``, reused).
 """
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -60,17 +65,25 @@ def score_command(inp: Path, out: Path, model: Path, *extra: str) -> list[str]:
             "--output", str(out), "--model", str(model), *extra]  # fmt: skip
 
 
-def timed(command: list[str], out: Path, pin: int | None = None) -> tuple[float, str, dict]:
-    """Run ``command`` once on an empty ``out``: wall seconds, its executor line, its result."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(command: list[str], out: Path, pin: int | None = None) -> tuple[float, float, str, dict]:
+    """Run ``command`` once on an empty ``out``: wall seconds, CPU seconds (the command and the
+    processes it waited for: its workers), its executor line, its result."""
     shutil.rmtree(out, ignore_errors=True)
     preexec = (lambda: os.sched_setaffinity(0, {pin})) if pin is not None else None
+    cpu = _children_cpu()
     start = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, preexec_fn=preexec)
     wall = time.perf_counter() - start
+    cpu = _children_cpu() - cpu
     if proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(command)}\n{proc.stderr}")
     chosen = next((ln for ln in proc.stderr.splitlines() if ": executor " in ln), "?")
-    return wall, chosen.split(": ", 1)[-1], json.loads(proc.stdout)
+    return wall, cpu, chosen.split(": ", 1)[-1], json.loads(proc.stdout)
 
 
 def load() -> str:
@@ -83,15 +96,22 @@ class Row:
     def __init__(self, name: str):
         self.name = name
         self.walls: list[float] = []
+        self.cpus: list[float] = []
         self.chosen = ""
 
-    def add(self, wall: float, chosen: str) -> None:
+    def add(self, wall: float, cpu: float, chosen: str) -> None:
         self.walls.append(wall)
+        self.cpus.append(cpu)
         self.chosen = chosen
 
     @property
     def best(self) -> float:
         return min(self.walls)
+
+    @property
+    def cpu(self) -> float:
+        """CPU seconds of the best round."""
+        return self.cpus[self.walls.index(self.best)]
 
     def rounds(self) -> str:
         return ", ".join(f"{w:.2f}" for w in self.walls)
@@ -123,19 +143,19 @@ def main(argv: list[str] | None = None) -> int:
         say(f"round {r + 1}/{args.repeat}: 20-row shard ...")
         for name, row in small_rows.items():
             extra = [] if name == "auto" else ["--executor", name]
-            row.add(*timed(score_command(small, run, model, *extra), run)[:2])
+            row.add(*timed(score_command(small, run, model, *extra), run)[:3])
         say(f"round {r + 1}/{args.repeat}: {data.n_bytes / 1e6:.0f} MB pool ...")
         for name, row in pool_rows.items():
             if name == "auto":
-                wall, chosen, result = timed(score_command(pool, run, model), run)
+                wall, cpu, chosen, result = timed(score_command(pool, run, model), run)
             elif name == "ray":
-                wall, chosen, result = timed(score_command(pool, run, model, "--executor", "ray"),
-                                             run)  # fmt: skip
+                command = score_command(pool, run, model, "--executor", "ray")
+                wall, cpu, chosen, result = timed(command, run)
             else:
                 command = score_command(pool, run, model, "--executor", "local")
-                wall, chosen, result = timed(command, run, pin=cpus[0])
+                wall, cpu, chosen, result = timed(command, run, pin=cpus[0])
             assert result["rows"] == data.n_docs, result
-            row.add(wall, chosen)
+            row.add(wall, cpu, chosen)
     shutil.rmtree(run, ignore_errors=True)
     after = load()
 
@@ -156,16 +176,20 @@ def main(argv: list[str] | None = None) -> int:
 
     mb = data.n_bytes / 1e6
     print(f"\n## rates: {mb:.1f} MB of text, {data.n_docs} documents, {args.shards} shards")
-    print("| executor | wall s (best) | MB/s | rounds | chosen |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| executor | wall s (best) | MB/s | CPU s | rounds | chosen |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for name, row in pool_rows.items():
-        print(f"| {name} | {row.best:.2f} | {mb / row.best:.2f} | {row.rounds()} | {row.chosen} |")
+        print(f"| {name} | {row.best:.2f} | {mb / row.best:.2f} | {row.cpu:.1f} | "
+              f"{row.rounds()} | {row.chosen} |")  # fmt: skip
     one = mb / pool_rows["local, 1 core"].best
     default = mb / pool_rows["auto"].best
     efficiency = default / (len(cpus) * one)
     print(f"\nscaling efficiency: default {default:.2f} MB/s / ({len(cpus)} cores x {one:.2f} "
           f"MB/s in-process on one core) = {efficiency:.3f} (goal >= {GOAL_EFFICIENCY}: "
           f"{'met' if efficiency >= GOAL_EFFICIENCY else 'MISSED'})")  # fmt: skip
+    cpu_ratio = pool_rows["local, 1 core"].cpu / pool_rows["auto"].cpu
+    print(f"CPU seconds, in-process / default: {cpu_ratio:.3f} (what the extra processes cost; "
+          "on a busy machine the wall-clock efficiency above reflects the load, this does not)")
     if "ray" in pool_rows:
         ray_rate = mb / pool_rows["ray"].best
         print(f"ray: {ray_rate:.2f} MB/s, {ray_rate / (len(cpus) * one):.3f} of cores x one core")
