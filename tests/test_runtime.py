@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers_corpus import cli_command, run_cli, split_pool, text_shard, wait_until
+import yaml
+from helpers_corpus import cli_command, files_under, run_cli, split_pool, text_shard, wait_until
 from pauses import Pauses
 
 from datafilter.errors import ConfigError, ModelError, OutputError
@@ -167,6 +168,39 @@ def test_no_worker_process_outlives_the_command(tmp_path, demo_corpus, kenlm_mod
         )
     for pid in workers:  # the kernel ends them when the driver dies (nothing to race)
         wait_until(lambda p=pid: _is_gone(p), timeout=60)
+
+
+def test_a_run_on_the_process_pool_writes_the_in_process_bytes(
+    tmp_path, demo_corpus, kenlm_model_dir
+):
+    """``datafilter run`` with ``executor: process`` (scoring and selection on two worker
+    processes) against ``executor: local``: the same files, byte for byte."""
+    split_pool(demo_corpus, tmp_path / "in", 4)
+
+    def run(executor: str) -> dict[str, bytes]:
+        root = tmp_path / executor
+        config = {
+            "input": str(tmp_path / "in"), "run_dir": str(root / "run"),
+            "score": {"options": {"model": str(kenlm_model_dir)}, "id_column": "id"},
+            "thresholds": {"group_by": [None, "domain"]},
+            "select": {"output": str(root / "out"), "options": {"keep": 0.5},
+                       "report_by": "domain", "with_scores": True},
+            "ray": {"executor": executor, "num_actors": 2},
+        }  # fmt: skip
+        (root).mkdir()
+        (root / "run.yaml").write_text(yaml.safe_dump(config))
+        proc = run_cli("run", root / "run.yaml", timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        for stage in ("score", "select"):
+            line = f"{stage}: executor {executor}, "
+            assert any(x.startswith(line) for x in proc.stderr.splitlines()), proc.stderr
+        return {
+            rel: data for rel, data in files_under(root).items()
+            if rel.endswith(".parquet") and "/_state/" not in f"/{rel}"
+        }  # fmt: skip
+
+    local, pooled = run("local"), run("process")
+    assert len(local) == 4 * 2 + 2 and pooled == local  # 4 score + 4 output shards, 2 tables
 
 
 # --------------------------------------------------------------------------- quiet output
