@@ -21,9 +21,11 @@ of ``--repeat`` rounds is reported, with every round's time. Printed:
 3. **Scaling efficiency** = default rate / (cores x one-core in-process rate). Goals: the
    20-row shard under 2 s with the default executor; efficiency >= 0.85. Wall-clock figures
    need an idle machine (the load average is printed): on a busy one a pinned single process
-   gets a core to itself more easily than two processes get two. The CPU seconds of each
-   command (its own and its workers') are printed too: in-process / default says what the extra
-   processes cost, whatever the load.
+   gets a core to itself more easily than two processes get two. So the bench also runs, as a
+   floor measured in the same round, one in-process command per core at once, each on its share
+   of the shards (no coordination at all): what the machine gives independent processes now.
+   The CPU seconds of each command (its own and its workers') are printed too: in-process /
+   default says what the extra processes cost, whatever the load.
 
 The pool and model are ``bench/_data.py``'s (built once under ``--out``, reused).
 """
@@ -86,6 +88,32 @@ def timed(command: list[str], out: Path, pin: int | None = None) -> tuple[float,
     return wall, cpu, chosen.split(": ", 1)[-1], json.loads(proc.stdout)
 
 
+def split_input(shards: list[Path], parts: int, folder: Path) -> list[Path]:
+    """``parts`` folders of symbolic links, the shards dealt round-robin."""
+    shutil.rmtree(folder, ignore_errors=True)
+    dirs = [folder / f"part{k}" for k in range(parts)]
+    for d in dirs:
+        d.mkdir(parents=True)
+    for i, shard in enumerate(shards):
+        (dirs[i % parts] / shard.name).symlink_to(shard)
+    return dirs
+
+
+def timed_together(commands: list[list[str]], outs: list[Path]) -> tuple[float, float]:
+    """Run ``commands`` at once (each on an empty output): wall until the last ends, CPU s."""
+    for out in outs:
+        shutil.rmtree(out, ignore_errors=True)
+    cpu = _children_cpu()
+    start = time.perf_counter()
+    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for c in commands]  # fmt: skip
+    for proc, command in zip(procs, commands, strict=True):
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"failed ({proc.returncode}): {' '.join(command)}\n{err}")
+    return time.perf_counter() - start, _children_cpu() - cpu
+
+
 def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -136,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
 
     before = load()
     small_rows = {name: Row(name) for name in ("auto", "process", "ray")}
-    pool_rows = {name: Row(name) for name in ("local, 1 core", "auto", "ray")}
+    parts = split_input(data.shard_paths, len(cpus), work / "parts")
+    floor_name = f"{len(cpus)} independent in-process runs"
+    pool_rows = {name: Row(name) for name in ("local, 1 core", floor_name, "auto", "ray")}
     if args.skip_ray:
         del small_rows["ray"], pool_rows["ray"]
     for r in range(args.repeat):
@@ -146,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
             row.add(*timed(score_command(small, run, model, *extra), run)[:3])
         say(f"round {r + 1}/{args.repeat}: {data.n_bytes / 1e6:.0f} MB pool ...")
         for name, row in pool_rows.items():
+            if name == floor_name:  # each on its share of the shards, as if nothing linked them
+                outs = [work / f"run{k}" for k in range(len(parts))]
+                commands = [score_command(part, out, model, "--executor", "local")
+                            for part, out in zip(parts, outs, strict=True)]  # fmt: skip
+                row.add(*timed_together(commands, outs), "--executor local, each on 1/n")
+                continue
             if name == "auto":
                 wall, cpu, chosen, result = timed(score_command(pool, run, model), run)
             elif name == "ray":
@@ -157,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             assert result["rows"] == data.n_docs, result
             row.add(wall, cpu, chosen)
     shutil.rmtree(run, ignore_errors=True)
+    for k in range(len(parts)):
+        shutil.rmtree(work / f"run{k}", ignore_errors=True)
     after = load()
 
     print(f"# datafilter score through the CLI; {len(cpus)} cores, best of {args.repeat}")
@@ -188,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nscaling efficiency: default {default:.2f} MB/s / ({len(cpus)} cores x {one:.2f} "
           f"MB/s in-process on one core) = {efficiency:.3f} (goal >= {GOAL_EFFICIENCY}: "
           f"{'met' if efficiency >= GOAL_EFFICIENCY else 'MISSED'})")  # fmt: skip
+    floor = mb / pool_rows[floor_name].best
+    print(f"the machine now: {len(cpus)} independent in-process runs reach {floor:.2f} MB/s, "
+          f"{floor / (len(cpus) * one):.3f} of cores x one core (the most any pool of "
+          f"processes could reach here); default / that: {default / floor:.3f}")  # fmt: skip
     cpu_ratio = pool_rows["local, 1 core"].cpu / pool_rows["auto"].cpu
     print(f"CPU seconds, in-process / default: {cpu_ratio:.3f} (what the extra processes cost; "
           "on a busy machine the wall-clock efficiency above reflects the load, this does not)")
