@@ -120,7 +120,8 @@ def _proc_info(pid: int) -> tuple[str, float] | None:
 
 
 class WorkerSpy:
-    """Attach ``py-spy record`` to the first Ray actor process titled ``ray::MapWorker``."""
+    """Attach ``py-spy record`` to each Ray actor process titled ``ray::_ShardActor`` (the
+    stages' actor class in ``datafilter/runtime.py``)."""
 
     def __init__(self, out_dir: Path, rate: int):
         self.out_dir, self.rate = out_dir, rate
@@ -147,7 +148,7 @@ class WorkerSpy:
                     title = Path(f"/proc/{pid}/cmdline").read_bytes()
                 except OSError:
                     continue
-                if title.startswith(b"ray::MapWorker"):
+                if title.startswith(b"ray::_ShardActor"):
                     self._seen.add(pid)
                     self.actors.append((pid, _started_at(pid), time.time()))
                     out = self.out_dir / f"worker-{pid}.folded"
@@ -183,7 +184,7 @@ def _timeline(spy: WorkerSpy, run_dir: Path, data, t_call: float) -> None:
     print("timeline, seconds after the score() call:")
     for pid, started, titled in spy.actors:
         began = f"{started - t_call:6.2f}" if started is not None else "     ?"
-        print(f"  actor {pid}: process started {began}, became MapWorker {titled - t_call:6.2f}")
+        print(f"  actor {pid}: process started {began}, became _ShardActor {titled - t_call:6.2f}")
     print(f"  first shard began {min(starts) - t_call:6.2f}")
 
 

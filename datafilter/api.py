@@ -30,6 +30,7 @@ from datafilter.io.markers import is_complete, read_marker, write_marker
 from datafilter.io.owned import MANIFEST, claim, is_select_output
 from datafilter.io.shards import scan_input
 from datafilter.io.storage import AnyPath, ObjectPath, is_remote, location, remove_tree
+from datafilter.pause_points import pause_point
 from datafilter.run_record import (
     RunRecord,
     finished_score_markers,
@@ -129,7 +130,7 @@ def score(
         failures = _drive(
             jobs, factory, runtime, resources.num_cpus, resources.num_gpus, log, "score"
         )
-        remove_temp_files(layout.scores_dir(sid))  # left by Ray actors that died mid-shard
+        remove_temp_files(layout.scores_dir(sid))  # left by workers that died mid-shard
         summary = _record_score_summary(layout, sid, shards, failures, log)
     _raise_failures(failures, len(shards), "score")
     return summary
@@ -197,6 +198,8 @@ def _drive(jobs, factory, runtime, num_cpus, num_gpus, log: Log, stage: str) -> 
         runtime or RuntimeOptions(),
         num_cpus=num_cpus,
         num_gpus=num_gpus,
+        stage=stage,
+        log=log,
     )
     for done, outcome in enumerate(outcomes, start=1):
         rel = outcome.task.shard_rel
@@ -296,6 +299,7 @@ def thresholds(
                 pairs, group_by, memory_limit=memory_limit, temp_directory=_duckdb_temp(layout)
             )
             table, summary = threshold_table(stats, sid, qs, approx)
+        pause_point("thresholds")  # test-only (datafilter/pause_points.py)
         path = layout.thresholds_path(sid, group_by)
         write_table(path, table)
         write_json(path.with_suffix(".json"), summary)
@@ -422,7 +426,7 @@ def select(
         )
         factory = partial(_select_worker, selector, context["selector"]["options"], plan, settings)
         failures = _drive(jobs, factory, runtime, 1.0, 0.0, log, "select")
-        remove_temp_files(out)  # left by Ray actors that died mid-shard
+        remove_temp_files(out)  # left by workers that died mid-shard
         _raise_failures(failures, len(pairs), "select")
         shard_stats = [read_marker(j.marker_path)["stats"] for j in all_jobs]
         manifest = build_manifest(shard_stats, context)

@@ -52,24 +52,28 @@ def _parse_sets(pairs: list[str]) -> dict[str, Any]:
 
 
 def _runtime(args: argparse.Namespace):
-    from datafilter.runtime import RuntimeOptions
+    from datafilter.runtime import RuntimeOptions, parse_size
 
     return RuntimeOptions(
         executor=args.executor,
         address=args.address,
         num_actors=args.num_actors,
         progress=_progress(args),
+        local_below=parse_size(args.local_below),
     )
 
 
 def _progress(args: argparse.Namespace) -> bool:
-    return not args.quiet and sys.stderr.isatty()
+    """Progress (a bar on a terminal, a line every ~10 s off one) unless ``-q``."""
+    return not args.quiet
 
 
 def _log(args: argparse.Namespace):
     if args.quiet:
         return lambda _message: None
-    return lambda message: print(message, file=sys.stderr, flush=True)
+    from datafilter.progress import echo
+
+    return echo
 
 
 @contextmanager
@@ -452,13 +456,22 @@ def cmd_list(args: argparse.Namespace) -> Any:
 
 def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("runtime")
-    g.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or a local Ray)")
-    g.add_argument("--num-actors", type=int, help="actors in the pool (default: fill the CPUs)")
+    g.add_argument("--address", help="Ray cluster to run on (default: RAY_ADDRESS); implies ray")
+    g.add_argument(
+        "--num-actors", type=int, help="worker processes or Ray actors (default: one per CPU)"
+    )
     g.add_argument(
         "--executor",
-        choices=["ray", "local"],
-        default="ray",
-        help="'local' runs in this process, without Ray (debugging)",
+        choices=["auto", "local", "process", "ray"],
+        default="auto",
+        help="auto (default): ray with an address, local (in this process) below --local-below, "
+        "else process (a pool of worker processes on this machine)",
+    )
+    g.add_argument(
+        "--local-below",
+        default="8MB",
+        metavar="SIZE",
+        help="auto: input shards smaller than this in total run in this process (default 8MB)",
     )
 
 
@@ -468,10 +481,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"datafilter {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show Ray's, DuckDB's, transformers' logs"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress output"
+    )
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show Ray's, DuckDB's, transformers' logs",
     )
     common.add_argument(
         "--storage-option",
@@ -672,7 +695,10 @@ def _arrow_error() -> type[Exception]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from datafilter import library_logs
     from datafilter.errors import DatafilterError
+
+    library_logs.configure(args.verbose)
 
     if args.quiet:
         from datafilter.progress import set_enabled

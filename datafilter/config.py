@@ -69,9 +69,12 @@ class SelectStep(_Strict):
 
 
 class RayStep(_Strict):
-    executor: Literal["ray", "local"] = "ray"
+    """The executor (see ``runtime.py``): auto, local, process or ray."""
+
+    executor: Literal["auto", "local", "process", "ray"] = "auto"
     address: str | None = None
     num_actors: int | None = Field(None, ge=1)
+    local_below: int | str = "8MB"  # auto: input shards under this size run in-process
 
 
 class RunConfig(_Strict):

@@ -9,7 +9,7 @@ from datafilter import api
 from datafilter.config import RunConfig, load_config
 from datafilter.io import storage
 from datafilter.progress import progress_state, set_enabled
-from datafilter.runtime import RuntimeOptions
+from datafilter.runtime import RuntimeOptions, parse_size
 
 
 def run(config: str | Path | RunConfig, *, progress: bool = True, log: api.Log = api._stderr):
@@ -106,7 +106,11 @@ def runtime_options(cfg: RunConfig, progress: bool = True) -> RuntimeOptions:
     """The executor settings of a run config's ``ray`` section."""
     r = cfg.ray
     return RuntimeOptions(
-        executor=r.executor, address=r.address, num_actors=r.num_actors, progress=progress
+        executor=r.executor,
+        address=r.address,
+        num_actors=r.num_actors,
+        progress=progress,
+        local_below=parse_size(r.local_below),
     )
 
 

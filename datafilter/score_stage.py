@@ -18,6 +18,7 @@ from datafilter.io.content import content_record, signature
 from datafilter.io.markers import write_marker
 from datafilter.io.shards import iter_batches, open_parquet, require_column
 from datafilter.io.storage import AnyPath, ObjectPath
+from datafilter.pause_points import pause_point
 from datafilter.score_columns import SCORE_SCHEMA, bits_per_byte, id_hash, perplexity
 from datafilter.scorers.base import Scorer
 
@@ -81,6 +82,8 @@ def score_shard(job: ShardJob, scorer: Scorer, settings: ScoreSettings) -> dict[
     with parquet_writer(job.output_path, SCORE_SCHEMA, written) as writer:
         for batch in iter_batches(pf, columns, settings.batch_rows, job.input_path):
             table = _score_batch(batch, rows, job, scorer, settings, rejected)
+            if not rows:
+                pause_point("score:shard")  # test-only (datafilter/pause_points.py)
             pending.append(table)
             rows += batch.num_rows
             n_bytes_total += int(table["n_bytes"].to_numpy().sum())

@@ -17,6 +17,7 @@ from datafilter.io.content import content_record
 from datafilter.io.markers import write_marker
 from datafilter.io.shards import iter_batches, open_parquet
 from datafilter.io.storage import AnyPath
+from datafilter.pause_points import pause_point
 from datafilter.score_columns import SCORE_SCHEMA
 from datafilter.selectors.base import Selector
 from datafilter.thresholds import ALL, NULL_GROUP
@@ -84,6 +85,8 @@ def select_shard(
             )
             if kept.num_rows:
                 writer.write_table(kept.cast(schema))
+            if offset == batch.num_rows:
+                pause_point("select:shard")  # test-only (datafilter/pause_points.py)
     if offset != scores.num_rows:
         raise InputError(
             f"read {offset} rows, expected {scores.num_rows}", path=str(job.input_path)

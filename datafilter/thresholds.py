@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from datafilter.columnar_stats import ColumnarScores
 from datafilter.errors import ConfigError, InputError
+from datafilter.library_logs import quiet_duckdb
 from datafilter.score_columns import METRICS
 
 ALL = "__all__"  # the one group when no group column is used
@@ -78,7 +79,7 @@ class ScoreStats:
         self.group_by = group_by
         self.extra_ids = list(files.extra)
         self._score_file_of = dict(zip(files.input_files, files.score_files, strict=True))
-        self.con = duckdb.connect()
+        self.con = quiet_duckdb(duckdb.connect())
         if memory_limit:
             self.con.execute(f"SET memory_limit = '{_checked_size(memory_limit)}'")
         if temp_directory:

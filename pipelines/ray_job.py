@@ -36,7 +36,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--address", help="Ray cluster to join (default: RAY_ADDRESS, which Ray sets for a job)"
     )
-    parser.add_argument("--progress", action="store_true", help="show Ray Data progress bars")
+    parser.add_argument(
+        "--progress",
+        action="store_true",
+        help="progress bars even off a terminal (default there: a progress line every 10 s)",
+    )
     return parser.parse_args(argv)
 
 
@@ -78,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
-        result = run(cfg, progress=args.progress)
+        if args.progress:
+            from datafilter.progress import set_enabled
+
+            set_enabled(True)
+        result = run(cfg)
     except DatafilterError as exc:
         print(f"ray_job: error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code

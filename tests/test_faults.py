@@ -1,8 +1,13 @@
-"""Faults injected into real runs: a Ray actor killed mid-shard, the driver killed at random
-moments, two runs on one folder, and a disk that becomes read-only or full mid-run.
+"""Faults injected into real runs: a worker process or Ray actor killed mid-shard, the driver
+killed at random moments, two runs on one folder, and a disk that becomes read-only or full
+mid-run.
 
 Each run is compared byte for byte with an uninterrupted run made at the same paths (run
 folders record absolute paths). ``DATAFILTER_FAULT_SEED`` picks other random kill moments.
+
+No fault here races the work: each is injected while the process waits at a test-only pause
+point (``datafilter/pause_points.py``, ``tests/pauses.py``) that it cannot pass until the test
+lets it, so a faster (or slower) machine meets every fault at the same place.
 """
 
 from __future__ import annotations
@@ -14,9 +19,8 @@ import random
 import shutil
 import signal
 import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +37,12 @@ from helpers_corpus import (
     temp_files,
     wait_until,
 )
+from pauses import Pauses
 
 from datafilter import api
 from datafilter.config import load_config
 from datafilter.io.atomic import TMP_MARK
 from datafilter.pipeline import run as run_pipeline
-from datafilter.runtime import RuntimeOptions
 
 N_SHARDS = 8
 BATCH_ROWS = 64
@@ -96,12 +100,13 @@ def _reference(config: Path, run: Path, out: Path) -> dict[str, bytes]:
     return files
 
 
-def _start_run(config: Path, *prefix: str) -> subprocess.Popen:
+def _start_run(config: Path, *prefix: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [*prefix, *cli_command("run", config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
 
 
@@ -114,11 +119,7 @@ def _holds_lock(lock: Path, pid: int) -> bool:
         return False
 
 
-def _count(folder: Path, pattern: str) -> int:
-    return len(list(folder.glob(pattern))) if folder.exists() else 0
-
-
-# --------------------------------------------------------------------------- a Ray actor dies
+# --------------------------------------------------------------------------- a worker dies
 
 
 def _shard_of_temp(name: str) -> str:
@@ -130,72 +131,104 @@ def _pid_of_temp(name: str) -> int:
     return int(name.split(TMP_MARK)[1].split("-")[0])
 
 
-def _is_ray_worker(pid: int) -> bool:
+def _shard_written_by(folder: Path, pid: int) -> str:
+    """The shard whose temporary file process ``pid`` holds in ``folder``."""
+    [shard] = [_shard_of_temp(t.name) for t in temp_files(folder) if _pid_of_temp(t.name) == pid]
+    return shard
+
+
+def _is_gone(pid: int) -> bool:
+    """Whether ``pid`` has ended (a zombie counts as ended)."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::")
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
-        return False
+        return True
 
 
-def test_a_ray_actor_killed_mid_shard_is_replaced_and_the_shard_retried(
-    tmp_path, inputs, kenlm_model_dir
+def _score_command(inputs: Path, run: Path, model: Path, executor: str) -> list[str]:
+    return cli_command(
+        "score", "--input", inputs, "--output", run, "--model", model, "--id-column", "id",
+        "--batch-rows", str(BATCH_ROWS), "--executor", executor, "--num-actors", "2",
+    )  # fmt: skip
+
+
+def _kill_writers(pauses: Pauses, proc: subprocess.Popen, scores: Path, deaths: int) -> str:
+    """SIGKILL the worker process writing the first shard to pause, then (``deaths`` > 1) the
+    ones that retry that same shard; let every other visit go on. The shard killed."""
+    shard = None
+    killed = 0
+    while killed < deaths:
+        pid, here = pauses.wait("score:shard", proc)
+        mine = _shard_written_by(scores, pid)
+        if shard is None or mine == shard:
+            shard = mine
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+            wait_until(lambda p=pid: _is_gone(p), timeout=60)
+        else:
+            pauses.release(here)
+    pauses.release_all("score:shard")
+    return shard
+
+
+@pytest.mark.parametrize("executor", ["process", "ray"])
+def test_a_worker_killed_mid_shard_is_replaced_and_the_shard_retried(
+    tmp_path, inputs, kenlm_model_dir, executor
 ):
-    """SIGKILL the actor process that is writing a score shard (its pid is in the temporary
-    file's name): Ray restarts the actor and retries the shard; every shard is written once."""
-    ray = pytest.importorskip("ray")
-    started_here = not ray.is_initialized()
+    """SIGKILL the worker process (a pool process, or a Ray actor) while it is inside a shard,
+    its temporary file open (held there by a test-only pause point): a new worker runs that
+    shard again; every shard is written once, with the same bytes as an in-process run."""
+    if executor == "ray":
+        pytest.importorskip("ray")
     options = {"model": str(kenlm_model_dir)}
     reference = tmp_path / "reference"
-    api.score(inputs, reference, options=options, batch_rows=BATCH_ROWS, runtime=LOCAL, log=quiet)
-
+    api.score(inputs, reference, options=options, id_column="id", batch_rows=BATCH_ROWS,
+              runtime=LOCAL, log=quiet)  # fmt: skip
     run = tmp_path / "run"
-    scores = run / "scores" / "kenlm"
-    killed: list[tuple[int, str]] = []
-    done = threading.Event()
-
-    def kill_a_writer() -> None:
-        while not done.is_set():
-            for tmp in temp_files(scores) if scores.exists() else []:
-                pid = _pid_of_temp(tmp.name)
-                if _is_ray_worker(pid):  # never anything but an actor of this run
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append((pid, _shard_of_temp(tmp.name)))
-                    return
-            time.sleep(0.002)
-
-    killer = threading.Thread(target=kill_a_writer, daemon=True)
-    killer.start()
-    log: list[str] = []
+    pauses = Pauses(tmp_path / "pauses", "score:shard")
+    proc = subprocess.Popen(
+        _score_command(inputs, run, kenlm_model_dir, executor),
+        env=pauses.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
     try:
-        summary = api.score(
-            inputs,
-            run,
-            options=options,
-            batch_rows=BATCH_ROWS,
-            runtime=RuntimeOptions(executor="ray", num_actors=2, progress=False),
-            log=log.append,
-        )
+        shard = _kill_writers(pauses, proc, run / "scores" / "kenlm", deaths=1)
     finally:
-        done.set()
-        killer.join(timeout=10)
-        if started_here:
-            ray.shutdown()
-
-    assert len(killed) == 1, "no actor was caught writing a shard"
-    pid, shard = killed[0]
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
-    assert summary["failed_shards"] == []
-    assert summary["rows"] == pq.read_table(inputs).num_rows
-    finished = [line.split()[2] for line in log if line.startswith("score: [")]
-    assert sorted(finished) == [f"part-{i:05d}.parquet" for i in range(N_SHARDS)], log
-    assert not any("FAILED" in line for line in log), log
+        _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    finished = [line.split()[2] for line in stderr.splitlines() if line.startswith("score: [")]
+    assert sorted(finished) == [f"part-{i:05d}.parquet" for i in range(N_SHARDS)], stderr
+    assert "FAILED" not in stderr
+    if executor == "process":
+        assert f"score: {shard}: its worker process died (killed by SIGKILL" in stderr
     # The retried shard, like every other, holds each input row once, in order.
+    scores = run / "scores" / "kenlm"
     for path in sorted(scores.glob("*.parquet")):
         rows = pq.read_table(path, columns=["row"])["row"].to_numpy()
         assert np.array_equal(rows, np.arange(pq.ParquetFile(inputs / path.name).metadata.num_rows))
     assert files_under(run / "scores") == files_under(reference / "scores"), shard
-    assert temp_files(run) == []  # the dead actor's half-written file was removed
+    assert temp_files(run) == []  # the dead worker's half-written file was removed
+
+
+def test_a_shard_whose_worker_dies_twice_fails_alone(tmp_path, inputs, kenlm_model_dir):
+    """The worker running a shard is killed, and so is the one that retries it: that shard
+    fails with one line saying how its worker died; the other shards are finished and kept."""
+    run = tmp_path / "run"
+    pauses = Pauses(tmp_path / "pauses", "score:shard")
+    proc = subprocess.Popen(
+        _score_command(inputs, run, kenlm_model_dir, "process"),
+        env=pauses.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        shard = _kill_writers(pauses, proc, run / "scores" / "kenlm", deaths=2)
+    finally:
+        _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 2, stderr
+    failed = f"  {shard}: the worker process running it died (killed by SIGKILL"
+    assert "score: 1 of 8 shards failed" in stderr and failed in stderr, stderr
+    done = sorted(p.name for p in (run / "scores" / "kenlm").glob("*.parquet"))
+    assert done == sorted(f"part-{i:05d}.parquet" for i in range(N_SHARDS) if
+                          f"part-{i:05d}.parquet" != shard)  # fmt: skip
+    assert temp_files(run) == []
 
 
 # --------------------------------------------------------------------------- the driver dies
@@ -204,79 +237,75 @@ def test_a_ray_actor_killed_mid_shard_is_replaced_and_the_shard_retried(
 def test_a_driver_killed_at_random_moments_resumes_to_the_same_bytes(
     tmp_path, inputs, kenlm_model_dir
 ):
-    """``datafilter run`` SIGKILLed again and again: once at a random time after launch, then at
-    random points in scoring, thresholds and selection; the run finally completes and every
-    file equals an uninterrupted run's."""
+    """``datafilter run`` SIGKILLed four times, each time while it certainly works: at a random
+    moment after launch (at the latest inside its first shard), inside scoring after 1-3 more
+    shards (a shard's temporary file open), inside thresholds (the first or the second table)
+    and inside selection after 1..N-2 shards. The run finally completes and every file equals
+    an uninterrupted run's.
+
+    Each kill but the first lands while the process waits at a test-only pause point
+    (``datafilter/pause_points.py``) that it cannot pass until the test lets it; the first lands
+    at a random time or at the first pause point, whichever comes first. A machine twice as
+    fast reaches the same points sooner and is killed at the same places."""
     run, out = tmp_path / "run", tmp_path / "out"
     config = _write_config(tmp_path / "run.yaml", inputs, run, out, kenlm_model_dir)
     reference = _reference(config, run, out)
     rng = random.Random(RNG_SEED)
-    score_markers = run / "_state" / "score" / "kenlm"
-    select_state = out / "_state" / "select"
-
-    def after(seconds: float) -> Callable[[], bool]:
-        start = time.monotonic()
-        return lambda: time.monotonic() - start >= seconds
-
-    def scored(n: int) -> Callable[[], bool]:
-        return lambda: _count(score_markers, "*.done.json") >= n
-
-    def selected(n: int) -> Callable[[], bool]:
-        return lambda: _count(select_state, "*/*.done.json") >= n
-
-    moments = [
-        ("launch", lambda: after(rng.uniform(0.3, 2.0))),
-        ("score", lambda: scored(_count(score_markers, "*.done.json") + rng.randint(1, 3))),
-        ("thresholds", lambda: (run / "thresholds" / "kenlm.parquet").exists),
-        ("select", lambda: selected(rng.randint(1, N_SHARDS - 1))),
+    moments = [  # (name, pause point, visits let through before the kill)
+        ("launch", "score:shard", 0),
+        ("score", "score:shard", rng.randint(1, 3)),
+        ("thresholds", "thresholds", rng.randint(0, 1)),
+        ("select", "select:shard", rng.randint(1, N_SHARDS - 2)),
     ]
-    kills = []
-    for name, make_trigger in moments:
-        trigger = make_trigger()
-        proc = _start_run(config)
+    for name, point, let_through in moments:
+        pauses = Pauses(tmp_path / f"pauses-{name}", point)
+        proc = _start_run(config, env=pauses.env())
         try:
-            wait_until(lambda: trigger() or proc.poll() is not None, timeout=120)  # noqa: B023
-            time.sleep(rng.uniform(0, 0.05))
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                kills.append(name)
+            if name == "launch":
+                start, delay = time.monotonic(), rng.uniform(0.1, 2.0)
+                wait_until(
+                    lambda p=pauses, s=start, d=delay: time.monotonic() - s > d
+                    or any(p.folder.glob("*.here")),
+                    timeout=300,
+                )
+            else:
+                for _ in range(let_through):
+                    pauses.release(pauses.wait(point, proc)[1])
+                pauses.wait(point, proc)
+            assert proc.poll() is None, f"the run ended before the {name} kill"
+            proc.send_signal(signal.SIGKILL)
         finally:
             _, stderr = proc.communicate(timeout=60)
-        if proc.returncode == 0:
-            break  # this attempt finished before its moment came
         assert proc.returncode == -signal.SIGKILL, stderr
-    assert len(kills) >= 3, f"only {kills} interrupted a running process"
 
     final = _start_run(config)
     _, stderr = final.communicate(timeout=120)
     assert final.returncode == 0, stderr
-    assert _artifacts(run, out) == reference, f"killed at {kills}"
+    assert _artifacts(run, out) == reference, f"killed at {moments}"
     assert temp_files(run) == [] and temp_files(out) == []
 
 
 # --------------------------------------------------------------------------- two runs at once
 
 
-def _collide(first_config: Path, second_config: Path, lock: Path, progress: Callable[[], int]):
-    """Start a run of ``first_config``, pause it (SIGSTOP) while it holds ``lock`` part way
-    through its stage (``progress()`` shards done), run ``second_config`` to the end; resume
-    the first. The second run's exit code and stderr, and the first's."""
+def _collide(
+    first_config: Path, second_config: Path, lock: Path, point: str, pauses: Pauses
+) -> tuple[subprocess.Popen, subprocess.Popen, str, str]:
+    """Start a run of ``first_config`` and hold it inside its second shard of the stage at
+    ``point`` (one shard done, the folder's lock held), run ``second_config`` to the end, then
+    let the first go on. The first run, the second, the second's stderr, the first's."""
     folder = lock.parent.parent
-    first = _start_run(first_config)
+    first = _start_run(first_config, env=pauses.env())
     try:
-
-        def mid_stage() -> bool:
-            return _holds_lock(lock, first.pid) and 0 < progress() < N_SHARDS
-
-        wait_until(lambda: mid_stage() or first.poll() is not None, timeout=120)
-        first.send_signal(signal.SIGSTOP)
-        assert mid_stage(), f"the first run left {folder} before it could be paused"
+        pauses.release(pauses.wait(point, first)[1])
+        pauses.wait(point, first)
+        assert _holds_lock(lock, first.pid), f"the first run does not hold {lock}"
         before = {**mtimes(folder), "files": sorted(mtimes(folder))}
         second = _start_run(second_config)
         _, second_err = second.communicate(timeout=120)
         assert {**mtimes(folder), "files": sorted(mtimes(folder))} == before, "second run wrote"
     finally:
-        first.send_signal(signal.SIGCONT)
+        pauses.release_all(point)
         _, first_err = first.communicate(timeout=120)
     return first, second, second_err, first_err
 
@@ -285,23 +314,21 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_the_first_finishes(
     tmp_path, inputs, kenlm_model_dir
 ):
     """Two ``datafilter run`` processes on one run folder, then two run folders sharing one
-    output folder: the first run is paused mid-stage while it holds the folder's lock; the second
-    is refused with one line naming the folder and the holder and changes nothing there; the
-    first, resumed, finishes with the same bytes as a run alone."""
+    output folder: the first run is held mid-stage (a test-only pause point) while it holds
+    the folder's lock; the second is refused with one line naming the folder and the holder and
+    changes nothing there; the first, let go, finishes with the same bytes as a run alone."""
     run, out = tmp_path / "run", tmp_path / "out"
     config = _write_config(tmp_path / "a.yaml", inputs, run, out, kenlm_model_dir)
     reference = _reference(config, run, out)
     other = _write_config(tmp_path / "b.yaml", inputs, tmp_path / "run-b", out, kenlm_model_dir)
-    cases = {  # the second run's config, the lock it meets, the first run's finished shards
-        "same run folder": (config, run, "_state/score/kenlm/*.done.json"),
-        "same output folder": (other, out, "_state/select/*/*.done.json"),
+    cases = {  # the second run's config, the folder whose lock it meets, the first run's point
+        "same-run-folder": (config, run, "score:shard"),
+        "same-output-folder": (other, out, "select:shard"),
     }
-    for second_config, folder, done in cases.values():
+    for case, (second_config, folder, point) in cases.items():
+        pauses = Pauses(tmp_path / f"pauses-{case}", point)
         first, second, err, first_err = _collide(
-            config,
-            second_config,
-            folder / "_state" / "lock",
-            lambda f=folder, d=done: len(list(f.glob(d))),
+            config, second_config, folder / "_state" / "lock", point, pauses
         )
         assert second.returncode == 2, err
         errors = [line for line in err.splitlines() if line.startswith("datafilter: error:")]
@@ -411,20 +438,26 @@ def disk(tmp_path) -> Iterator[Disk]:
 def test_a_disk_that_becomes_unwritable_stops_the_run_and_finished_shards_stay_valid(
     tmp_path, inputs, kenlm_model_dir, disk, fault
 ):
-    """The run and output folders live on a 64 MiB tmpfs. Once the first shard is scored the
-    file system is made read-only (or filled up): the run stops with one line naming the file it
-    could not write, the shards finished before keep valid files and completion records, and a
-    rerun once the disk is writable again finishes with the same bytes as an undisturbed run."""
+    """The run and output folders live on a 64 MiB tmpfs. While the run is held inside its
+    second shard (a test-only pause point) the file system is made read-only (or filled up):
+    the run stops with one line naming the file it could not write, the shards finished before
+    keep valid files and completion records, and a rerun once the disk is writable again
+    finishes with the same bytes as an undisturbed run."""
     run, out = disk.path / "run", disk.path / "out"
     config = _write_config(tmp_path / "run.yaml", inputs, run, out, kenlm_model_dir)
     # The reference runs outside the namespace, at the same paths (on the real disk there).
     reference = _reference(config, run, out)
     markers = disk.view / "run" / "_state" / "score" / "kenlm"
 
-    proc = _start_run(config, *disk.command())
-    wait_until(lambda: _count(markers, "*.done.json") > 0 or proc.poll() is not None, timeout=120)
-    disk.make_read_only() if fault == "read-only" else disk.fill()
-    _, stderr = proc.communicate(timeout=120)
+    pauses = Pauses(tmp_path / "pauses", "score:shard")
+    proc = _start_run(config, *disk.command(), env=pauses.env())
+    try:  # held inside the second shard (a test-only pause point): one shard is finished
+        pauses.release(pauses.wait("score:shard", proc)[1])
+        pauses.wait("score:shard", proc)
+        disk.make_read_only() if fault == "read-only" else disk.fill()
+    finally:
+        pauses.release_all("score:shard")
+        _, stderr = proc.communicate(timeout=120)
 
     reason = "Read-only file system" if fault == "read-only" else "No space left on device"
     assert proc.returncode == 2, stderr
@@ -433,7 +466,7 @@ def test_a_disk_that_becomes_unwritable_stops_the_run_and_finished_shards_stay_v
     assert errors[0].startswith(f"datafilter: error: score: cannot write {run}/"), stderr
     assert f": {reason}; the shards finished before are kept" in errors[0]
     finished = sorted(markers.glob("*.done.json"))
-    assert 0 < len(finished) < N_SHARDS
+    assert len(finished) == 1, finished  # the second shard, held open when the disk failed
     for marker in finished:  # every completion record names a complete, correct score shard
         shard = marker.name.removesuffix(".done.json")
         record = json.loads(marker.read_text())

@@ -117,7 +117,7 @@ def test_torch_scorer_on_ray(tiny_lm, tmp_path) -> None:
     pq.write_table(pa.table({"text": DOCS}), shard)
     summary = api.score(shard.parent, tmp_path / "run", scorer="torch",
                         options={"model": str(tiny_lm)}, log=quiet,
-                        runtime=RuntimeOptions(num_actors=1))  # fmt: skip
+                        runtime=RuntimeOptions(executor="ray", num_actors=1))  # fmt: skip
     assert summary["scored"] == len(DOCS)
     local = api.score(shard.parent, tmp_path / "run-local", scorer="torch",
                       options={"model": str(tiny_lm)}, log=quiet, runtime=LOCAL)  # fmt: skip

@@ -34,7 +34,7 @@ def demo_run(tmp_path_factory, demo_corpus, kenlm_model_dir):
             "options": {"criterion": "medium", "keep": 0.5},
             "report_by": "domain",
         },
-        "ray": {"num_actors": 2},
+        "ray": {"executor": "ray", "num_actors": 2},
     }
     path = root / "config.yaml"
     path.write_text(yaml.safe_dump(config))

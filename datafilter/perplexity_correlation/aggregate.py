@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from datafilter.errors import InputError
+from datafilter.library_logs import quiet_duckdb
 from datafilter.perplexity_correlation.domains import HOST_PATTERN, DomainSpec, registered_domain
 from datafilter.perplexity_correlation.tables import BpbTable
 from datafilter.thresholds import NULL_GROUP
@@ -63,7 +64,7 @@ class _Session:
         import duckdb
 
         _check_column(input_files, spec)
-        self.con = duckdb.connect()
+        self.con = quiet_duckdb(duckdb.connect())
         self.con.register("shard_map", shard_map)
         self.params: dict[str, Any] = {"inputs": input_files}
         column = f"CAST(i.{_quote(spec.column)} AS VARCHAR)"

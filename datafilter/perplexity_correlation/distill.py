@@ -24,6 +24,7 @@ from datafilter.io.atomic import atomic_path, write_json, write_table
 from datafilter.io.layout import RunLayout
 from datafilter.io.markers import file_fingerprint
 from datafilter.io.shards import open_parquet
+from datafilter.library_logs import quiet_duckdb
 from datafilter.perplexity_correlation.domains import DomainSpec, domains_of
 from datafilter.perplexity_correlation.selection import load_weights
 from datafilter.run_record import finished_score_shards, require_record, resolve_scorer_id
@@ -224,7 +225,7 @@ def probability_plan(folder: str | Path, stats, unit: str, budget: int) -> dict[
                 path=str(root),
             )
         files[score_file] = str(root / entry["probabilities"])
-    con = duckdb.connect()
+    con = quiet_duckdb(duckdb.connect())
     con.register(
         "prob_map", pa.table({"score_file": list(files), "prob_file": list(files.values())})
     )

@@ -62,9 +62,10 @@ class SelectStep(_Strict):
 
 
 class RayStep(_Strict):
-    executor: Literal["ray", "local"] = "ray"
+    executor: Literal["auto", "local", "process", "ray"] = "auto"
     address: str | None = None
     num_actors: int | None = Field(None, ge=1)
+    local_below: int | str = "8MB"
 
 
 class CorrConfig(_Strict):
@@ -120,7 +121,7 @@ def corr_run(config: str | Path | CorrConfig, *, progress: bool = False, log=pri
     from datafilter import api
     from datafilter.perplexity_correlation import stages
     from datafilter.perplexity_correlation.domains import DomainSpec
-    from datafilter.runtime import RuntimeOptions
+    from datafilter.runtime import RuntimeOptions, parse_size
 
     cfg = config if isinstance(config, CorrConfig) else load_corr_config(config)
     spec = DomainSpec.from_args(cfg.domain_column, cfg.url_column)
@@ -131,6 +132,7 @@ def corr_run(config: str | Path | CorrConfig, *, progress: bool = False, log=pri
         address=cfg.ray.address,
         num_actors=cfg.ray.num_actors,
         progress=progress,
+        local_below=parse_size(cfg.ray.local_below),
     )
     results: dict[str, Any] = {}
     summary = stages.sample(
