@@ -46,7 +46,7 @@ def prepare(
 ) -> BenchData:
     """Build or reuse the demo corpus, the model and a pool of about ``mb`` MB (10^6 bytes)."""
     from datafilter.demo_corpus import build_demo_corpus
-    from datafilter.kenlm_train import KenlmTrainingOptions, train_kenlm
+    from datafilter.kenlm.train import KenlmTrainingOptions, train_kenlm
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -145,7 +145,7 @@ def _models(data: BenchData):
     import kenlm
     import sentencepiece
 
-    from datafilter.kenlm_model import load_recipe
+    from datafilter.kenlm.model import load_recipe
 
     folder = load_recipe(data.model_dir)  # a version-1 folder's recipe is datafilter-v1
     model = kenlm.Model(str(data.model_dir / folder.binary_file))
@@ -158,7 +158,7 @@ def _models(data: BenchData):
 def _doc_lines(normalizer: str, recipe) -> Callable[[str], list[str]]:
     """A document's normalised non-empty lines, with datafilter's or the CCNet-style normaliser."""
     if normalizer == "ours":
-        from datafilter.normalize import Normalizer
+        from datafilter.kenlm.normalize import Normalizer
 
         return Normalizer(recipe).lines
 

@@ -90,7 +90,7 @@ def ensure_model(model: Path) -> float | None:
     """Convert SmolLM2's GGUF into ``model`` unless already there; seconds, or None if reused."""
     if (model / "config.json").is_file():
         return None
-    from datafilter.convert_gguf import convert_gguf, smollm2_gguf
+    from datafilter.reference.gguf import convert_gguf, smollm2_gguf
 
     started = time.perf_counter()
     convert_gguf(smollm2_gguf(), model, log=lambda m: print(m, file=sys.stderr))

@@ -47,11 +47,11 @@ import yaml
 from pyarrow import csv
 
 from datafilter import api
+from datafilter.correlation import estimators
 from datafilter.demo_corpus import build_demo_corpus
-from datafilter.kenlm_train import KenlmTrainingOptions, train_kenlm
-from datafilter.perplexity_correlation import estimators
+from datafilter.kenlm.train import KenlmTrainingOptions, train_kenlm
 from datafilter.runtime import RuntimeOptions
-from datafilter.score_columns import id_hash
+from datafilter.scorers.columns import id_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "perplexity_correlation.yaml"

@@ -46,9 +46,9 @@ _LAZY = {
     "corr_weights": "datafilter.api",
     "corr_distill": "datafilter.api",
     "corr_run": "datafilter.api",
-    "run": "datafilter.pipeline",
-    "train_kenlm": "datafilter.kenlm_train",
-    "train_reference": "datafilter.reference_train",
+    "run": "datafilter.stages.run",
+    "train_kenlm": "datafilter.kenlm.train",
+    "train_reference": "datafilter.reference",
     "build_demo_corpus": "datafilter.demo_corpus",
     "report": "datafilter.reporting",
 }

@@ -13,6 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from datafilter.aggregate import PERCENTILES, ScoreFiles, ScoreStats, threshold_table
 from datafilter.errors import ConfigError, DatafilterError, InputError, ModelError, OutputError
 from datafilter.io.atomic import dumps_json, remove_temp_files, write_json, write_table
 from datafilter.io.content import identity
@@ -28,10 +29,7 @@ from datafilter.io.lock import run_lock
 from datafilter.io.manifest import build_manifest
 from datafilter.io.markers import is_complete, read_marker, write_marker
 from datafilter.io.owned import MANIFEST, claim, is_select_output
-from datafilter.io.shards import scan_input
-from datafilter.io.storage import AnyPath, ObjectPath, is_remote, location, remove_tree
-from datafilter.pause_points import pause_point
-from datafilter.run_record import (
+from datafilter.io.record import (
     RunRecord,
     finished_score_markers,
     finished_score_shards,
@@ -42,12 +40,14 @@ from datafilter.run_record import (
     score_check,
     score_marker_fields,
 )
+from datafilter.io.shards import scan_input
+from datafilter.io.storage import AnyPath, ObjectPath, is_remote, location, remove_tree
+from datafilter.pause_points import pause_point
 from datafilter.runtime import RuntimeOptions, run_tasks
-from datafilter.score_stage import ScoreSettings, ShardJob, score_shard
 from datafilter.scorers import make_scorer
-from datafilter.select_stage import SelectJob, SelectSettings, select_shard
 from datafilter.selectors import make_selector
-from datafilter.thresholds import PERCENTILES, ScoreFiles, ScoreStats, threshold_table
+from datafilter.stages.score import ScoreSettings, ShardJob, score_shard
+from datafilter.stages.select import SelectJob, SelectSettings, select_shard
 
 Log = Callable[[str], None]
 
@@ -478,11 +478,11 @@ def corr_sample(
     log: Log = _stderr,
 ) -> dict[str, Any]:
     """Write ``per_domain`` documents of every domain (fixed by ``seed`` and the ids) as shards."""
-    from datafilter.perplexity_correlation import stages
-    from datafilter.perplexity_correlation.domains import DomainSpec
+    from datafilter.correlation import steps
+    from datafilter.correlation.domains import DomainSpec
 
     domain = DomainSpec.from_args(domain_column, url_column)
-    return stages.sample(
+    return steps.sample(
         input, output, domain, per_domain=per_domain, seed=seed, id_column=id_column, log=log
     )
 
@@ -498,11 +498,11 @@ def corr_bpb(
     log: Log = _stderr,
 ) -> dict[str, Any]:
     """Bits per byte per (model, domain) of a run's scorer ids: a table, one column per model."""
-    from datafilter.perplexity_correlation import stages
-    from datafilter.perplexity_correlation.domains import DomainSpec
+    from datafilter.correlation import steps
+    from datafilter.correlation.domains import DomainSpec
 
     domain = DomainSpec.from_args(domain_column, url_column)
-    return stages.bpb(run_dir, output, domain, models=list(models or []), average=average, log=log)
+    return steps.bpb(run_dir, output, domain, models=list(models or []), average=average, log=log)
 
 
 def corr_weights(
@@ -528,11 +528,11 @@ def corr_weights(
     log: Log = _stderr,
 ) -> dict[str, Any]:
     """Domain weights from a bpb table and a benchmark table, capped by the corpus' tokens."""
-    from datafilter.perplexity_correlation import stages
-    from datafilter.perplexity_correlation.domains import DomainSpec
+    from datafilter.correlation import steps
+    from datafilter.correlation.domains import DomainSpec
 
     domain = DomainSpec.from_args(domain_column, url_column) if tokens_run else None
-    return stages.weights(
+    return steps.weights(
         bpb,
         benchmarks,
         output,
@@ -570,8 +570,8 @@ def corr_distill(
     log: Log = _stderr,
 ) -> dict[str, Any]:
     """Train a fastText include/exclude classifier on the chosen domains; score every document."""
-    from datafilter.perplexity_correlation.distill import distill
-    from datafilter.perplexity_correlation.domains import DomainSpec
+    from datafilter.correlation.distill import distill
+    from datafilter.correlation.domains import DomainSpec
 
     domain = DomainSpec.from_args(domain_column, url_column)
     return distill(
@@ -591,6 +591,6 @@ def corr_distill(
 
 def corr_run(config: str | Path, *, progress: bool = False, log: Log = _stderr) -> dict[str, Any]:
     """The whole perplexity-correlation flow of a YAML config (``datafilter corr-run``)."""
-    from datafilter.perplexity_correlation.flow import corr_run as run_flow
+    from datafilter.correlation.flow import corr_run as run_flow
 
     return run_flow(config, progress=progress, log=log)

@@ -96,8 +96,8 @@ def _emit(result: Any) -> None:
 
 
 def cmd_setup_kenlm(args: argparse.Namespace) -> Any:
-    from datafilter.kenlm_native import ensure_native
-    from datafilter.kenlm_tools import ensure_kenlm_tools
+    from datafilter.kenlm.native import ensure_native
+    from datafilter.kenlm.tools import ensure_kenlm_tools
 
     tools = ensure_kenlm_tools(build=True, log=_log(args))
     native = ensure_native(log=_log(args))
@@ -116,8 +116,8 @@ def cmd_demo_corpus(args: argparse.Namespace) -> Any:
 
 
 def cmd_convert_gguf(args: argparse.Namespace) -> Any:
-    from datafilter.convert_gguf import convert_gguf, smollm2_gguf
     from datafilter.errors import ConfigError
+    from datafilter.reference.gguf import convert_gguf, smollm2_gguf
 
     if bool(args.gguf) == bool(args.smollm2):
         raise ConfigError("give either --gguf FILE or --smollm2")
@@ -126,8 +126,8 @@ def cmd_convert_gguf(args: argparse.Namespace) -> Any:
 
 
 def cmd_train_kenlm(args: argparse.Namespace) -> Any:
-    from datafilter.kenlm_train import KenlmTrainingOptions, train_kenlm
-    from datafilter.normalize import NormalizationRecipe, recipe_by_name
+    from datafilter.kenlm.normalize import NormalizationRecipe, recipe_by_name
+    from datafilter.kenlm.train import KenlmTrainingOptions, train_kenlm
     from datafilter.registry import parse_options
 
     values: dict[str, Any] = {
@@ -155,8 +155,8 @@ def cmd_train_kenlm(args: argparse.Namespace) -> Any:
 
 
 def cmd_import_kenlm(args: argparse.Namespace) -> Any:
-    from datafilter.kenlm_import import import_kenlm
-    from datafilter.normalize import NormalizationRecipe, recipe_by_name
+    from datafilter.kenlm.importer import import_kenlm
+    from datafilter.kenlm.normalize import NormalizationRecipe, recipe_by_name
     from datafilter.registry import parse_options
 
     recipe = parse_options(
@@ -239,7 +239,7 @@ def cmd_select(args: argparse.Namespace) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> Any:
-    from datafilter.pipeline import run
+    from datafilter.stages.run import run
 
     return run(args.config, progress=_progress(args), log=_log(args))
 
@@ -257,7 +257,7 @@ def cmd_report(args: argparse.Namespace) -> Any:
 
 
 def cmd_train_reference(args: argparse.Namespace) -> Any:
-    from datafilter.reference_train import train_reference
+    from datafilter.reference import train_reference
 
     return train_reference(
         args.input,
@@ -695,10 +695,10 @@ def _arrow_error() -> type[Exception]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from datafilter import library_logs
+    from datafilter import logs
     from datafilter.errors import DatafilterError
 
-    library_logs.configure(args.verbose)
+    logs.configure(args.verbose)
 
     if args.quiet:
         from datafilter.progress import set_enabled

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from datafilter.errors import ConfigError
-from datafilter.kenlm_train import KenlmTrainingOptions
+from datafilter.kenlm.train import KenlmTrainingOptions
 from datafilter.registry import strict_validate
 
 M = TypeVar("M", bound=BaseModel)

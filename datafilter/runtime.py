@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
-from datafilter import library_logs, ray_reaper
+from datafilter import logs, ray_reaper
 from datafilter.errors import ConfigError, DatafilterError, MissingDependencyError, OutputError
 from datafilter.progress import StageProgress
 
@@ -224,7 +224,7 @@ def _worker_setup(
 
     for key, value in env.items():
         os.environ.setdefault(key, value)
-    library_logs.configure(verbose)
+    logs.configure(verbose)
     storage.configure(storage_options)  # the driver's object-storage settings
 
 
@@ -246,7 +246,7 @@ def _run_in_processes(
     # Each worker's math libraries get its share of the cores, as Ray gives its actors.
     threads = str(max(1, int(num_cpus)))
     env = {name: threads for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    setup = partial(_worker_setup, storage.current_options(), library_logs.is_verbose(), env)
+    setup = partial(_worker_setup, storage.current_options(), logs.is_verbose(), env)
 
     def on_retry(index: int, how: str) -> None:
         log(f"{stage}: {_task_name(tasks[index], index)}: its worker process died ({how}); "
@@ -304,7 +304,7 @@ def ensure_ray(address: str | None, log: Log | None = None) -> Any:
     if ray.is_initialized():
         return ray
     address = address or os.environ.get("RAY_ADDRESS")
-    verbose = library_logs.is_verbose()
+    verbose = logs.is_verbose()
     if not verbose:
         # Ray's C++ core prints its errors and warnings on stderr (the ones that matter come
         # back as exceptions); at "fatal" only a crash is printed.
@@ -367,7 +367,7 @@ def _run_on_ray(
         slots = resources.get("CPU", 1) / max(num_cpus, 0.001)
     size = max(1, min(len(tasks), options.num_actors or int(slots) or 1))
     log(Choice("ray", size, _why_ray(options)).line(stage))
-    setup = partial(_worker_setup, storage.current_options(), library_logs.is_verbose(), {})
+    setup = partial(_worker_setup, storage.current_options(), logs.is_verbose(), {})
     # An actor that dies (killed, out of memory, node lost) is restarted; the call it was
     # running is retried once on it, then fails. Its shard's temporary file is removed by the
     # stage; nothing half-written is ever kept under a shard's name.

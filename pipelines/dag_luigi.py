@@ -34,7 +34,7 @@ import luigi
 from datafilter.config import RunConfig, load_config
 from datafilter.io.markers import file_fingerprint
 from datafilter.io.shards import discover_shards
-from datafilter.pipeline import runtime_options, score_step, select_step, thresholds_step
+from datafilter.stages.run import runtime_options, score_step, select_step, thresholds_step
 
 STATE_DIR = "_dag"  # under the run folder; names starting with '_' are never read as input
 

@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     from datafilter.config import load_config
     from datafilter.errors import ConfigError, DatafilterError
-    from datafilter.pipeline import run
     from datafilter.runtime import ensure_ray
+    from datafilter.stages.run import run
 
     try:
         cfg = load_config(args.config)

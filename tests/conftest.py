@@ -68,7 +68,7 @@ def demo_corpus(tmp_path_factory: pytest.TempPathFactory) -> DemoCorpus:
 @pytest.fixture(scope="session")
 def kenlm_model_dir(tmp_path_factory: pytest.TempPathFactory, demo_corpus: DemoCorpus) -> Path:
     """A small KenLM model folder (order 3, 2000 pieces) trained on the demo reference set."""
-    from datafilter.kenlm_train import KenlmTrainingOptions, train_kenlm
+    from datafilter.kenlm.train import KenlmTrainingOptions, train_kenlm
 
     model = tmp_path_factory.mktemp("shared-model") / "model"
     options = KenlmTrainingOptions(order=3, vocab_size=2000, memory="256M")

@@ -74,7 +74,7 @@ def report(
 def _refuse_foreign_target(path: Path, layout: RunLayout) -> None:
     """The page replaces only an earlier report, never an input or another file."""
     from datafilter.io.guard import input_places, place, refuse_overlaps
-    from datafilter.run_record import require_record
+    from datafilter.io.record import require_record
 
     refuse_overlaps([place("report file", path)], input_places(require_record(layout).input))
     if path.is_dir():

@@ -14,8 +14,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from datafilter.aggregate import ScoreStats
 from datafilter.selectors.base import Decision, Selector, SelectorOptions
-from datafilter.thresholds import ScoreStats
 
 
 class PerplexityBandOptions(SelectorOptions):

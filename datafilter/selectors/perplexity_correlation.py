@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
+from datafilter.aggregate import ScoreStats
 from datafilter.errors import ConfigError
 from datafilter.selectors.base import Decision, Selector, SelectorOptions
-from datafilter.thresholds import ScoreStats
 
 NOT_SELECTED = "perplexity_correlation:domain_not_selected"
 OVER_QUOTA = "perplexity_correlation:over_quota"
@@ -51,9 +51,9 @@ class PerplexityCorrelation(Selector):
         return columns
 
     def plan(self, stats: ScoreStats) -> dict[str, Any]:
-        from datafilter.perplexity_correlation.aggregate import ShardPair, amounts_per_domain
-        from datafilter.perplexity_correlation.domains import DomainSpec
-        from datafilter.perplexity_correlation.selection import load_weights
+        from datafilter.correlation.domains import DomainSpec
+        from datafilter.correlation.per_domain import ShardPair, amounts_per_domain
+        from datafilter.correlation.selection import load_weights
 
         if stats.group_by is None:
             raise ConfigError(
@@ -84,7 +84,7 @@ class PerplexityCorrelation(Selector):
             "warnings": weights.mismatches(found, unit),
         }
         if opts.distill:
-            from datafilter.perplexity_correlation.distill import probability_plan
+            from datafilter.correlation.distill import probability_plan
 
             plan["distill"] = probability_plan(opts.distill, stats, unit, budget)
             plan["domains"] = {d: {"documents": e["documents"], "amount": e["amount"]}
@@ -109,14 +109,14 @@ class PerplexityCorrelation(Selector):
     def decide(
         self, scores: dict[str, np.ndarray], groups: np.ndarray, plan: dict[str, Any], seed: int
     ) -> Decision:
-        from datafilter.perplexity_correlation.selection import row_domains
+        from datafilter.correlation.selection import row_domains
 
         n = len(groups)
         domain = row_domains(groups, plan["domain_from"])
         weight = np.array([plan["weights"].get(d, 0.0) for d in domain], dtype=np.float64)
         columns: dict[str, np.ndarray] = {"corr_domain": domain, "corr_weight": weight}
         if "distill" in plan:
-            from datafilter.perplexity_correlation.distill import keep_by_probability
+            from datafilter.correlation.distill import keep_by_probability
 
             keep, p = keep_by_probability(scores, plan["distill"])
             columns["corr_p_include"] = p
