@@ -87,6 +87,7 @@ class Cli:
 
     def __init__(self, code: Path, log: Path):
         self.env = {**os.environ, "PYTHONPATH": str(code), "DATAFILTER_PROGRESS": "0"}
+        self.code = code
         self.log = log
         self.calls = 0
         self.plan_flags = "--selector" in self.run("thresholds", "--help", json_out=False)
@@ -94,7 +95,8 @@ class Cli:
     def run(self, *args: str, json_out: bool = True) -> Any:
         self.calls += 1
         command = [sys.executable, "-m", "datafilter.cli", *args]
-        done = subprocess.run(command, env=self.env, capture_output=True, text=True)
+        # From the code's folder: ``python -m`` puts the current folder first on the path.
+        done = subprocess.run(command, env=self.env, cwd=self.code, capture_output=True, text=True)
         with self.log.open("a") as f:
             f.write(f"$ {' '.join(command[1:])}\n{done.stderr}")
         if done.returncode != 0:
