@@ -1,10 +1,24 @@
-"""The only module that talks to DuckDB: quantiles and order statistics over score shards."""
+"""The only module that talks to DuckDB: quantiles and order statistics over score shards.
+
+- :class:`Database`: one DuckDB connection (memory limit, spill folder, quiet progress bar),
+  queries with bound parameters, Arrow tables registered by name, and running out of memory
+  turned into one :class:`~datafilter.errors.ConfigError` line. Every other module that needs
+  SQL (the perplexity-correlation aggregates, fastText distillation) uses it.
+- :class:`ScoreSource`: the view ``scores(grp, ppl, bpb, id_hash, doc_id, row, score_file)``
+  over every valid scored row of one scorer (joined with other scorers' rows), built from the
+  score shards and, when grouping, the group column of the row-aligned input shards.
+- :class:`ScoreStats`: what the thresholds stage, the selectors' plans and the report read from
+  that view: :class:`Aggregates` (counts, quantiles, moments, histograms, samples) and
+  :class:`DocumentLookups` (documents at ranks, near values, by id).
+
+DuckDB is imported where a connection is made, so ``import datafilter`` stays fast.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -61,8 +75,64 @@ def _quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-class ScoreStats:
-    """A DuckDB view ``scores(grp, metric columns, id_hash)`` over every valid scored row."""
+class Database:
+    """One DuckDB connection: values are bound parameters, Arrow tables are registered by name,
+    and running out of memory is one ConfigError line (``hint`` says what to raise)."""
+
+    def __init__(
+        self,
+        *,
+        memory_limit: str | None = None,
+        temp_directory: str | None = None,
+        hint: str = "raise --memory-limit (config: memory_limit)",
+    ):
+        import duckdb
+
+        self.con = quiet_duckdb(duckdb.connect())
+        self.hint = hint
+        if memory_limit:
+            self.con.execute(f"SET memory_limit = '{_checked_size(memory_limit)}'")
+        if temp_directory:
+            self.con.execute("SET temp_directory = $dir", {"dir": temp_directory})
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple]:
+        """All rows of ``sql`` with ``params`` bound."""
+        import duckdb
+
+        try:
+            return self.con.execute(sql, params or {}).fetchall()
+        except duckdb.OutOfMemoryException as exc:
+            limit = self.con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+            raise ConfigError(
+                f"DuckDB ran out of memory within its limit of {limit} "
+                f"({str(exc).splitlines()[0]}); {self.hint}"
+            ) from None
+
+    def register(self, name: str, table: pa.Table) -> None:
+        """Make an Arrow table readable as ``name`` in queries."""
+        self.con.register(name, table)
+
+    def unregister(self, name: str) -> None:
+        self.con.unregister(name)
+
+
+@contextmanager
+def read_errors_named(what: str = "the scores") -> Iterator[None]:
+    """A read error of Arrow or DuckDB (which name the file in their messages) becomes one
+    InputError line instead of a traceback."""
+    import duckdb
+
+    try:
+        yield
+    except (pa.ArrowException, duckdb.IOException, duckdb.InvalidInputException) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot read {what}: {first}") from exc
+
+
+class ScoreSource:
+    """The view ``scores(grp, metric columns, id_hash, doc_id, row, score_file)`` over every
+    valid scored row, as a subquery re-read by each query (so memory stays bounded), and the
+    counts per group."""
 
     def __init__(
         self,
@@ -72,18 +142,12 @@ class ScoreStats:
         memory_limit: str | None = None,
         temp_directory: str | None = None,
     ):
-        import duckdb
-
         if not files.score_files:
             raise InputError("no finished score shards to compute thresholds from")
         self.group_by = group_by
         self.extra_ids = list(files.extra)
         self._score_file_of = dict(zip(files.input_files, files.score_files, strict=True))
-        self.con = quiet_duckdb(duckdb.connect())
-        if memory_limit:
-            self.con.execute(f"SET memory_limit = '{_checked_size(memory_limit)}'")
-        if temp_directory:
-            self.con.execute("SET temp_directory = $dir", {"dir": temp_directory})
+        self.db = Database(memory_limit=memory_limit, temp_directory=temp_directory)
         if group_by is not None:
             self._check_group_column(files.input_files)
         from datafilter.io.staging import LocalCopies
@@ -99,11 +163,21 @@ class ScoreStats:
             else ColumnarScores(local.score_files, local.input_files, group_by, ALL, NULL_GROUP)
         )
 
+    @property
+    def con(self) -> Any:
+        """The DuckDB connection (benchmarks tune it)."""
+        return self.db.con
+
+    @property
+    def score_file_of(self) -> dict[str, str]:
+        """Input shard -> its score shard (as given, not local copies)."""
+        return dict(self._score_file_of)
+
     def _source_query(self, files: ScoreFiles) -> tuple[str, dict[str, Any]]:
         """The subquery over all valid scored rows; re-read per query so memory stays bounded."""
         columns = {"score_file": files.score_files, "input_file": files.input_files}
         columns.update({f"x{i}_file": files.extra[sid] for i, sid in enumerate(self.extra_ids)})
-        self.con.register("shard_map", pa.table(columns))
+        self.db.register("shard_map", pa.table(columns))
         params: dict[str, Any] = {"scores": files.score_files}
         select = ["s.ppl", "s.bpb", "s.id_hash", "s.doc_id", "s.row", "s.filename AS score_file"]
         joins, valid = [], ["s.reject_reason IS NULL"]
@@ -141,10 +215,10 @@ class ScoreStats:
     def _check_aligned(self, files: ScoreFiles) -> None:
         """Each score shard has as many rows as its input shard (from the Parquet footers)."""
         rows = dict(
-            self.con.execute(
+            self.db.query(
                 "SELECT file_name, num_rows FROM parquet_file_metadata($files)",
                 {"files": [*files.score_files, *files.input_files]},
-            ).fetchall()
+            )
         )
         for score_file, input_file in zip(files.score_files, files.input_files, strict=True):
             if rows[score_file] != rows[input_file]:
@@ -175,18 +249,7 @@ class ScoreStats:
 
     def _query(self, sql: str, extra: dict[str, Any] | None = None) -> list[tuple]:
         """Run ``sql`` with ``{scores}`` replaced by the source subquery; values are bound."""
-        import duckdb
-
-        try:
-            return self.con.execute(
-                sql.format(scores=self._source), {**self._params, **(extra or {})}
-            ).fetchall()
-        except duckdb.OutOfMemoryException as exc:
-            limit = self.con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
-            raise ConfigError(
-                f"DuckDB ran out of memory within its limit of {limit} "
-                f"({str(exc).splitlines()[0]}); raise --memory-limit (config: memory_limit)"
-            ) from None
+        return self.db.query(sql.format(scores=self._source), {**self._params, **(extra or {})})
 
     def _doc(self, *fields) -> ScoredDoc:
         """A ScoredDoc naming its input shard as given (not by a local copy's name)."""
@@ -194,7 +257,6 @@ class ScoreStats:
         return doc._replace(input_file=self._copies.name_of(doc.input_file))
 
     def _check_group_column(self, input_files: list[str]) -> None:
-
         from datafilter.io.shards import open_parquet
         from datafilter.io.storage import location
 
@@ -217,6 +279,10 @@ class ScoreStats:
         if self._columnar is not None:
             return self._columnar.group_counts()
         return dict(self._query("SELECT grp, count(*) FROM {scores} GROUP BY grp ORDER BY grp"))
+
+
+class Aggregates(ScoreSource):
+    """Per-group aggregates of a metric: quantiles, moments, histograms, a fixed sample."""
 
     def quantiles(
         self, qs: Sequence[float], metric: str = "ppl", approx: bool = False
@@ -265,75 +331,6 @@ class ScoreStats:
             out[grp][1][b] = n
         return out
 
-    def mean_std(self, metric: str) -> dict[str, tuple[float, float]]:
-        """Per group: mean and (population) standard deviation of the metric."""
-        col = self.metric_sql(metric)
-        rows = self._query(
-            f"SELECT grp, avg({col}), coalesce(stddev_pop({col}), 0) FROM {{scores}} "
-            f"WHERE isfinite({col}) GROUP BY grp ORDER BY grp"
-        )
-        return {g: (float(m), float(s)) for g, m, s in rows}
-
-    def nearest(
-        self, metric: str, values: dict[str, float], k: int = 5
-    ) -> dict[str, list[tuple[str, float]]]:
-        """Per group: the ``k`` (doc_id, metric) pairs closest to that group's value."""
-        if not values:
-            return {}
-        col = self.metric_sql(metric)
-        self.con.register(
-            "targets",
-            pa.table({"grp": list(values), "target": [float(v) for v in values.values()]}),
-        )
-        rows = self._query(
-            f"SELECT grp, doc_id, v FROM (SELECT scores.grp, doc_id, {col} AS v, row_number() "
-            f"OVER (PARTITION BY scores.grp ORDER BY abs({col} - target), id_hash) AS rn "
-            "FROM {scores} JOIN targets t ON scores.grp = t.grp) WHERE rn <= $k ORDER BY grp, rn",
-            {"k": k},
-        )
-        self.con.unregister("targets")
-        out: dict[str, list[tuple[str, float]]] = {}
-        for grp, doc_id, v in rows:
-            out.setdefault(grp, []).append((doc_id, float(v)))
-        return out
-
-    def lookup(self, metric: str, ids: Sequence[str]) -> list[tuple[str, str, float]]:
-        """(doc_id, group, metric) of each valid scored document whose id is in ``ids`` (a few
-        thousand at most: they are the build side of the join, the scores stream past)."""
-        if not ids:
-            return []
-        col = self.metric_sql(metric)
-        self.con.register("wanted_ids", pa.table({"wanted": pa.array(list(ids), pa.string())}))
-        rows = self._query(
-            f"SELECT doc_id, grp, {col} FROM {{scores}} "
-            "JOIN wanted_ids w ON scores.doc_id = w.wanted ORDER BY doc_id, grp"
-        )
-        self.con.unregister("wanted_ids")
-        return [(str(d), str(g), float(v)) for d, g, v in rows]
-
-    def sample(self, metric: str, n: int) -> dict[str, np.ndarray]:
-        """Per group: the metric of up to ``n`` documents, a fixed pseudo-random subset
-        (smallest id hashes), all of them when the group is smaller."""
-        col = self.metric_sql(metric)
-        rows = self._query(
-            f"SELECT grp, list(v) FROM (SELECT grp, {col} AS v, row_number() OVER "
-            "(PARTITION BY grp ORDER BY id_hash) AS rn FROM {scores}) WHERE rn <= $n "
-            "GROUP BY grp ORDER BY grp",
-            {"n": n},
-        )
-        return {g: np.array(v, dtype=np.float64) for g, v in rows}
-
-    def keys_at_ranks(
-        self, wanted: dict[str, list[int]], metric: str = "ppl"
-    ) -> dict[tuple[str, int], tuple[float, int, str, int]]:
-        """The full sort key (metric, id_hash, score file, row) at each 0-based rank of each
-        group, ascending: unique per document even when ids and scores repeat."""
-        docs = self.documents_at_ranks(wanted, metric)
-        return {
-            key: (doc.value, doc.id_hash, self._score_file_of[doc.input_file], doc.row)
-            for key, doc in docs.items()
-        }
-
     def shared_histogram(
         self,
         metric: str = "ppl",
@@ -364,6 +361,79 @@ class ScoreStats:
             counts.setdefault(grp, np.zeros(bins, dtype=np.int64))[b] = n
         return np.linspace(rows[0][1], rows[0][2], bins + 1), counts
 
+    def mean_std(self, metric: str) -> dict[str, tuple[float, float]]:
+        """Per group: mean and (population) standard deviation of the metric."""
+        col = self.metric_sql(metric)
+        rows = self._query(
+            f"SELECT grp, avg({col}), coalesce(stddev_pop({col}), 0) FROM {{scores}} "
+            f"WHERE isfinite({col}) GROUP BY grp ORDER BY grp"
+        )
+        return {g: (float(m), float(s)) for g, m, s in rows}
+
+    def sample(self, metric: str, n: int) -> dict[str, np.ndarray]:
+        """Per group: the metric of up to ``n`` documents, a fixed pseudo-random subset
+        (smallest id hashes), all of them when the group is smaller."""
+        col = self.metric_sql(metric)
+        rows = self._query(
+            f"SELECT grp, list(v) FROM (SELECT grp, {col} AS v, row_number() OVER "
+            "(PARTITION BY grp ORDER BY id_hash) AS rn FROM {scores}) WHERE rn <= $n "
+            "GROUP BY grp ORDER BY grp",
+            {"n": n},
+        )
+        return {g: np.array(v, dtype=np.float64) for g, v in rows}
+
+
+class DocumentLookups(ScoreSource):
+    """Single documents: at given ranks or quantiles of the ranking, near given values, by id."""
+
+    def nearest(
+        self, metric: str, values: dict[str, float], k: int = 5
+    ) -> dict[str, list[tuple[str, float]]]:
+        """Per group: the ``k`` (doc_id, metric) pairs closest to that group's value."""
+        if not values:
+            return {}
+        col = self.metric_sql(metric)
+        self.db.register(
+            "targets",
+            pa.table({"grp": list(values), "target": [float(v) for v in values.values()]}),
+        )
+        rows = self._query(
+            f"SELECT grp, doc_id, v FROM (SELECT scores.grp, doc_id, {col} AS v, row_number() "
+            f"OVER (PARTITION BY scores.grp ORDER BY abs({col} - target), id_hash) AS rn "
+            "FROM {scores} JOIN targets t ON scores.grp = t.grp) WHERE rn <= $k ORDER BY grp, rn",
+            {"k": k},
+        )
+        self.db.unregister("targets")
+        out: dict[str, list[tuple[str, float]]] = {}
+        for grp, doc_id, v in rows:
+            out.setdefault(grp, []).append((doc_id, float(v)))
+        return out
+
+    def lookup(self, metric: str, ids: Sequence[str]) -> list[tuple[str, str, float]]:
+        """(doc_id, group, metric) of each valid scored document whose id is in ``ids`` (a few
+        thousand at most: they are the build side of the join, the scores stream past)."""
+        if not ids:
+            return []
+        col = self.metric_sql(metric)
+        self.db.register("wanted_ids", pa.table({"wanted": pa.array(list(ids), pa.string())}))
+        rows = self._query(
+            f"SELECT doc_id, grp, {col} FROM {{scores}} "
+            "JOIN wanted_ids w ON scores.doc_id = w.wanted ORDER BY doc_id, grp"
+        )
+        self.db.unregister("wanted_ids")
+        return [(str(d), str(g), float(v)) for d, g, v in rows]
+
+    def keys_at_ranks(
+        self, wanted: dict[str, list[int]], metric: str = "ppl"
+    ) -> dict[tuple[str, int], tuple[float, int, str, int]]:
+        """The full sort key (metric, id_hash, score file, row) at each 0-based rank of each
+        group, ascending: unique per document even when ids and scores repeat."""
+        docs = self.documents_at_ranks(wanted, metric)
+        return {
+            key: (doc.value, doc.id_hash, self._score_file_of[doc.input_file], doc.row)
+            for key, doc in docs.items()
+        }
+
     def documents_at_ranks(
         self, wanted: dict[str, list[int]], metric: str = "ppl"
     ) -> dict[tuple[str, int], ScoredDoc]:
@@ -372,7 +442,7 @@ class ScoreStats:
         if not pairs:
             return {}
         col = self.metric_sql(metric)
-        self.con.register(
+        self.db.register(
             "wanted_docs", pa.table({"grp": [g for g, _ in pairs], "rnk": [r for _, r in pairs]})
         )
         rows = self._query(
@@ -383,7 +453,7 @@ class ScoreStats:
             "JOIN wanted_docs w ON s.grp = w.grp AND s.rnk = w.rnk "
             "JOIN shard_map m ON m.score_file = s.score_file"
         )
-        self.con.unregister("wanted_docs")
+        self.db.unregister("wanted_docs")
         return {(g, int(r)): self._doc(g, v, *rest) for g, r, v, *rest in rows}
 
     def documents_at_quantiles(
@@ -409,7 +479,7 @@ class ScoreStats:
         if not items:
             return {}
         col = self.metric_sql(metric)
-        self.con.register(
+        self.db.register(
             "near_targets",
             pa.table(
                 {
@@ -434,12 +504,16 @@ class ScoreStats:
             "JOIN near_targets t ON s.grp = t.grp GROUP BY t.grp, t.idx",
             {"k": k},
         )
-        self.con.unregister("near_targets")
+        self.db.unregister("near_targets")
         out: dict[tuple[str, int], list[ScoredDoc]] = {}
         for g, i, below, above in rows:
             docs = list(reversed(below or [])) + list(above or [])
             out[(g, int(i))] = [self._doc(g, *d.values()) for d in docs]
         return out
+
+
+class ScoreStats(Aggregates, DocumentLookups):
+    """Everything the thresholds stage, a selector's plan and the report read from the scores."""
 
 
 def _checked_size(value: str) -> str:
@@ -474,46 +548,3 @@ def _scored_doc(group, value, doc_id, input_file, row, ppl, bpb, id_hash) -> Sco
         float(bpb),
         int(id_hash),
     )
-
-
-def threshold_table(
-    stats: ScoreStats, scorer_id: str, quantiles: Sequence[float], approx: bool
-) -> tuple[pa.Table, dict[str, Any]]:
-    """The long percentile table (group, metric, quantile, value) and a readable summary."""
-    counts = stats.counts()
-    columns: dict[str, list[Any]] = {k: [] for k in ("group", "metric", "quantile", "value")}
-    summary: dict[str, Any] = {
-        "scorer": scorer_id,
-        "group_by": stats.group_by,
-        "method": "approx" if approx else "exact",
-        "n_docs": sum(counts.values()),
-        "groups": {},
-    }
-    for metric in METRICS:
-        for group, values in stats.quantiles(quantiles, metric, approx).items():
-            for q, v in zip(quantiles, values, strict=True):
-                columns["group"].append(group)
-                columns["metric"].append(metric)
-                columns["quantile"].append(float(q))
-                columns["value"].append(v)
-            entry = summary["groups"].setdefault(group, {"n_docs": counts[group]})
-            entry[metric] = {
-                f"p{round(q * 100, 4):g}": round(v, 6)
-                for q, v in zip(quantiles, values, strict=True)
-                if round(q * 100, 4) in (0, 1, 5, 10, 25, 30, 50, 60, 75, 90, 95, 99, 100)
-                or q not in PERCENTILES
-            }
-    table = pa.table(
-        {
-            "scorer": pa.array([scorer_id] * len(columns["group"]), pa.string()),
-            "group_by": pa.array([stats.group_by] * len(columns["group"]), pa.string()),
-            **{k: pa.array(v) for k, v in columns.items()},
-            "n_docs": pa.array([counts[g] for g in columns["group"]], pa.int64()),
-        }
-    )
-    return table, summary
-
-
-def threshold_paths(path: Path) -> tuple[Path, Path]:
-    """The Parquet table and its JSON summary."""
-    return path, path.with_suffix(".json")

@@ -9,6 +9,7 @@ Output folder: ``model.bin``, ``classifier.json`` (labels, sizes, held-out accur
 
 from __future__ import annotations
 
+import logging
 import re
 import tempfile
 from functools import lru_cache
@@ -27,8 +28,10 @@ from datafilter.io.layout import RunLayout
 from datafilter.io.markers import file_fingerprint
 from datafilter.io.record import finished_score_shards, require_record, resolve_scorer_id
 from datafilter.io.shards import open_parquet
-from datafilter.logs import quiet_duckdb
+from datafilter.selectors.order import at_or_before
 from datafilter.selectors.random_keys import uniform
+
+log = logging.getLogger(__name__)
 
 CLASSIFIER_FILE = "classifier.json"
 INCLUDE, EXCLUDE = "__label__include", "__label__exclude"
@@ -64,7 +67,6 @@ def distill(
     word_ngrams: int = 2,
     bucket: int = 200_000,
     seed: int = 0,
-    log=print,
 ) -> dict[str, Any]:
     """Train the include/exclude classifier on the run's documents and score all of them."""
     fasttext = _fasttext()
@@ -128,7 +130,7 @@ def distill(
         "shards": shards,
     }
     write_json(out / CLASSIFIER_FILE, summary)
-    log(
+    log.info(
         f"corr-distill: trained on {summary['train']} documents, held-out accuracy "
         f"{accuracy if accuracy is None else round(accuracy, 4)}; scored {len(shards)} shards "
         f"-> {out}"
@@ -205,8 +207,7 @@ def _probabilities(model, path, text_column: str) -> np.ndarray:
 def probability_plan(folder: str | Path, stats, unit: str, budget: int) -> dict[str, Any]:
     """The cutoff (p, id_hash, score shard, row) that fills ``budget`` with the most probable
     documents, and which probability file belongs to which score shard."""
-    import duckdb
-
+    from datafilter.aggregate import Database
     from datafilter.correlation.per_domain import UNIT_COLUMNS
 
     root = Path(folder).expanduser().resolve()
@@ -217,7 +218,7 @@ def probability_plan(folder: str | Path, stats, unit: str, budget: int) -> dict[
 
     record = json.loads(record_path.read_text())
     files = {}
-    for input_file, score_file in stats._score_file_of.items():
+    for input_file, score_file in stats.score_file_of.items():
         entry = record["shards"].get(input_file)
         if entry is None or entry["input"] != file_fingerprint(Path(input_file)):
             raise InputError(
@@ -225,11 +226,11 @@ def probability_plan(folder: str | Path, stats, unit: str, budget: int) -> dict[
                 path=str(root),
             )
         files[score_file] = str(root / entry["probabilities"])
-    con = quiet_duckdb(duckdb.connect())
-    con.register(
+    db = Database(hint="use fewer or smaller shards")
+    db.register(
         "prob_map", pa.table({"score_file": list(files), "prob_file": list(files.values())})
     )
-    rows = con.execute(
+    rows = db.query(
         "WITH p AS (SELECT filename AS prob_file, file_row_number AS row, p_include "
         "FROM read_parquet($probs, filename=true, file_row_number=true)), "
         "s AS (SELECT s.filename AS score_file, s.row, s.id_hash, "
@@ -245,7 +246,7 @@ def probability_plan(folder: str | Path, stats, unit: str, budget: int) -> dict[
         "arg_max(struct_pack(p := p_include, id_hash := id_hash, shard := score_file, "
         "row := row), cum) FILTER (WHERE cum <= $budget), count(*) FROM c",
         {"probs": list(files.values()), "scores": list(files), "budget": budget},
-    ).fetchall()
+    )
     kept, kept_amount, last, total = rows[0]
     return {
         "folder": str(root),
@@ -276,7 +277,5 @@ def keep_by_probability(scores: dict[str, np.ndarray], plan: dict[str, Any]):
     keep = p > last["p"]
     tie = p == last["p"]
     if tie.any():
-        from datafilter.selectors.perplexity_correlation import _at_or_before
-
-        keep |= tie & _at_or_before(scores, last)
+        keep |= tie & at_or_before(scores, last)
     return keep, p

@@ -13,11 +13,10 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from datafilter.aggregate import NULL_GROUP
+from datafilter.aggregate import NULL_GROUP, Database
 from datafilter.correlation.domains import HOST_PATTERN, DomainSpec, registered_domain
 from datafilter.correlation.tables import BpbTable
 from datafilter.errors import InputError
-from datafilter.logs import quiet_duckdb
 
 UNIT_COLUMNS = {"tokens": "n_tokens", "bytes": "n_bytes"}
 LN2 = math.log(2.0)
@@ -61,11 +60,9 @@ class _Session:
     """One DuckDB connection with ``shard_map`` and the ``domains(input_file, row, domain)`` CTE."""
 
     def __init__(self, shard_map: pa.Table, input_files: list[str], spec: DomainSpec):
-        import duckdb
-
         _check_column(input_files, spec)
-        self.con = quiet_duckdb(duckdb.connect())
-        self.con.register("shard_map", shard_map)
+        self.db = Database(hint="use fewer or smaller shards")
+        self.db.register("shard_map", shard_map)
         self.params: dict[str, Any] = {"inputs": input_files}
         column = f"CAST(i.{_quote(spec.column)} AS VARCHAR)"
         source = "read_parquet($inputs, filename=true, file_row_number=true, union_by_name=true) i"
@@ -77,15 +74,15 @@ class _Session:
             return
         self.params["pattern"] = HOST_PATTERN
         host = f"regexp_extract({column}, $pattern, 1)"
-        hosts = [h for (h,) in self.con.execute(f"SELECT DISTINCT {host} FROM {source}",
-                                                self.params).fetchall()]  # fmt: skip
+        hosts = [h for (h,) in self.db.query(f"SELECT DISTINCT {host} FROM {source}",
+                                             self.params)]  # fmt: skip
         mapping = pa.table(
             {
                 "host": pa.array([h for h in hosts if h is not None], pa.string()),
                 "domain": pa.array([registered_domain(h or None) for h in hosts if h is not None]),
             }
         )
-        self.con.register("host_map", mapping)
+        self.db.register("host_map", mapping)
         self.domains = (
             f"SELECT i.filename AS input_file, i.file_row_number AS row, "
             f"coalesce(h.domain, '{NULL_GROUP}') AS domain FROM {source} "
@@ -93,9 +90,9 @@ class _Session:
         )
 
     def query(self, sql: str, extra: dict[str, Any] | None = None) -> list[tuple]:
-        return self.con.execute(
+        return self.db.query(
             f"WITH domains AS ({self.domains}) " + sql, {**self.params, **(extra or {})}
-        ).fetchall()
+        )
 
 
 def bpb_per_domain(
@@ -180,7 +177,7 @@ def amounts_per_domain(
     )
     session = _Session(shard_map, sorted({p.input_file for p in pairs}), spec)
     session.params["scores"] = [p.score_file for p in pairs]
-    session.con.register(
+    session.db.register(
         "quotas",
         pa.table(
             {

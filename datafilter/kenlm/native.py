@@ -26,10 +26,10 @@ from types import ModuleType
 from datafilter.errors import DatafilterError, MissingDependencyError
 from datafilter.kenlm.tools import (
     LOG_NAME,
-    _extract,
-    _failure,
-    _get_sdist,
-    _run_logged,
+    extract_sdist,
+    failure_message,
+    get_sdist,
+    run_logged,
     tools_cache_dir,
 )
 
@@ -103,7 +103,7 @@ def build_native(*, jobs: int | None = None, log: Callable[[str], None] = print)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="datafilter-native-") as tmp_name:
         tmp = Path(tmp_name)
-        src = _extract(_get_sdist(tmp / "download", log_path, log), tmp / "src")
+        src = extract_sdist(get_sdist(tmp / "download", log_path, log), tmp / "src")
         objects = tmp / "obj"
         objects.mkdir()
         log(f"Compiling the native KenLM scorer with {jobs} jobs (about a minute) ...")
@@ -112,18 +112,19 @@ def build_native(*, jobs: int | None = None, log: Callable[[str], None] = print)
 
         def compile_one(i: int) -> bool:
             cmd = [compiler, *flags, "-c", str(units[i]), "-o", str(objects / f"{i}.o")]
-            return _run_logged(cmd, log_path)
+            return run_logged(cmd, log_path)
 
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             results = list(pool.map(compile_one, range(len(units))))
         if not all(results):
             failed = [units[i].name for i, ok in enumerate(results) if not ok]
-            raise DatafilterError(_failure(f"compiling {', '.join(failed)} failed", log_path))
+            problem = f"compiling {', '.join(failed)} failed"
+            raise DatafilterError(failure_message(problem, log_path))
         target = native_path()
         staging = tmp / target.name
         link = [compiler, "-shared", "-o", str(staging), *map(str, sorted(objects.glob("*.o")))]
-        if not _run_logged(link, log_path):
-            raise DatafilterError(_failure(f"linking {MODULE} failed", log_path))
+        if not run_logged(link, log_path):
+            raise DatafilterError(failure_message(f"linking {MODULE} failed", log_path))
         partial = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         shutil.copy2(staging, partial)
         os.replace(partial, target)

@@ -158,7 +158,7 @@ def _log_tail(log_path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _run_logged(cmd: list[str], log_path: Path, *, cwd: Path | None = None) -> bool:
+def run_logged(cmd: list[str], log_path: Path, *, cwd: Path | None = None) -> bool:
     """Run ``cmd`` with its output appended to ``log_path``; True on success."""
     with log_path.open("a") as fh:
         fh.write(f"\n$ {' '.join(cmd)}\n")
@@ -171,11 +171,11 @@ def _run_logged(cmd: list[str], log_path: Path, *, cwd: Path | None = None) -> b
     return proc.returncode == 0
 
 
-def _failure(message: str, log_path: Path) -> str:
+def failure_message(message: str, log_path: Path) -> str:
     return f"{message}; last lines of {log_path}:\n{_log_tail(log_path)}\n(full log: {log_path})"
 
 
-def _get_sdist(download_dir: Path, log_path: Path, log: Callable[[str], None]) -> Path:
+def get_sdist(download_dir: Path, log_path: Path, log: Callable[[str], None]) -> Path:
     given = os.environ.get(ENV_SDIST)
     if given:
         sdist = Path(given).expanduser()
@@ -190,11 +190,11 @@ def _get_sdist(download_dir: Path, log_path: Path, log: Callable[[str], None]) -
         sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "kenlm",
         "-d", str(download_dir), f"kenlm=={KENLM_SDIST_VERSION}",
     ]  # fmt: skip
-    ok = _run_logged(cmd, log_path)
+    ok = run_logged(cmd, log_path)
     found = sorted(download_dir.glob("kenlm-*.tar.gz"))
     if not ok or not found:
         raise MissingDependencyError(
-            _failure(
+            failure_message(
                 f"could not download the kenlm=={KENLM_SDIST_VERSION} sdist; download it "
                 f"yourself and set {ENV_SDIST} to the .tar.gz",
                 log_path,
@@ -203,7 +203,7 @@ def _get_sdist(download_dir: Path, log_path: Path, log: Callable[[str], None]) -
     return found[0]
 
 
-def _extract(sdist: Path, dest: Path) -> Path:
+def extract_sdist(sdist: Path, dest: Path) -> Path:
     with tarfile.open(sdist) as tar:
         if hasattr(tarfile, "data_filter"):
             tar.extractall(dest, filter="data")
@@ -249,29 +249,30 @@ def build_kenlm_tools(
 
     with tempfile.TemporaryDirectory(prefix="datafilter-kenlm-") as tmp_name:
         tmp = Path(tmp_name)
-        sdist = _get_sdist(tmp / "download", log_path, log)
-        src = _extract(sdist, tmp / "src")
+        sdist = get_sdist(tmp / "download", log_path, log)
+        src = extract_sdist(sdist, tmp / "src")
         build = tmp / "build"
         log(f"Configuring with cmake (log: {log_path}) ...")
         configure = [
             "cmake", "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
             "-DKENLM_MAX_ORDER=6", "-DCOMPILE_TESTS=OFF", "-DENABLE_PYTHON=OFF",
         ]  # fmt: skip
-        if not _run_logged(configure, log_path):
+        if not run_logged(configure, log_path):
             raise MissingDependencyError(
-                _failure(f"cmake configure failed (try {INSTALL_SCRIPT})", log_path)
+                failure_message(f"cmake configure failed (try {INSTALL_SCRIPT})", log_path)
             )
         log(f"Compiling lmplz and build_binary with {jobs} jobs (takes a few minutes) ...")
         compile_cmd = [
             "cmake", "--build", str(build), "--target", "lmplz", "build_binary",
             "--parallel", str(jobs),
         ]  # fmt: skip
-        if not _run_logged(compile_cmd, log_path):
-            raise DatafilterError(_failure("building KenLM's tools failed", log_path))
+        if not run_logged(compile_cmd, log_path):
+            raise DatafilterError(failure_message("building KenLM's tools failed", log_path))
         for name in ("lmplz", "build_binary"):
             built = build / "bin" / name
             if not _is_executable(built):
-                raise DatafilterError(_failure(f"the build did not produce {built}", log_path))
+                problem = f"the build did not produce {built}"
+                raise DatafilterError(failure_message(problem, log_path))
             _install(built, cache_dir / name)
 
     tools = _tools_in(cache_dir)
