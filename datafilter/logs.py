@@ -1,9 +1,15 @@
-"""Quiet third-party logs: Ray's, DuckDB's, transformers' and vLLM's, unless asked for (``-v``).
+"""Logging: datafilter's own lines through :mod:`logging`, third-party logs quiet unless asked.
 
-A plain run prints only datafilter's own lines. :func:`configure` sets environment variables
-(read by the libraries when they start, also in worker processes, which inherit them) and the
-level of their Python loggers; values the user set in the environment are kept. Ray's own
-start-up lines are filtered in ``runtime.py``, where Ray is started.
+The library logs to the logger ``datafilter`` and its children (one per module: ``logging.
+getLogger(__name__)``) and configures nothing: a program using the Python API decides where
+the lines go. The command line calls :func:`setup_cli` once: datafilter's lines on stderr,
+printed without breaking a progress bar; ``-q`` keeps warnings only, ``-v`` adds debug lines.
+
+Third-party logs (Ray, DuckDB, transformers, vLLM) are quiet unless asked for (``-v``).
+:func:`configure` sets environment variables (read by the libraries when they start, also in
+worker processes, which inherit them) and the level of their Python loggers; values the user
+set in the environment are kept. Ray's own start-up lines are filtered in ``runtime.py``, where
+Ray is started.
 """
 
 from __future__ import annotations
@@ -26,8 +32,34 @@ QUIET_ENV = {
 }
 QUIET_LOGGERS = ("ray", "duckdb", "transformers", "vllm", "torch", "filelock", "urllib3", "fsspec")
 VERBOSE_ENV = "DATAFILTER_VERBOSE"
+LOGGER = "datafilter"
 
 _verbose = False
+
+
+class _EchoHandler(logging.Handler):
+    """Prints each record's message on stderr, clearing and redrawing a progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from datafilter.progress import echo
+
+        try:
+            echo(self.format(record))
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+def setup_cli(*, quiet: bool = False, verbose: bool = False) -> None:
+    """The command line's logging: datafilter's lines on stderr (warnings only with ``quiet``,
+    debug lines too with ``verbose``); third-party logs quiet unless ``verbose``."""
+    configure(verbose)
+    logger = logging.getLogger(LOGGER)
+    for handler in [h for h in logger.handlers if isinstance(h, _EchoHandler)]:
+        logger.removeHandler(handler)
+    handler = _EchoHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
 
 
 def configure(verbose: bool) -> None:

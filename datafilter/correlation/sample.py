@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from datafilter.io.shards import Shard, discover_shards, open_parquet, require_c
 from datafilter.scorers.columns import id_hash
 from datafilter.selectors.random_keys import uniform
 
+log = logging.getLogger(__name__)
+
 SUMMARY_NAME = "_sample.json"  # a leading _ : readers of the folder skip it
 
 
@@ -38,7 +41,6 @@ def sample_per_domain(
     per_domain: int,
     seed: int = 0,
     id_column: str | None = None,
-    log=print,
 ) -> dict[str, Any]:
     """Write the sample to ``output`` (Parquet shards + ``_sample.json``) and return the summary."""
     if per_domain < 1:
@@ -75,7 +77,7 @@ def sample_per_domain(
         },
     }
     if _unchanged(out, summary):
-        log(f"corr-sample: {out} already holds this sample; nothing to do")
+        log.info(f"corr-sample: {out} already holds this sample; nothing to do")
         return summary
     remove_temp_files(out)
     # Name every shard about to be written first: a killed run leaves a folder that is ours.
@@ -90,7 +92,7 @@ def sample_per_domain(
             (out / rel).unlink()  # written by an earlier sample with other settings
     write_json(out / SUMMARY_NAME, summary)
     small = [d for d, c in summary["domains"].items() if c["sampled"] < per_domain]
-    log(
+    log.info(
         f"corr-sample: {summary['documents']} documents from {len(summary['domains'])} domains "
         f"-> {out}" + (f" ({len(small)} domain(s) have fewer than {per_domain})" if small else "")
     )

@@ -1,12 +1,14 @@
-"""The perplexity-correlation stages behind ``datafilter corr-*``: sample, bpb, weights."""
+"""The perplexity-correlation steps behind ``datafilter corr-*``: sample, bpb, weights (and
+the options of each command, distillation's too)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
 
 from datafilter.correlation.domains import DomainSpec
 from datafilter.correlation.per_domain import (
@@ -23,7 +25,90 @@ from datafilter.io.layout import RunLayout
 from datafilter.io.lock import run_lock
 from datafilter.io.record import finished_score_shards, require_record, resolve_scorer_id
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
+
+Estimator = Literal["sign_cdf", "spearmanr", "sign_sign", "sign", "product"]
+
+
+class DomainOptions(BaseModel):
+    """Where a document's domain comes from: a column, or the registered domain of a URL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    domain_column: str | None = Field(None, description="input column holding each domain")
+    url_column: str | None = Field(
+        None, description="input URL column: the domain is its registered domain"
+    )
+
+    def domain(self) -> DomainSpec:
+        """The domain column or URL column (exactly one must be given)."""
+        return DomainSpec.from_args(self.domain_column, self.url_column)
+
+
+class CorrSampleOptions(DomainOptions):
+    """``datafilter corr-sample``."""
+
+    per_domain: int = Field(100, description="documents per domain")
+    seed: int = Field(0, description="which documents (with the ids)")
+    id_column: str | None = Field(None, description="document id column (default: shard + row)")
+
+
+class CorrBpbOptions(DomainOptions):
+    """``datafilter corr-bpb``."""
+
+    models: list[str] | None = Field(
+        None,
+        description="scorer id to include (default: all)",
+        json_schema_extra={"flag": "--model"},
+    )
+    average: Literal["bytes", "documents"] = Field(
+        "bytes", description="total bits / total bytes of a domain, or the mean of its documents"
+    )
+
+
+class CorrWeightsOptions(DomainOptions):
+    """``datafilter corr-weights``."""
+
+    benchmark_columns: list[str] | None = Field(
+        None,
+        description="benchmark column (default: every numeric one)",
+        json_schema_extra={"flag": "--benchmark"},
+    )
+    benchmark_metric: Literal["accuracy", "error"] = Field(
+        "accuracy", description="what the benchmark table holds"
+    )
+    benchmark_average: Literal["mean", "median"] = Field(
+        "mean", description="how benchmarks combine into one error per model"
+    )
+    models: list[str] | None = Field(
+        None,
+        description="model to use (default: all in --bpb)",
+        json_schema_extra={"flag": "--model"},
+    )
+    min_models: int = Field(10, description="refuse fewer models")
+    tokens_run: str | None = Field(None, description="scored run of the corpus: tokens per domain")
+    tokens_scorer_id: str | None = Field(
+        None, description="scorer id in --tokens-run whose tokens count"
+    )
+    tokens_table: str | None = Field(
+        None, description="table with domain and tokens (or bytes) columns"
+    )
+    unit: Literal["tokens", "bytes"] = Field("tokens", description="what the budget counts")
+    budget: int | None = Field(None, description="tokens (or bytes) to select")
+    keep_ratio: float | None = Field(None, description="share of the corpus' tokens to select")
+    estimator: Estimator = Field("sign_cdf", description="correlation estimator")
+    projection: Literal["linear", "l2"] = Field("linear", description="projection onto weights")
+
+
+class CorrDistillOptions(DomainOptions):
+    """``datafilter corr-distill``."""
+
+    scorer_id: str | None = Field(None, description="scores of the run (default: its only one)")
+    max_per_label: int = Field(20000, description="training documents per label at most")
+    holdout: float = Field(0.1, description="share held out for accuracy")
+    epoch: int = Field(5, description="fastText epochs")
+    dim: int = Field(32, description="fastText dimensions")
+    seed: int = Field(0, description="seed of the training sample")
 
 
 def write_any_table(path: str | Path, table: pa.Table) -> Path:
@@ -50,10 +135,9 @@ def sample(
     per_domain: int = 100,
     seed: int = 0,
     id_column: str | None = None,
-    log: Log = print,
 ) -> dict[str, Any]:
     return sample_per_domain(
-        input, output, domain, per_domain=per_domain, seed=seed, id_column=id_column, log=log
+        input, output, domain, per_domain=per_domain, seed=seed, id_column=id_column
     )
 
 
@@ -73,7 +157,6 @@ def bpb(
     *,
     models: list[str] | None = None,
     average: Literal["bytes", "documents"] = "bytes",
-    log: Log = print,
 ) -> dict[str, Any]:
     """Bits per byte per (model, domain) from every (or the named) scorer id of a run."""
     layout = RunLayout.at(run_dir)
@@ -87,7 +170,7 @@ def bpb(
     out = write_any_table(output, table.to_arrow())
     summary.update(run=str(layout.root), output=str(out))
     write_json(out.with_suffix(".json"), summary)
-    log(
+    log.info(
         f"corr-bpb: {len(names)} models x {len(table.domains)} domains over "
         f"{summary['documents']} documents -> {out}"
     )
@@ -113,7 +196,6 @@ def weights(
     keep_ratio: float | None = None,
     estimator: str = "sign_cdf",
     projection: str = "linear",
-    log: Log = print,
 ) -> dict[str, Any]:
     """Estimate per domain from a bpb table and a benchmark table, project onto weights under
     the caps set by the corpus' tokens per domain, and write the weights table."""
@@ -147,7 +229,7 @@ def weights(
         output=str(out),
     )
     write_json(out.with_suffix(".json"), summary)
-    log(
+    log.info(
         f"corr-weights: {summary['selected']} of {summary['domains']} domains selected "
         f"({estimator}, {projection}; budget {summary['budget']} {unit}) -> {out}"
     )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import numpy as np
 from datafilter.errors import ConfigError, InputError
 from datafilter.io.shards import discover_shards, open_parquet, require_column
 from datafilter.reference.crossfit import sample_key, text_hash
+
+log = logging.getLogger(__name__)
 
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
 TOKENIZER_MAX_CHARS = 1_000_000_000  # the tokenizer trains on at most ~1 GB of the sample
@@ -31,7 +34,6 @@ def read_candidates(
     folds: int,
     fraction: float,
     seed: int,
-    log: Callable[[str], None],
 ) -> tuple[list[list[Doc]], int]:
     """Per fold, the documents of that fold drawn into the sample (key < fraction), in key
     order; exact duplicates are kept once. Also returns how many documents were read."""
@@ -67,7 +69,8 @@ def read_candidates(
         raise InputError("no documents in the input", path=str(list(inputs)))
     if not any(per_fold):
         raise ConfigError(f"--fraction {fraction} sampled no documents out of {n_read}")
-    log(f"train-reference: read {n_read} documents; sampled {[len(d) for d in per_fold]} per fold")
+    sampled = [len(d) for d in per_fold]
+    log.info(f"train-reference: read {n_read} documents; sampled {sampled} per fold")
     return per_fold, n_read
 
 

@@ -8,17 +8,18 @@ bf16 autocast and ``torch.compile`` on GPU, fp32 on CPU.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from datafilter.errors import ConfigError
 from datafilter.io.atomic import atomic_path, write_json, write_table
@@ -30,34 +31,49 @@ from datafilter.reference.data import (
     train_tokenizer,
 )
 from datafilter.reference.presets import PRESETS, TOKENS_PER_PARAM, Preset, llama_config
+from datafilter.registry import as_list
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
+
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+class TrainReferenceOptions(BaseModel):
+    """``datafilter train-reference``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: list[str] = Field(description="Parquet files or folders")
+    output: str = Field(description="model folder to write (fold-j/ inside)")
+
+    _one_input = field_validator("input", mode="before")(as_list)
+    text_column: str = Field("text", description="input column holding the documents")
+    id_column: str | None = Field("id", description="document id column, recorded in the split")
+    preset: str = Field(
+        "tiny",
+        description="model size: tiny (CPU tests) or 125m",
+        json_schema_extra={"choices": sorted(PRESETS)},
+    )
+    folds: int = Field(1, description="k models on disjoint hash folds")
+    fraction: float = Field(0.1, description="share of each fold sampled, in (0, 1]")
+    tokens: int | None = Field(
+        None, ge=1, description="tokens per model (default: 20 per parameter)"
+    )
+    steps: int | None = Field(None, ge=1, description="optimiser steps (default: from tokens)")
+    seed: int = Field(0, description="seed of the sample and the training")
+    resume: bool = Field(False, description="continue from the last checkpoints")
+    checkpoint_every: int = Field(500, ge=1, description="steps between checkpoints")
+    log_every: int = Field(50, ge=1, description="steps between loss lines")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train")
+    stop_after: int | None = Field(
+        None,
+        ge=1,
+        description="stop this process after that many steps (a checkpoint is written)",
+        json_schema_extra={"cli": False},
+    )
 
 
-def train_reference(
-    input: str | Path | list[str | Path],
-    output: str | Path,
-    *,
-    text_column: str = "text",
-    id_column: str | None = "id",
-    preset: str = "tiny",
-    folds: int = 1,
-    fraction: float = 0.1,
-    tokens: int | None = None,
-    steps: int | None = None,
-    seed: int = 0,
-    resume: bool = False,
-    checkpoint_every: int = 500,
-    log_every: int = 50,
-    device: str = "auto",
-    stop_after: int | None = None,
-    log: Log = _stderr,
-) -> dict[str, Any]:
+def train_reference(opts: TrainReferenceOptions) -> dict[str, Any]:
     """Train ``folds`` reference models into ``output/fold-j/`` (see the module docstring).
 
     ``tokens`` caps each fold's sample and sets the training budget (default: 20 tokens per
@@ -65,6 +81,14 @@ def train_reference(
     process after that many steps (a checkpoint is written) — ``resume=True`` continues.
     """
     import torch
+
+    input, output = opts.input, opts.output
+    text_column, id_column = opts.text_column, opts.id_column
+    preset, folds, fraction, tokens, steps = (
+        opts.preset, opts.folds, opts.fraction, opts.tokens, opts.steps
+    )  # fmt: skip
+    seed, resume, device, stop_after = opts.seed, opts.resume, opts.device, opts.stop_after
+    checkpoint_every, log_every = opts.checkpoint_every, opts.log_every
 
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
@@ -103,7 +127,7 @@ def train_reference(
         budget = steps * p.tokens_per_step if steps else TOKENS_PER_PARAM * n_params
     total_steps = steps or max(1, math.ceil(budget / p.tokens_per_step))
 
-    candidates, n_read = read_candidates(inputs, text_column, id_column, folds, fraction, seed, log)
+    candidates, n_read = read_candidates(inputs, text_column, id_column, folds, fraction, seed)
     tok_dir = out / "tokenizer"
     if resume and (tok_dir / "tokenizer.json").is_file():
         from transformers import PreTrainedTokenizerFast
@@ -113,7 +137,7 @@ def train_reference(
         t0 = time.perf_counter()
         tokenizer = train_tokenizer([d for f in candidates for d in f], p.vocab, p.context)
         _save_dir(lambda d: tokenizer.save_pretrained(str(d)), tok_dir)
-        log(
+        log.info(
             f"train-reference: BPE tokenizer, {len(tokenizer)} tokens, "
             f"{time.perf_counter() - t0:.1f}s"
         )
@@ -156,7 +180,7 @@ def train_reference(
                 "split": f"split/fold-{j}.parquet",
             }
         )
-        log(
+        log.info(
             f"train-reference: fold {j}: {len(kept)} documents, {n_tok} tokens, "
             f"{fold_info[-1]['epochs']} epochs of {total_steps} steps"
         )
@@ -186,7 +210,6 @@ def train_reference(
             checkpoint_every,
             log_every,
             stop_after,
-            log,
         )
         results.append(result)
         if not result["finished"]:
@@ -273,7 +296,6 @@ def _train_fold(
     checkpoint_every: int,
     log_every: int,
     stop_after: int | None,
-    log: Log,
 ) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
@@ -284,7 +306,7 @@ def _train_fold(
     if resume and done.is_file():
         import json
 
-        log(f"train-reference: fold {j} already trained")
+        log.info(f"train-reference: fold {j} already trained")
         return json.loads(done.read_text())
     fold_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed * 1000 + j)
@@ -316,7 +338,7 @@ def _train_fold(
         random.setstate(state["rng"]["python"])
         if dev == "cuda" and state["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(state["rng"]["cuda"])
-        log(f"train-reference: fold {j} resumes at step {start}")
+        log.info(f"train-reference: fold {j} resumes at step {start}")
 
     def save_checkpoint(step: int) -> None:
         state = {
@@ -385,14 +407,14 @@ def _train_fold(
                 entry["mfu"] = round(tps * flops_per_token / peak, 4)
                 line += f" mfu {entry['mfu']:.1%}"
             history.append(entry)
-            log(line)
+            log.info(line)
             loss_acc.zero_()
             n_acc, t_last, tok_last = 0, now, 0
         if (step + 1) % checkpoint_every == 0 and not last:
             save_checkpoint(step + 1)
         if stop_after is not None and step + 1 - start >= stop_after and not last:
             save_checkpoint(step + 1)
-            log(f"train-reference: fold {j} stopped at step {step + 1} (checkpoint written)")
+            log.info(f"train-reference: fold {j} stopped at step {step + 1} (checkpoint written)")
             return {"fold": j, "finished": False, "step": step + 1, "resumed_from": resumed_from}
 
     model.eval()
