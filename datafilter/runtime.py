@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from datafilter import logs, ray_reaper
 from datafilter.errors import ConfigError, DatafilterError, MissingDependencyError, OutputError
 from datafilter.progress import StageProgress
@@ -45,15 +47,35 @@ LOCAL_BELOW = 8_000_000  # auto: input shards under this many bytes run in this 
 RAY_WORKER_NICENESS = "RAY_worker_niceness"  # Ray's config override (case-sensitive)
 
 
-@dataclass(frozen=True)
-class RuntimeOptions:
-    """Where and how wide to run: the executor, a Ray address, workers, progress display."""
+class RuntimeOptions(BaseModel):
+    """Where and how wide the score and select stages run (the ``ray:`` section of a run
+    config; the CLI's runtime flags)."""
 
-    executor: Executor = "auto"
-    address: str | None = None
-    num_actors: int | None = None  # worker processes or Ray actors (default: fill the CPUs)
-    progress: bool = True
-    local_below: int = LOCAL_BELOW  # auto: input bytes under which a stage runs in-process
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    executor: Executor = Field(
+        "auto",
+        description="auto: ray with an address, local (in this process) below --local-below or "
+        "for one shard, ray for GPU scorers, else process (a pool of worker processes)",
+    )
+    address: str | None = Field(
+        None, description="Ray cluster to run on (default: RAY_ADDRESS); implies ray"
+    )
+    num_actors: int | None = Field(
+        None, ge=1, description="worker processes or Ray actors (default: one per CPU)"
+    )
+    local_below: int = Field(
+        LOCAL_BELOW,
+        ge=0,
+        description="auto: input shards smaller than this in total run in this process "
+        "(bytes, or a size such as 8MB)",
+        json_schema_extra={"metavar": "SIZE"},
+    )
+
+    @field_validator("local_below", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return parse_size(value) if isinstance(value, str) else value
 
 
 @dataclass(frozen=True)
@@ -187,7 +209,7 @@ def run_tasks(
         else:
             outcomes = _run_here(tasks, factory)
         say(choice.line(stage))
-    with StageProgress(stage, len(tasks), say, enabled=options.progress) as progress:
+    with StageProgress(stage, len(tasks), say) as progress:
         for outcome in outcomes:
             progress.shard_done(outcome.result)
             yield outcome

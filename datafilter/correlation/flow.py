@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from datafilter.config import load_yaml_model
 from datafilter.errors import ConfigError
+from datafilter.runtime import RuntimeOptions
 
 
 class _Strict(BaseModel):
@@ -61,13 +62,6 @@ class SelectStep(_Strict):
     seed: int = 0
 
 
-class RayStep(_Strict):
-    executor: Literal["auto", "local", "process", "ray"] = "auto"
-    address: str | None = None
-    num_actors: int | None = Field(None, ge=1)
-    local_below: int | str = "8MB"
-
-
 class CorrConfig(_Strict):
     """The corpus, where work files go, the domains, the models, the benchmarks, the budget."""
 
@@ -85,7 +79,7 @@ class CorrConfig(_Strict):
     weights: WeightsStep = WeightsStep()
     distill: DistillStep | None = None
     select: SelectStep
-    ray: RayStep = RayStep()
+    ray: RuntimeOptions = RuntimeOptions()
 
     @model_validator(mode="after")
     def _one_domain_source(self) -> CorrConfig:
@@ -116,24 +110,34 @@ def load_corr_config(path: str | Path) -> CorrConfig:
     return load_yaml_model(path, CorrConfig)
 
 
-def corr_run(config: str | Path | CorrConfig, *, progress: bool = False, log=print):
-    """Every step of the flow in order; each one resumes or reuses finished work."""
-    from datafilter import api
-    from datafilter.correlation import steps
-    from datafilter.correlation.domains import DomainSpec
-    from datafilter.runtime import RuntimeOptions, parse_size
+def corr_run(config: str | Path | CorrConfig, *, progress: bool = False) -> dict[str, Any]:
+    """Every step of the flow in order; each one resumes or reuses finished work.
+
+    ``progress=False`` turns the progress bars and lines off for this call."""
+    from datafilter.progress import progress_state, set_enabled
 
     cfg = config if isinstance(config, CorrConfig) else load_corr_config(config)
+    if progress:
+        return _corr_run(cfg)
+    previous = progress_state()
+    set_enabled(False)
+    try:
+        return _corr_run(cfg)
+    finally:
+        set_enabled(previous)
+
+
+def _corr_run(cfg: CorrConfig) -> dict[str, Any]:
+    from datafilter.correlation import steps
+    from datafilter.correlation.domains import DomainSpec
+    from datafilter.stages.score import ScoreOptions, run_score
+    from datafilter.stages.select import SelectOptions, run_select
+    from datafilter.stages.thresholds import ThresholdsOptions, run_thresholds
+
     spec = DomainSpec.from_args(cfg.domain_column, cfg.url_column)
     models = cfg.all_models()
     work = Path(cfg.work_dir)
-    runtime = RuntimeOptions(
-        executor=cfg.ray.executor,
-        address=cfg.ray.address,
-        num_actors=cfg.ray.num_actors,
-        progress=progress,
-        local_below=parse_size(cfg.ray.local_below),
-    )
+    runtime = cfg.ray
     results: dict[str, Any] = {}
     summary = steps.sample(
         cfg.input,
@@ -142,23 +146,19 @@ def corr_run(config: str | Path | CorrConfig, *, progress: bool = False, log=pri
         per_domain=cfg.sample.per_domain,
         seed=cfg.sample.seed,
         id_column=cfg.id_column,
-        log=log,
     )
     results["sample"] = {"documents": summary["documents"], "domains": len(summary["domains"])}
 
     def score(input_path: str | Path, run: Path, model_id: str) -> None:
         spec_ = models[model_id]
-        api.score(
-            input_path,
-            run,
+        opts = ScoreOptions(
             scorer=spec_.scorer,
             options=spec_.options,
             scorer_id=model_id,
             text_column=cfg.text_column,
             id_column=cfg.id_column,
-            runtime=runtime,
-            log=log,
         )
+        run_score(input_path, run, opts, runtime)
 
     for model_id in models:
         score(work / "sample", work / "sample-run", model_id)
@@ -168,7 +168,6 @@ def corr_run(config: str | Path | CorrConfig, *, progress: bool = False, log=pri
         spec,
         models=list(models),
         average=cfg.weights.average,
-        log=log,
     )
     results["bpb"] = {"models": len(bpb["models"]), "domains": len(bpb["domains"])}
     score(cfg.input, work / "run", cfg.corpus_scorer)
@@ -188,7 +187,6 @@ def corr_run(config: str | Path | CorrConfig, *, progress: bool = False, log=pri
         keep_ratio=cfg.weights.keep_ratio,
         estimator=cfg.weights.estimator,
         projection=cfg.weights.projection,
-        log=log,
     )
     results["weights"] = {k: w[k] for k in ("budget", "selected", "domains", "top")}
     options: dict[str, Any] = {"weights": str(work / "weights.parquet"), "domain_from": spec.kind}
@@ -207,21 +205,26 @@ def corr_run(config: str | Path | CorrConfig, *, progress: bool = False, log=pri
             epoch=d.epoch,
             dim=d.dim,
             seed=d.seed,
-            log=log,
         )
         results["distill"] = {"train": result["train"], "test": result["test"]}
         options["distill"] = str(work / "classifier")
-    manifest = api.select(
+    selection = {
+        "selector": "perplexity_correlation",
+        "options": options,
+        "scorer_id": cfg.corpus_scorer,
+        "group_by": spec.column,
+    }
+    made = run_thresholds(work / "run", ThresholdsOptions(**selection, table=False))
+    manifest = run_select(
         work / "run",
-        cfg.select.output,
-        selector="perplexity_correlation",
-        options=options,
-        scorer_id=cfg.corpus_scorer,
-        group_by=spec.column,
-        report_by=spec.column if spec.kind == "column" else None,
-        seed=cfg.select.seed,
-        runtime=runtime,
-        log=log,
+        SelectOptions(
+            output=cfg.select.output,
+            **selection,
+            report_by=spec.column if spec.kind == "column" else None,
+            seed=cfg.select.seed,
+            plan=made["plan"],
+        ),
+        runtime,
     )
     results["select"] = manifest["totals"]
     return results

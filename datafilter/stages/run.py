@@ -1,33 +1,43 @@
-"""``datafilter run``: every stage of a config in order, each one resumable."""
+"""``datafilter run``: every stage of a config in order, each one resumable.
+
+demo corpus and KenLM training (optional) -> score -> thresholds (the percentile tables, and the
+``select:`` section's plan) -> select (applies that plan). Each step is the stage's own
+function with the config's section as its options.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
-from datafilter import api
 from datafilter.config import RunConfig, load_config
 from datafilter.io import storage
 from datafilter.progress import progress_state, set_enabled
-from datafilter.runtime import RuntimeOptions, parse_size
+from datafilter.runtime import RuntimeOptions
+from datafilter.stages.score import run_score
+from datafilter.stages.select import run_select
+from datafilter.stages.thresholds import ThresholdsOptions, run_thresholds
+
+log = logging.getLogger(__name__)
 
 
-def run(config: str | Path | RunConfig, *, progress: bool = True, log: api.Log = api._stderr):
+def run_config(config: str | Path | RunConfig, *, progress: bool = True) -> dict[str, Any]:
     """Run the optional demo-corpus and KenLM-training steps, then score, thresholds, select.
 
-    ``progress=False`` turns off Ray's progress bars and the local ones for this call."""
+    ``progress=False`` turns the progress bars and lines off for this call."""
     cfg = config if isinstance(config, RunConfig) else load_config(config)
     if progress:
-        return _run(cfg, progress, log)
+        return _run(cfg)
     previous = progress_state()
     set_enabled(False)
     try:
-        return _run(cfg, progress, log)
+        return _run(cfg)
     finally:
         set_enabled(previous)
 
 
-def _run(cfg: RunConfig, progress: bool, log: api.Log) -> dict[str, Any]:
+def _run(cfg: RunConfig) -> dict[str, Any]:
     results: dict[str, Any] = {}
     if cfg.storage:
         storage.configure(cfg.storage)
@@ -35,25 +45,26 @@ def _run(cfg: RunConfig, progress: bool, log: api.Log) -> dict[str, Any]:
     if cfg.demo_corpus:
         from datafilter.demo_corpus import build_demo_corpus
 
-        corpus = build_demo_corpus(
-            Path(cfg.demo_corpus.output),
-            seed=cfg.demo_corpus.seed,
-            n_shards=cfg.demo_corpus.n_shards,
-            log=log,
-        )
+        step = cfg.demo_corpus
+        corpus = build_demo_corpus(Path(step.output), seed=step.seed, n_shards=step.n_shards)
         results["demo_corpus"] = str(corpus.root)
     if cfg.train_kenlm:
         from datafilter.kenlm.train import train_kenlm
 
         step = cfg.train_kenlm
         recipe = train_kenlm(
-            step.input, step.output, text_columns=step.text_columns, options=step.options, log=log
+            step.input,
+            step.output,
+            text_columns=step.text_columns,
+            options=step.training(),
+            overwrite=step.overwrite,
+            log=log.info,
         )
         results["train_kenlm"] = recipe.training
-    runtime = runtime_options(cfg, progress)
-    results["score"] = score_step(cfg, runtime, log)
-    results["thresholds"] = [summary["n_docs"] for summary in thresholds_step(cfg, log)]
-    manifest = select_step(cfg, runtime, log)
+    results["score"] = score_step(cfg, cfg.ray)
+    summaries, plan = thresholds_step(cfg)
+    results["thresholds"] = [summary["n_docs"] for summary in summaries]
+    manifest = select_step(cfg, cfg.ray, plan)
     results["select"] = manifest["totals"]
     results["groups_read_kept"] = {g: [c["read"], c["kept"]] for g, c in manifest["groups"].items()}
     return results
@@ -102,74 +113,45 @@ def check_paths(cfg: RunConfig) -> None:
     )
 
 
-def runtime_options(cfg: RunConfig, progress: bool = True) -> RuntimeOptions:
-    """The executor settings of a run config's ``ray`` section."""
-    r = cfg.ray
-    return RuntimeOptions(
-        executor=r.executor,
-        address=r.address,
-        num_actors=r.num_actors,
-        progress=progress,
-        local_below=parse_size(r.local_below),
-    )
-
-
-def score_step(
-    cfg: RunConfig, runtime: RuntimeOptions, log: api.Log = api._stderr
-) -> dict[str, Any]:
+def score_step(cfg: RunConfig, runtime: RuntimeOptions | None = None) -> dict[str, Any]:
     """The config's score stage (finished shards are skipped); the stage's summary."""
-    s = cfg.score
-    return api.score(
-        cfg.input,
-        cfg.run_dir,
-        scorer=s.scorer,
-        options=s.options,
-        scorer_id=s.scorer_id,
-        text_column=s.text_column,
-        id_column=s.id_column,
-        batch_rows=s.batch_rows,
-        max_doc_bytes=s.max_doc_bytes,
-        overwrite=s.overwrite,
-        verify_inputs=s.verify_inputs,
-        runtime=runtime,
-        log=log,
-    )
+    return run_score(cfg.input, cfg.run_dir, cfg.score, runtime or cfg.ray)
 
 
-def thresholds_step(cfg: RunConfig, log: api.Log = api._stderr) -> list[dict[str, Any]]:
-    """One percentile table per ``thresholds.group_by`` entry; their summaries."""
-    t = cfg.thresholds
-    return [
-        api.thresholds(
-            cfg.run_dir,
-            scorer_id=cfg.score.scorer_id or cfg.score.scorer,
-            group_by=group_by,
-            quantiles=t.quantiles,
-            approx=t.approx,
-            memory_limit=t.memory_limit,
-            log=log,
-        )
-        for group_by in t.group_by
-    ]
+def thresholds_step(cfg: RunConfig) -> tuple[list[dict[str, Any]], str | None]:
+    """One percentile table per ``thresholds.group_by`` entry, and the plan of the ``select:``
+    section (made with the table of its group column, or alone when no table is asked for by
+    that column); the tables' summaries and the plan's path (None: ``select.plan`` is given)."""
+    t, sel = cfg.thresholds, cfg.select
+    common = {
+        "scorer_id": sel.scorer_id or cfg.scorer_id,
+        "quantiles": t.quantiles,
+        "approx": t.approx,
+        "memory_limit": t.memory_limit,
+    }
+    plan_request = {"selector": sel.selector, "options": sel.options}
+    wanted = sel.plan is None
+    summaries, plan = [], None
+    for group_by in t.group_by:
+        mine = wanted and group_by == sel.group_by and plan is None
+        opts = ThresholdsOptions(**common, group_by=group_by, **(plan_request if mine else {}))
+        summary = run_thresholds(cfg.run_dir, opts)
+        plan = summary.pop("plan", plan)
+        summaries.append(summary)
+    if wanted and plan is None:
+        opts = ThresholdsOptions(**common, group_by=sel.group_by, **plan_request, table=False)
+        plan = run_thresholds(cfg.run_dir, opts)["plan"]
+    return summaries, plan
 
 
 def select_step(
-    cfg: RunConfig, runtime: RuntimeOptions, log: api.Log = api._stderr
+    cfg: RunConfig, runtime: RuntimeOptions | None = None, plan: str | None = None
 ) -> dict[str, Any]:
-    """The config's select stage (finished shards are skipped); the manifest."""
+    """The config's select stage applying ``plan`` (default: ``select.plan``, else the run's
+    plan of the select section; finished shards are skipped); the manifest."""
     sel = cfg.select
-    return api.select(
-        cfg.run_dir,
-        sel.output,
-        selector=sel.selector,
-        options=sel.options,
-        scorer_id=cfg.score.scorer_id or cfg.score.scorer,
-        group_by=sel.group_by,
-        report_by=sel.report_by,
-        seed=sel.seed,
-        with_scores=sel.with_scores,
-        memory_limit=sel.memory_limit,
-        overwrite=sel.overwrite,
-        runtime=runtime,
-        log=log,
-    )
+    if sel.scorer_id is None:
+        sel = sel.model_copy(update={"scorer_id": cfg.scorer_id})
+    if plan is not None:
+        sel = sel.model_copy(update={"plan": plan})
+    return run_select(cfg.run_dir, sel, runtime or cfg.ray)

@@ -1,10 +1,19 @@
-"""Score one input shard into a row-aligned score shard, rejecting bad rows with a reason."""
+"""The score stage: every input shard into a row-aligned score shard in ``RUN/scores/<id>/``.
+
+:func:`run_score` owns the stage: its options (:class:`ScoreOptions`), the checks before any
+work (paths, run folder, model), the run folder's lock and record, which shards still need
+scores, running them on the executor and the summary. :func:`score_shard` is the per-shard
+worker: it rejects bad rows with a reason, writes the score shard, then its completion record.
+"""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,15 +21,36 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
-from datafilter.errors import InputError
-from datafilter.io.atomic import parquet_writer
+from datafilter.errors import ConfigError, DatafilterError, InputError, ModelError
+from datafilter.io.atomic import parquet_writer, remove_temp_files, write_json
 from datafilter.io.content import content_record, signature
-from datafilter.io.markers import write_marker
-from datafilter.io.shards import iter_batches, open_parquet, require_column
-from datafilter.io.storage import AnyPath, ObjectPath
+from datafilter.io.guard import (
+    input_places,
+    place,
+    refuse_foreign_files,
+    refuse_overlaps,
+    require_own_folder,
+)
+from datafilter.io.layout import STATE_DIR, RunLayout
+from datafilter.io.lock import run_lock
+from datafilter.io.markers import read_marker, write_marker
+from datafilter.io.record import (
+    RunRecord,
+    load_record,
+    save_record,
+    score_check,
+    score_marker_fields,
+)
+from datafilter.io.shards import iter_batches, open_parquet, require_column, scan_input
+from datafilter.io.storage import AnyPath, ObjectPath, is_remote, location
 from datafilter.pause_points import pause_point
+from datafilter.runtime import RuntimeOptions
+from datafilter.scorers import make_scorer
 from datafilter.scorers.base import Scorer
 from datafilter.scorers.columns import SCORE_SCHEMA, bits_per_byte, id_hash, perplexity
+from datafilter.stages.jobs import drive, raise_failures
+
+log = logging.getLogger(__name__)
 
 # Rows per row group of a score shard: large groups make the thresholds' column scans fast
 # (the score batches are much smaller); the buffered scores are ~100 bytes per row.
@@ -41,10 +71,41 @@ class ScoreSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text_column: str = "text"
-    id_column: str | None = None
-    batch_rows: int = Field(512, ge=1)
-    max_doc_bytes: int = Field(8 * 1024 * 1024, ge=1)
+    text_column: str = Field("text", description="input column holding the documents")
+    id_column: str | None = Field(
+        None, description="document id column (default: shard path + row)"
+    )
+    batch_rows: int = Field(512, ge=1, description="rows per scoring batch")
+    max_doc_bytes: int = Field(
+        8 * 1024 * 1024, ge=1, description="longer documents are rejected as too_long"
+    )
+
+
+class ScoreOptions(ScoreSettings):
+    """``datafilter score``, and the ``score:`` section of a run config."""
+
+    scorer: str = Field("kenlm", description="registered scorer (datafilter list)")
+    options: dict[str, Any] = Field(
+        {}, description="the scorer's options, e.g. model=DIR (--set KEY=VALUE)"
+    )
+    scorer_id: str | None = Field(
+        None, description="name of the scores folder (default: the scorer name)"
+    )
+    overwrite: bool = Field(
+        False,
+        description="replace scores made otherwise under this scorer id; use a run folder "
+        "holding foreign files (they are kept)",
+    )
+    verify_inputs: bool = Field(
+        False,
+        description="hash every input shard to decide what is scored already (default: by "
+        "file signature)",
+    )
+
+    @property
+    def settings(self) -> ScoreSettings:
+        """How input rows are read (recorded in the run folder)."""
+        return ScoreSettings(**{k: getattr(self, k) for k in ScoreSettings.model_fields})
 
 
 @dataclass(frozen=True)
@@ -250,3 +311,141 @@ def _score_batch(
         },
         schema=SCORE_SCHEMA,
     )
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def run_score(
+    input: str | Path, run_dir: str | Path, opts: ScoreOptions, runtime: RuntimeOptions | None
+) -> dict[str, Any]:
+    """Score every input shard into ``RUN/scores/<scorer_id>/``; finished shards are skipped.
+
+    ``overwrite`` replaces scores made with other settings under the same scorer id, and lets a
+    run folder holding foreign files be used (they are left alone). ``verify_inputs`` hashes
+    every input shard to decide whether its scores are still valid, instead of trusting an
+    unchanged file signature (size, mtime, ctime, inode)."""
+    layout = RunLayout.at(run_dir)
+    the_scorer = make_scorer(opts.scorer, opts.options)
+    scan = scan_input(input)
+    shards = scan.shards
+    model = getattr(the_scorer.options, "model", None)
+    refuse_overlaps(
+        [place("run folder", layout.root)],
+        [*input_places(input, scan), *([place("model folder", model)] if model else [])],
+    )
+    require_run_folder(layout, opts.overwrite)
+    the_scorer.validate()  # the model's recorded checksums are verified here
+    sid = opts.scorer_id or opts.scorer
+    settings = opts.settings
+    entry = {"scorer": the_scorer.describe(), "settings": settings.model_dump(mode="json")}
+    with run_lock(layout.lock_path):
+        record = _updated_record(layout, str(location(input)), settings)
+        if record.scorers.get(sid, entry) != entry and not opts.overwrite:
+            raise ConfigError(
+                f"{layout.scores_dir(sid)} holds scores made with other settings; use another "
+                "--scorer-id to keep both, or --overwrite to replace them"
+            )
+        record.scorers[sid] = entry
+        save_record(layout, record)
+        remove_temp_files(layout.root)
+        jobs = []
+        for shard in shards:
+            job = ShardJob(
+                shard_rel=shard.rel,
+                input_path=shard.path,
+                output_path=layout.score_path(sid, shard.rel),
+                marker_path=layout.marker_path("score", sid, shard.rel),
+                marker_fields=score_marker_fields(record, sid),
+                hash_input=opts.verify_inputs or not is_remote(shard.path),
+            )
+            check = score_check(layout, record, sid, shard, verify_inputs=opts.verify_inputs)
+            if check.problem is not None:
+                jobs.append(job)
+            elif check.fresh is not None:  # same bytes, new signatures: check cheaply next time
+                write_marker(job.marker_path, check.fresh)
+        log.info(
+            f"score: {len(jobs)} of {len(shards)} shards to score ({len(shards) - len(jobs)} done)"
+        )
+        resources = the_scorer.resources()
+        factory = partial(
+            _score_worker, opts.scorer, the_scorer.options.model_dump(mode="json"), settings
+        )
+        cpus, gpus = resources.num_cpus, resources.num_gpus
+        failures = drive(jobs, factory, runtime, "score", num_cpus=cpus, num_gpus=gpus)
+        remove_temp_files(layout.scores_dir(sid))  # left by workers that died mid-shard
+        summary = _record_summary(layout, sid, shards, failures)
+    raise_failures(failures, len(shards), "score")
+    return summary
+
+
+def require_run_folder(layout: RunLayout, overwrite: bool) -> None:
+    """A run folder is new, empty or datafilter's (it has run.json); with ``overwrite`` a folder
+    of foreign files is used too, if none of them is in the way of the run's own names."""
+    ours = layout.record_path.exists()
+    require_own_folder(layout.root, "run folder", ours, {STATE_DIR}, overwrite, "--overwrite")
+    if not ours:
+        refuse_foreign_files(layout.root, "run folder", ["scores", "thresholds", "report.html"])
+
+
+def _updated_record(layout: RunLayout, input_path: str, settings: ScoreSettings) -> RunRecord:
+    record = load_record(layout)
+    if record is None:
+        return RunRecord(
+            input=input_path, text_column=settings.text_column, id_column=settings.id_column
+        )
+    if record.input != input_path:
+        raise ConfigError(
+            f"run folder {layout.root} belongs to input {record.input}; use another run folder"
+        )
+    if (record.text_column, record.id_column) != (settings.text_column, settings.id_column):
+        raise ConfigError(
+            f"run folder {layout.root} was scored with text column {record.text_column!r} and id "
+            f"column {record.id_column!r}; use the same columns or another run folder"
+        )
+    return record
+
+
+def _score_worker(name: str, options: dict[str, Any], settings: ScoreSettings):
+    """Runs once per worker: load the model, return the per-shard function."""
+    scorer = make_scorer(name, options)
+    try:
+        scorer.setup()
+    except DatafilterError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a broken model file must become one clear error
+        raise ModelError(f"loading the {name} model failed: {type(exc).__name__}: {exc}") from exc
+    return partial(score_shard, scorer=scorer, settings=settings)
+
+
+def _record_summary(layout: RunLayout, sid: str, shards, failures: dict[str, str]):
+    """Count the finished shards and write ``summary.json``. When shards failed (e.g. the
+    store became unreachable), a failure here is logged so it does not hide their errors."""
+    try:
+        summary = _summary(layout, sid, shards, failures)
+        write_json(layout.root / STATE_DIR / "score" / sid / "summary.json", summary)
+    except OSError as exc:
+        if not failures:
+            raise
+        log.warning(f"score: warning: could not count or record the finished shards: {exc}")
+        summary = {"scorer_id": sid, "shards": len(shards), "failed_shards": sorted(failures)}
+    return summary
+
+
+def _summary(layout: RunLayout, sid: str, shards, failures: dict[str, str]) -> dict[str, Any]:
+    rows = scored = 0
+    rejected: Counter[str] = Counter()
+    for shard in shards:
+        marker = read_marker(layout.marker_path("score", sid, shard.rel))
+        if marker and shard.rel not in failures:
+            rows += marker["stats"]["rows"]
+            scored += marker["stats"]["scored"]
+            rejected.update(marker["stats"]["rejected"])
+    return {
+        "scorer_id": sid,
+        "shards": len(shards),
+        "failed_shards": sorted(failures),
+        "rows": rows,
+        "scored": scored,
+        "rejected": dict(sorted(rejected.items())),
+    }
