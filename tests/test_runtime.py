@@ -105,9 +105,10 @@ def _factory(fail_build: bool = False):
     return run
 
 
-def test_the_process_pool_builds_each_worker_once_and_keeps_errors_as_data() -> None:
+def test_the_process_pool_builds_each_worker_once_and_keeps_errors_as_data(monkeypatch) -> None:
+    monkeypatch.setenv("DATAFILTER_PROGRESS", "0")  # no progress line however long it takes
     tasks = [f"t{i}" for i in range(10)] + ["bad"]
-    options = RuntimeOptions(executor="process", num_actors=2, progress=False)
+    options = RuntimeOptions(executor="process", num_actors=2)
     log: list[str] = []
     outcomes = list(run_tasks(tasks, _factory, options, stage="test", log=log.append))
     assert log == ["test: executor process, 2 worker processes (--executor process)"]
@@ -123,7 +124,7 @@ def test_the_process_pool_builds_each_worker_once_and_keeps_errors_as_data() -> 
 
 
 def test_a_worker_that_cannot_build_stops_the_stage_with_its_error() -> None:
-    options = RuntimeOptions(executor="process", num_actors=2, progress=False)
+    options = RuntimeOptions(executor="process", num_actors=2)
     from functools import partial
 
     with pytest.raises(ModelError, match="the model folder is broken"):

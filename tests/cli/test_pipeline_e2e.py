@@ -100,22 +100,11 @@ def test_rerun_skips_finished_work_and_changes_nothing(demo_run) -> None:
 def test_stage_commands_with_group_selection(demo_run, tmp_path) -> None:
     root, _, _, _ = demo_run
     out = tmp_path / "by-domain"
-    proc = _cli(
-        "select",
-        "--run",
-        str(root / "run"),
-        "--selector",
-        "perplexity_band",
-        "--set",
-        "criterion=low",
-        "--set",
-        "keep=0.3",
-        "--group-by",
-        "domain",
-        "--output",
-        str(out),
-        "--with-scores",
-    )
+    request = ["--run", str(root / "run"), "--selector", "perplexity_band", "--set",
+               "criterion=low", "--set", "keep=0.3", "--group-by", "domain"]  # fmt: skip
+    plan = json.loads(_cli("thresholds", *request).stdout)["plan"]
+    assert json.loads(Path(plan).read_text())["request"]["options"]["keep"] == 0.3
+    proc = _cli("select", *request, "--output", str(out), "--with-scores")
     totals = json.loads(proc.stdout)["totals"]
     manifest = json.loads((out / "manifest.json").read_text())
     for group, params in manifest["thresholds"]["groups"].items():

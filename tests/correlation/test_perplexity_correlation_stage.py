@@ -13,7 +13,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from helpers_corpus import LOCAL, files_under, quiet, run_cli, write_shard
+from helpers_corpus import (
+    LOCAL,
+    files_under,
+    plan_and_select,
+    run_cli,
+    run_cli_select,
+    write_shard,
+)
 from pyarrow import csv
 
 from datafilter import api
@@ -31,7 +38,7 @@ SITES = {
 
 
 def _cli(*args: str) -> dict:
-    proc = run_cli(*args)
+    proc = run_cli_select(*args[1:]) if args[0] == "select" else run_cli(*args)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -77,7 +84,6 @@ def corr(tmp_path_factory, demo_corpus, kenlm_model_dir):
             scorer_id=sid,
             id_column="id",
             runtime=LOCAL,
-            log=quiet,
         )
     api.score(
         corpus,
@@ -86,7 +92,6 @@ def corr(tmp_path_factory, demo_corpus, kenlm_model_dir):
         scorer_id="kenlm",
         id_column="id",
         runtime=LOCAL,
-        log=quiet,
     )
     return root, corpus, pool
 
@@ -144,13 +149,12 @@ def test_sample_is_fixed_per_domain_and_seed(corr) -> None:
         per_domain=12,
         seed=1,
         id_column="id",
-        log=quiet,
     )
     assert other["documents"] == summary["documents"]
     ids = set(table["id"].to_pylist())
     assert set(pq.read_table(root / "sample-seed1")["id"].to_pylist()) != ids
     by_url = api.corr_sample(
-        corpus, root / "sample-url", url_column="url", per_domain=5, id_column="id", log=quiet
+        corpus, root / "sample-url", url_column="url", per_domain=5, id_column="id"
     )
     assert by_url["domains"]["bbc.co.uk"]["sampled"] == 5
     assert by_url["domains"]["bbc.co.uk"]["available"] == available["politics"] + sum(
@@ -197,7 +201,7 @@ def test_bpb_per_domain_matches_a_plain_computation(corr, average) -> None:
 def test_bpb_by_registered_domain_of_url(corr) -> None:
     root, _, _ = corr
     out = root / "bpb-url.parquet"
-    api.corr_bpb(root / "sample-run", out, url_column="url", models=["line"], log=quiet)
+    api.corr_bpb(root / "sample-run", out, url_column="url", models=["line"])
     got = pq.read_table(out)
     rows = [r for r in _scores(root / "sample-run", "line") if r["reject_reason"] is None]
     hosts = hosts_of(pa.array([r["url"] for r in rows])).to_pylist()
@@ -332,10 +336,10 @@ def test_selection_by_url_domain(corr) -> None:
     bpb, bench = _tables(root, domains)
     weights = root / "weights-url.parquet"
     api.corr_weights(
-        bpb, bench, weights, tokens_run=root / "run", url_column="url", keep_ratio=0.4, log=quiet
+        bpb, bench, weights, tokens_run=root / "run", url_column="url", keep_ratio=0.4
     )
     chosen = {r["domain"] for r in pq.read_table(weights).to_pylist() if r["selected"]}
-    manifest = api.select(
+    manifest = plan_and_select(
         root / "run",
         root / "selected-url",
         selector="perplexity_correlation",
@@ -343,7 +347,6 @@ def test_selection_by_url_domain(corr) -> None:
         group_by="url",
         report_by="domain",
         runtime=LOCAL,
-        log=quiet,
     )
     kept = _outputs(root / "selected-url")
     assert set(kept["datafilter_corr_domain"].to_pylist()) <= chosen
@@ -379,8 +382,7 @@ def test_cli_errors_are_one_line(corr, tmp_path) -> None:
     assert run_cli(*args, "--min-models", "4").returncode == 0
     proc = run_cli(*args[:-2], "--budget", "10000000", "--min-models", "4")
     assert proc.returncode == 2 and "exceeds the" in proc.stderr
-    proc = run_cli(
-        "select",
+    proc = run_cli_select(
         "--run",
         root / "run",
         "--output",
@@ -408,7 +410,6 @@ def test_distilled_selection_takes_the_most_probable_documents(corr) -> None:
         tokens_run=root / "run",
         domain_column="domain",
         keep_ratio=0.3,
-        log=quiet,
     )
     summary = _cli(
         "corr-distill",
@@ -426,14 +427,13 @@ def test_distilled_selection_takes_the_most_probable_documents(corr) -> None:
     )
     assert summary["train"]["include"] > 0 and summary["train"]["exclude"] > 0
     assert summary["test"]["accuracy"] > 0.6
-    manifest = api.select(
+    manifest = plan_and_select(
         root / "run",
         root / "selected-distill",
         selector="perplexity_correlation",
         options={"weights": str(weights), "distill": str(root / "classifier")},
         group_by="domain",
         runtime=LOCAL,
-        log=quiet,
     )
     plan = manifest["thresholds"]["distill"]
     kept = _outputs(root / "selected-distill")
@@ -513,26 +513,23 @@ def test_selection_counts_bytes_when_asked(corr) -> None:
         domain_column="domain",
         unit="bytes",
         budget=400_000,
-        log=quiet,
     )
-    manifest = api.select(
+    manifest = plan_and_select(
         root / "run",
         root / "selected-bytes",
         selector="perplexity_correlation",
         options={"weights": str(weights)},
         group_by="domain",
         runtime=LOCAL,
-        log=quiet,
     )
     kept_bytes = sum(g["kept_bytes"] for g in manifest["groups"].values())
     assert 0.95 * 400_000 <= kept_bytes <= 400_000
     with pytest.raises(ConfigError, match="records no budget in tokens"):
-        api.select(
+        plan_and_select(
             root / "run",
             root / "selected-bytes-2",
             selector="perplexity_correlation",
             options={"weights": str(weights), "unit": "tokens"},
             group_by="domain",
             runtime=LOCAL,
-            log=quiet,
         )

@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers_corpus import LOCAL, files_under, quiet, split_pool
+from helpers_corpus import LOCAL, files_under, log_lines, split_pool
 
 from datafilter import api
 from datafilter.config import RunConfig
@@ -26,7 +26,7 @@ from datafilter.errors import DatafilterError, RunLockedError
 from datafilter.io import storage
 from datafilter.io.atomic import parquet_writer, write_table
 from datafilter.io.storage import ObjectPath, location
-from datafilter.stages.run import run
+from datafilter.stages.run import run_config as run
 
 pytest.importorskip("moto")
 boto3 = pytest.importorskip("boto3")
@@ -169,8 +169,8 @@ def test_pipeline_on_s3_gives_the_same_files_as_on_disk(
         endpoint,
         "ray",
     )
-    local_result = run(local, progress=False, log=quiet)
-    remote_result = run(remote, progress=False, log=quiet)
+    local_result = run(local, progress=False)
+    remote_result = run(remote, progress=False)
     assert remote_result["select"] == local_result["select"]
     assert remote_result["select"]["kept"] > 0
 
@@ -189,8 +189,8 @@ def test_pipeline_on_s3_gives_the_same_files_as_on_disk(
     assert manifest["totals"] == json.loads(local_out["manifest.json"])["totals"]
     assert not location(f"s3://{bucket}/run/_state/lock").exists()  # released
 
-    messages: list[str] = []
-    run(remote, progress=False, log=messages.append)
+    with log_lines() as messages:
+        run(remote, progress=False)
     assert "score: 0 of 3 shards to score (3 done)" in messages
     assert "select: 0 of 3 shards to write (3 done)" in messages
     assert comparable(_objects(f"s3://{bucket}/out")) == comparable(remote_out)
@@ -209,7 +209,6 @@ def test_second_run_on_an_s3_folder_is_refused(bucket, demo_corpus, kenlm_model_
             f"s3://{bucket}/run",
             options={"model": str(kenlm_model_dir)},
             runtime=LOCAL,
-            log=quiet,
         )
     # A lock left by a dead process on this host is taken over.
     dead = subprocess.run(
@@ -225,7 +224,6 @@ def test_second_run_on_an_s3_folder_is_refused(bucket, demo_corpus, kenlm_model_
         f"s3://{bucket}/run",
         options={"model": str(kenlm_model_dir)},
         runtime=LOCAL,
-        log=quiet,
     )
     assert summary["failed_shards"] == [] and not lock.exists()
 
@@ -256,8 +254,11 @@ def test_bucket_becoming_unreachable_keeps_finished_shards(
             server.send_signal(signal.SIGSTOP)
 
     try:
-        with pytest.raises((DatafilterError, OSError)) as failure:
-            api.score(*args, **kwargs, log=stop_after_first_shard)
+        with (
+            pytest.raises((DatafilterError, OSError)) as failure,
+            log_lines(stop_after_first_shard),
+        ):
+            api.score(*args, **kwargs)
     finally:
         server.send_signal(signal.SIGCONT)
     text = str(failure.value)
@@ -271,8 +272,8 @@ def test_bucket_becoming_unreachable_keeps_finished_shards(
     first = pq.read_table((run_root / "scores/kenlm/part-00000.parquet").open_input_file())
     assert first.num_rows > 0
 
-    messages: list[str] = []
-    api.score(*args, **kwargs, log=messages.append)
+    with log_lines() as messages:
+        api.score(*args, **kwargs)
     assert "score: 2 of 3 shards to score (1 done)" in messages
     assert len(list(run_root.rglob("*.done.json"))) == 3
 
@@ -326,10 +327,9 @@ def test_fsspec_filesystems_work_too(demo_corpus, kenlm_model_dir, tmp_path):
         "memory://corpus/run",
         options={"model": str(kenlm_model_dir)},
         runtime=LOCAL,
-        log=quiet,
     )
     assert summary["shards"] == 2 and summary["failed_shards"] == []
-    assert api.thresholds("memory://corpus/run", group_by="domain", log=quiet)["n_docs"] > 0
+    assert api.thresholds("memory://corpus/run", group_by="domain")["n_docs"] > 0
     assert len(location("memory://corpus/run").rglob("*.done.json")) == 2
 
 

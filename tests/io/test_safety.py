@@ -25,6 +25,8 @@ from helpers_corpus import (
     LOCAL,
     cli_command,
     files_under,
+    log_lines,
+    plan_and_select,
     quiet,
     run_cli,
     split_pool,
@@ -41,13 +43,16 @@ N_SHARDS = 4
 
 
 def _score(inp, run, model, **kw) -> dict:
+    """Score; ``log`` (a callable) sees each line datafilter logs meanwhile."""
     kw.setdefault("runtime", LOCAL)
-    return api.score(inp, run, options={"model": str(model)}, log=kw.pop("log", quiet), **kw)
+    with log_lines(kw.pop("log", None)):
+        return api.score(inp, run, options={"model": str(model)}, **kw)
 
 
 def _select(run, out, **kw) -> dict:
-    kw.setdefault("runtime", LOCAL)
-    return api.select(run, out, options={"keep": 0.5}, log=kw.pop("log", quiet), **kw)
+    """Make the plan, then select; ``log`` (a callable) sees each line logged meanwhile."""
+    with log_lines(kw.pop("log", None)):
+        return plan_and_select(run, out, options={"keep": 0.5}, **kw)
 
 
 def _one_error_line(proc: subprocess.CompletedProcess) -> str:
@@ -125,7 +130,7 @@ def test_an_output_reached_through_a_symbolic_link_is_compared_by_its_real_path(
         _select(run, tmp_path / "alias")
     (tmp_path / "alias-in").symlink_to(inp)
     with pytest.raises(ConfigError, match="run folder .* is inside the input folder"):
-        api.score(tmp_path / "alias-in", inp / "run", options={"model": "x"}, log=quiet)
+        api.score(tmp_path / "alias-in", inp / "run", options={"model": "x"})
     assert files_under(inp) == before
 
 
@@ -250,14 +255,14 @@ def test_report_never_replaces_an_input_or_a_foreign_file(scored, tmp_path):
     inp, run = scored
     before = files_under(inp)
     with pytest.raises(ConfigError, match="report file .* is inside the input folder"):
-        report(run, output=inp / "part-00000.parquet", log=quiet)
+        report(run, output=inp / "part-00000.parquet")
     mine = tmp_path / "notes.html"
     mine.write_text("<html>mine</html>")
     with pytest.raises(ConfigError, match="is not a datafilter report"):
-        report(run, output=mine, log=quiet)
+        report(run, output=mine)
     assert mine.read_text() == "<html>mine</html>" and files_under(inp) == before
-    report(run, output=tmp_path / "page.html", log=quiet)
-    report(run, output=tmp_path / "page.html", log=quiet)  # an earlier report is replaced
+    report(run, output=tmp_path / "page.html")
+    report(run, output=tmp_path / "page.html")  # an earlier report is replaced
 
 
 def test_corr_sample_deletes_only_its_own_shards(data, tmp_path):
@@ -269,13 +274,13 @@ def test_corr_sample_deletes_only_its_own_shards(data, tmp_path):
     (out / "theirs.parquet").write_bytes((data / "in" / "part-00000.parquet").read_bytes())
     spec = DomainSpec.from_args("domain", None)
     with pytest.raises(ConfigError, match="already holds files datafilter did not write"):
-        sample_per_domain(data / "in", out, spec, per_domain=5, log=quiet)
+        sample_per_domain(data / "in", out, spec, per_domain=5)
     assert (out / "theirs.parquet").exists()
     fresh = tmp_path / "fresh"
-    sample_per_domain(data / "in", fresh, spec, per_domain=5, log=quiet)
+    sample_per_domain(data / "in", fresh, spec, per_domain=5)
     (fresh / "sub").mkdir()
     (fresh / "sub" / "x.parquet").write_bytes(b"theirs")
-    sample_per_domain(data / "in", fresh, spec, per_domain=3, seed=1, log=quiet)
+    sample_per_domain(data / "in", fresh, spec, per_domain=3, seed=1)
     assert (fresh / "sub" / "x.parquet").read_bytes() == b"theirs"
 
 
@@ -284,7 +289,7 @@ def test_corr_sample_deletes_only_its_own_shards(data, tmp_path):
 
 def test_score_is_refused_while_a_selection_reads_the_run_folder(scored, tmp_path, kenlm_model_dir):
     inp, run = scored
-    api.thresholds(run, log=quiet)
+    api.thresholds(run)
     refused: list[Exception] = []
 
     def during_select(message: str) -> None:
@@ -292,7 +297,7 @@ def test_score_is_refused_while_a_selection_reads_the_run_folder(scored, tmp_pat
             with pytest.raises(RunLockedError, match="in use by another run") as info:
                 _score(inp, run, kenlm_model_dir, overwrite=True, scorer_id="kenlm")
             refused.append(info.value)
-            api.thresholds(run, log=quiet)  # shared with the selection: allowed
+            api.thresholds(run)  # shared with the selection: allowed
 
     _select(run, tmp_path / "out", log=during_select)
     assert len(refused) == 1
@@ -305,7 +310,7 @@ def test_a_shared_holder_blocks_score_but_not_thresholds(scored, kenlm_model_dir
     with run_lock(RunLayout.at(run).lock_path, shared=True):
         with pytest.raises(RunLockedError):
             _score(inp, run, kenlm_model_dir)
-        api.thresholds(run, log=quiet)
+        api.thresholds(run)
     _score(inp, run, kenlm_model_dir)
 
 
@@ -324,7 +329,7 @@ def test_a_score_shard_changed_after_planning_fails_that_shard(scored, tmp_path)
         marker_fields={},
         planned_sha256={str(score_path): "0" * 64},
     )
-    with pytest.raises(InputError, match="changed since this selection was planned") as info:
+    with pytest.raises(InputError, match="changed since the plan was made") as info:
         select_shard(job, make_selector("perplexity_band", {}), {}, SelectSettings(None, 0, False))
     assert str(score_path) in str(info.value)
     assert not job.output_path.exists()
@@ -453,7 +458,7 @@ def test_a_truncated_score_shard_is_named_by_thresholds_and_redone_by_score(
     log: list[str] = []
     _score(inp, run, kenlm_model_dir, log=log.append)
     assert f"score: 1 of {N_SHARDS} shards to score ({N_SHARDS - 1} done)" in log
-    assert api.thresholds(run, log=quiet)["n_docs"] > 0
+    assert api.thresholds(run)["n_docs"] > 0
 
 
 def test_a_score_shard_damaged_in_place_is_redone(scored, kenlm_model_dir):
@@ -663,7 +668,7 @@ def test_no_ray_process_outlives_a_killed_driver(data, tmp_path, kenlm_model_dir
 
 def test_every_stage_read_error_is_one_line_naming_the_file(scored, tmp_path):
     inp, run = scored
-    api.thresholds(run, log=quiet)
+    api.thresholds(run, selector="perplexity_band")
     stages = (
         ("thresholds", "--run", run, "--group-by", "domain"),
         ("select", "--run", run, "--output", tmp_path / "out", "--executor", "local"),

@@ -36,13 +36,13 @@ def _config(tmp_path: Path, pool: Path, model: Path) -> Path:
         "input": str(pool),
         "run_dir": str(tmp_path / "run"),
         "score": {"scorer": "kenlm", "options": {"model": str(model)}, "id_column": "id"},
+        # DuckDB's cap for the tables and the plan
         "thresholds": {"group_by": [None, "domain"], "memory_limit": "64MB"},
         "select": {
             "output": str(tmp_path / "selected"),
             "selector": "perplexity_band",
             "options": {"criterion": "medium", "keep": 0.5},
             "report_by": "domain",
-            "memory_limit": "64MB",  # DuckDB's cap while planning
         },
         "ray": {"executor": "local"},
     }

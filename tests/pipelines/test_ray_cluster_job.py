@@ -31,10 +31,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from helpers_corpus import files_under, quiet, split_pool, wait_until
+from helpers_corpus import files_under, split_pool, wait_until
 
 from datafilter.config import load_config
-from datafilter.stages.run import run
+from datafilter.stages.run import run_config as run
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
@@ -239,12 +239,17 @@ def data_root(tmp_path, demo_corpus, kenlm_model_dir) -> Path:
     return root
 
 
+def _not_state(rel: Path) -> bool:
+    """Bookkeeping, and plan files (each records when it was made)."""
+    return rel.parts[0] == "_state" or rel.parts[:2] == ("thresholds", "plans")
+
+
 def _outputs(root: Path) -> dict[str, bytes]:
     """Every file the run writes except the bookkeeping under ``_state/``."""
     return {
         f"{top}/{name}": data
         for top in ("ray-run", "ray-output")
-        for name, data in files_under(root / top, skip=lambda rel: rel.parts[0] == "_state").items()
+        for name, data in files_under(root / top, skip=_not_state).items()
     }
 
 
@@ -255,7 +260,7 @@ def _reference(root: Path, monkeypatch) -> dict[str, bytes]:
     cfg = load_config(REPO / JOB_CONFIG)
     cfg = cfg.model_copy(update={"ray": cfg.ray.model_copy(update={"executor": "local"})})
     monkeypatch.chdir(root)
-    run(cfg, progress=False, log=quiet)
+    run(cfg, progress=False)
     monkeypatch.chdir(REPO)
     files = _outputs(root)
     shutil.rmtree(root / "ray-run")

@@ -8,15 +8,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers_corpus import LOCAL, quiet, run_cli
+from helpers_corpus import LOCAL, run_cli
 
 torch = pytest.importorskip("torch", reason="train-reference needs the torch extra")
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
 from datafilter import api  # noqa: E402
+from datafilter.api import train_reference  # noqa: E402
 from datafilter.errors import ConfigError  # noqa: E402
-from datafilter.reference import fold_of, scoring_fold, text_hash, train_reference  # noqa: E402
+from datafilter.reference import fold_of, scoring_fold, text_hash  # noqa: E402
 from datafilter.scorers import make_scorer  # noqa: E402
 
 
@@ -34,7 +35,7 @@ def _pool(corpus, n_per_domain: int = 30) -> dict[str, list[str]]:
 def one_fold(tmp_path_factory, demo_corpus):
     out = tmp_path_factory.mktemp("ref") / "model"
     result = train_reference(
-        demo_corpus.reference_dir, out, fraction=0.5, steps=80, log_every=10, log=quiet
+        demo_corpus.reference_dir, out, fraction=0.5, steps=80, log_every=10
     )
     return out, result
 
@@ -119,7 +120,6 @@ def test_two_folds_never_score_with_the_training_model(tmp_path, demo_corpus):
         options={"model": str(out)},
         id_column="id",
         runtime=LOCAL,
-        log=quiet,
     )
     assert summary["scored"] == len(texts)
     scores = pq.read_table(tmp_path / "run" / "scores" / "crossfit" / "part-0.parquet")
@@ -139,7 +139,7 @@ def test_two_folds_never_score_with_the_training_model(tmp_path, demo_corpus):
 
 
 def test_resume_continues_from_the_checkpoint(tmp_path, demo_corpus):
-    kw = dict(fraction=0.2, steps=12, checkpoint_every=4, log_every=1, log=quiet)
+    kw = dict(fraction=0.2, steps=12, checkpoint_every=4, log_every=1)
     stopped = train_reference(demo_corpus.reference_dir, tmp_path / "m", stop_after=6, **kw)
     assert stopped["finished"] is False and stopped["folds"][0]["step"] == 6
     assert (tmp_path / "m" / "fold-0" / "checkpoint.pt").is_file()

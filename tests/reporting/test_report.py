@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers_corpus import plan_and_select
 
 from datafilter import api
 from datafilter.runtime import RuntimeOptions
@@ -61,28 +62,14 @@ def run(tmp_path_factory, demo_corpus, kenlm_model_dir):
     pool = _hostile_copy(demo_corpus.pool_dir, root / "pool")
     run_dir = root / "run"
     local = RuntimeOptions(executor="local")
-    api.score(
-        pool,
-        run_dir,
-        options={"model": str(kenlm_model_dir)},
-        id_column="id",
-        runtime=local,
-        log=_quiet,
-    )
-    api.thresholds(run_dir, quantiles=[0.333], log=_quiet)
-    api.thresholds(run_dir, group_by="domain", log=_quiet)
+    api.score(pool, run_dir, options={"model": str(kenlm_model_dir)}, id_column="id",
+              runtime=local)  # fmt: skip
+    api.thresholds(run_dir, quantiles=[0.333])
+    api.thresholds(run_dir, group_by="domain")
     band = {"criterion": "medium", "keep": 0.5}
-    api.select(
-        run_dir, root / "global", options=band, report_by="domain", runtime=local, log=_quiet
-    )
-    api.select(
-        run_dir,
-        root / "by-domain",
-        options={"criterion": "low", "keep": 0.3},
-        group_by="domain",
-        runtime=local,
-        log=_quiet,
-    )
+    plan_and_select(run_dir, root / "global", options=band, report_by="domain", runtime=local)
+    plan_and_select(run_dir, root / "by-domain", options={"criterion": "low", "keep": 0.3},
+                    group_by="domain", runtime=local)  # fmt: skip
     proc = subprocess.run(
         [*CLI, "report", str(run_dir)], capture_output=True, text=True, timeout=300
     )
@@ -197,11 +184,10 @@ def test_score_stats_document_queries_match_the_score_shards(run) -> None:
 
 
 def test_chosen_selection_no_selection_and_reproducible_bytes(run, tmp_path) -> None:
-    from datafilter import report
 
     root, run_dir, _ = run
-    first = report(run_dir, selection=root / "global", output=tmp_path / "a.html", log=_quiet)
-    second = report(run_dir, selection=root / "global", output=tmp_path / "b.html", log=_quiet)
+    first = api.report(run_dir, selection=root / "global", output=tmp_path / "a.html")
+    second = api.report(run_dir, selection=root / "global", output=tmp_path / "b.html")
     assert first["selection"] == str(root / "global")
     page = (tmp_path / "a.html").read_bytes()
     assert page == (tmp_path / "b.html").read_bytes()  # no timestamps: same run, same bytes
@@ -211,7 +197,7 @@ def test_chosen_selection_no_selection_and_reproducible_bytes(run, tmp_path) -> 
     # A run folder with no selection recorded: scores and percentiles only.
     bare = tmp_path / "bare-run"
     shutil.copytree(run_dir, bare, ignore=shutil.ignore_patterns("selections", "report.html"))
-    result = report(bare, log=_quiet)
+    result = api.report(bare)
     assert result["selection"] is None
     text = Path(result["report"]).read_text(encoding="utf-8")
     assert "No selection has been made" in text and all(f"<h2>{s}</h2>" in text for s in SECTIONS)

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers_corpus import plan_and_select
 
 from datafilter import api
 from datafilter.runtime import RuntimeOptions
@@ -30,7 +31,7 @@ def harmful_run(tmp_path_factory, demo_corpus, kenlm_model_dir):
     root = tmp_path_factory.mktemp("report-harmful")
     run = root / "run"
     api.score(demo_corpus.pool_dir, run, options={"model": str(kenlm_model_dir)},
-              id_column="id", runtime=LOCAL, log=_quiet)  # fmt: skip
+              id_column="id", runtime=LOCAL)  # fmt: skip
     pool = pq.read_table(sorted(demo_corpus.pool_dir.glob("*.parquet")), columns=["id", "quality"])
     ids = pool["id"].to_pylist()
     harmful = [int(q != "high") for q in pool["quality"].to_pylist()]
@@ -43,19 +44,18 @@ def harmful_run(tmp_path_factory, demo_corpus, kenlm_model_dir):
 
 
 def test_report_shows_the_harmful_decision(harmful_run) -> None:
-    from datafilter.reporting import report
     from datafilter.reporting.data import collect
 
     root, run, labels = harmful_run
     options = {"labels": str(labels), "target_precision": 0.5, "action": "flag"}
-    manifest = api.select(run, root / "calibrated", selector="harmful_outlier", options=options,
-                          runtime=LOCAL, log=_quiet)  # fmt: skip
+    manifest = plan_and_select(run, root / "calibrated", selector="harmful_outlier",
+                               options=options)  # fmt: skip
     entry = manifest["thresholds"]["groups"]["__all__"]
     assert entry["mode"] == "calibrated" and entry["calibration"]["n_labels"] == 150
     data = collect(run, selection=root / "calibrated")
     [panel] = data.harmful
     assert panel.entry == json.loads(json.dumps(entry)) and panel.counts.sum() == entry["n_docs"]
-    result = report(run, selection=root / "calibrated", output=root / "r.html", log=_quiet)
+    result = api.report(run, selection=root / "calibrated", output=root / "r.html")
     assert "Harmful-content decision" in result["sections"]
     page = (root / "r.html").read_text(encoding="utf-8")
     assert '<a href="#harmful">' in page and '<section id="harmful">' in page
@@ -69,15 +69,13 @@ def test_report_shows_the_harmful_decision(harmful_run) -> None:
 
 
 def test_report_says_why_nothing_was_flagged(harmful_run) -> None:
-    from datafilter.reporting import report
 
     root, run, _ = harmful_run
     options = {"min_separation": 50.0, "action": "flag"}  # no fit can be that far apart
-    manifest = api.select(run, root / "auto", selector="harmful_outlier", options=options,
-                          runtime=LOCAL, log=_quiet)  # fmt: skip
+    manifest = plan_and_select(run, root / "auto", selector="harmful_outlier", options=options)
     entry = manifest["thresholds"]["groups"]["__all__"]
     assert entry["cut"] is None and entry["reason"]
-    report(run, selection=root / "auto", output=root / "a.html", log=_quiet)
+    api.report(run, selection=root / "auto", output=root / "a.html")
     page = (root / "a.html").read_text(encoding="utf-8")
     assert "<b>nothing flagged</b>" in page
     assert "Selector warning: group &#x27;__all__&#x27;: automatic: nothing flagged" in page

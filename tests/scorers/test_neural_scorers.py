@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers_corpus import LOCAL, quiet, run_cli
+from helpers_corpus import LOCAL, run_cli
 
 torch = pytest.importorskip("torch", reason="the neural scorers need the torch extra")
 transformers = pytest.importorskip("transformers")
@@ -116,11 +116,11 @@ def test_torch_scorer_on_ray(tiny_lm, tmp_path) -> None:
     shard.parent.mkdir()
     pq.write_table(pa.table({"text": DOCS}), shard)
     summary = api.score(shard.parent, tmp_path / "run", scorer="torch",
-                        options={"model": str(tiny_lm)}, log=quiet,
+                        options={"model": str(tiny_lm)},
                         runtime=RuntimeOptions(executor="ray", num_actors=1))  # fmt: skip
     assert summary["scored"] == len(DOCS)
     local = api.score(shard.parent, tmp_path / "run-local", scorer="torch",
-                      options={"model": str(tiny_lm)}, log=quiet, runtime=LOCAL)  # fmt: skip
+                      options={"model": str(tiny_lm)}, runtime=LOCAL)  # fmt: skip
     assert local["scored"] == len(DOCS)
     ray_scores = pq.read_table(tmp_path / "run" / "scores" / "torch" / "part-0.parquet")
     local_scores = pq.read_table(tmp_path / "run-local" / "scores" / "torch" / "part-0.parquet")

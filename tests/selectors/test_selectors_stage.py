@@ -7,7 +7,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from helpers_corpus import LOCAL, quiet, run_cli
+from helpers_corpus import LOCAL, run_cli, run_cli_select
 
 from datafilter import api
 
@@ -18,19 +18,19 @@ def scored_run(tmp_path_factory, demo_corpus, kenlm_model_dir):
     root = tmp_path_factory.mktemp("selectors")
     run = root / "run"
     options = {"model": str(kenlm_model_dir)}
-    api.score(demo_corpus.pool_dir, run, options=options, id_column="id", runtime=LOCAL, log=quiet)
+    api.score(demo_corpus.pool_dir, run, options=options, id_column="id", runtime=LOCAL)
     ccnet = {**options, "mode": "ccnet_compat"}
     api.score(demo_corpus.pool_dir, run, options=ccnet, scorer_id="doc", id_column="id",
-              runtime=LOCAL, log=quiet)  # fmt: skip
+              runtime=LOCAL)  # fmt: skip
     return root, run
 
 
 def _select(run, out, selector, *sets, extra=()):
-    args = ["select", "--run", str(run), "--output", str(out), "--selector", selector,
+    args = ["--run", str(run), "--output", str(out), "--selector", selector,
             "--executor", "local", *extra]  # fmt: skip
     for s in sets:
         args += ["--set", s]
-    proc = run_cli(*args)
+    proc = run_cli_select(*args)
     assert proc.returncode == 0, proc.stderr
     return json.loads((out / "manifest.json").read_text()), proc
 

@@ -13,7 +13,15 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers_corpus import LOCAL, quiet, real_texts, run_cli, text_shard, write_shard
+from helpers_corpus import (
+    LOCAL,
+    log_lines,
+    plan_and_select,
+    real_texts,
+    run_cli,
+    text_shard,
+    write_shard,
+)
 
 from datafilter import api
 from datafilter.errors import ConfigError, DatafilterError
@@ -28,7 +36,7 @@ def texts(demo_corpus) -> list[str]:
 
 def _score(input_dir: Path, run: Path, model: Path, **kw) -> dict:
     kw.setdefault("runtime", LOCAL)
-    return api.score(input_dir, run, options={"model": str(model)}, log=quiet, **kw)
+    return api.score(input_dir, run, options={"model": str(model)}, **kw)
 
 
 def _finished(run: Path, rel: str, sid: str = "kenlm") -> bool:
@@ -41,8 +49,8 @@ def _scores(run: Path, rel: str, sid: str = "kenlm") -> pa.Table:
 
 
 def _select_all(run: Path, out: Path) -> dict:
-    api.thresholds(run, log=quiet)
-    return api.select(run, out, options={"keep": 0.5}, runtime=LOCAL, log=quiet)
+    api.thresholds(run)
+    return plan_and_select(run, out, options={"keep": 0.5})
 
 
 def _assert_balanced(totals: dict, n_rows: int) -> None:
@@ -78,10 +86,8 @@ def test_missing_text_column_fails_that_shard_only_and_a_rerun_scores_only_it(
     }
 
     text_shard(bad, ["fixed one", "fixed two"])
-    log: list[str] = []
-    result = api.score(
-        inp, run, options={"model": str(kenlm_model_dir)}, runtime=LOCAL, log=log.append
-    )
+    with log_lines() as log:
+        result = api.score(inp, run, options={"model": str(kenlm_model_dir)}, runtime=LOCAL)
     assert "score: 1 of 3 shards to score (2 done)" in log
     assert result["failed_shards"] == [] and result["rows"] == 22
     assert _finished(run, "b.parquet")
@@ -245,7 +251,7 @@ def test_corrupt_and_truncated_files_are_named_and_other_shards_finish(
         assert not _finished(run, path.name)
     # Later stages refuse to run on a partly scored input rather than silently skip shards.
     with pytest.raises(ConfigError, match=r"3 shard\(s\) have no finished 'kenlm' scores"):
-        api.thresholds(run, log=quiet)
+        api.thresholds(run)
 
 
 def test_a_failing_shard_on_ray_does_not_lose_the_others(tmp_path, texts, kenlm_model_dir):
@@ -260,7 +266,7 @@ def test_a_failing_shard_on_ray_does_not_lose_the_others(tmp_path, texts, kenlm_
                 inp,
                 run,
                 kenlm_model_dir,
-                runtime=RuntimeOptions(executor="ray", num_actors=1, progress=False),
+                runtime=RuntimeOptions(executor="ray", num_actors=1),
             )
     finally:
         if started_here:
@@ -323,8 +329,8 @@ def test_unknown_selector_and_selector_option(tmp_path, texts, kenlm_model_dir):
     with pytest.raises(
         ConfigError, match="unknown selector 'nope'; known selectors: .*perplexity_band"
     ):
-        api.select(run, out, selector="nope", runtime=LOCAL, log=quiet)
+        api.select(run, out, selector="nope", runtime=LOCAL)
     with pytest.raises(ConfigError, match="invalid options for selector .*bogus"):
-        api.select(run, out, options={"bogus": 1}, runtime=LOCAL, log=quiet)
+        api.select(run, out, options={"bogus": 1}, runtime=LOCAL)
     with pytest.raises(ConfigError, match="run has no scores named 'other'; it has: kenlm"):
-        api.select(run, out, scorer_id="other", runtime=LOCAL, log=quiet)
+        api.select(run, out, scorer_id="other", runtime=LOCAL)

@@ -32,7 +32,6 @@ from helpers_corpus import (
     cli_command,
     files_under,
     mtimes,
-    quiet,
     split_pool,
     temp_files,
     wait_until,
@@ -42,7 +41,7 @@ from pauses import Pauses
 from datafilter import api
 from datafilter.config import load_config
 from datafilter.io.atomic import TMP_MARK
-from datafilter.stages.run import run as run_pipeline
+from datafilter.stages.run import run_config as run_pipeline
 
 N_SHARDS = 8
 BATCH_ROWS = 64
@@ -79,7 +78,8 @@ def _write_config(path: Path, inp: Path, run: Path, out: Path, model: Path) -> P
 
 
 def _not_state(rel: Path) -> bool:
-    return rel.parts[0] == "_state"
+    """Bookkeeping, and plan files (each records when it was made)."""
+    return rel.parts[0] == "_state" or rel.parts[:2] == ("thresholds", "plans")
 
 
 def _artifacts(run: Path, out: Path) -> dict[str, bytes]:
@@ -92,7 +92,7 @@ def _artifacts(run: Path, out: Path) -> dict[str, bytes]:
 
 def _reference(config: Path, run: Path, out: Path) -> dict[str, bytes]:
     """An uninterrupted in-process run of ``config``: its files, then its folders removed."""
-    run_pipeline(load_config(config), progress=False, log=quiet)
+    run_pipeline(load_config(config), progress=False)
     files = _artifacts(run, out)
     assert len([k for k in files if k.startswith("out/") and k.endswith(".parquet")]) == N_SHARDS
     shutil.rmtree(run)
@@ -183,7 +183,7 @@ def test_a_worker_killed_mid_shard_is_replaced_and_the_shard_retried(
     options = {"model": str(kenlm_model_dir)}
     reference = tmp_path / "reference"
     api.score(inputs, reference, options=options, id_column="id", batch_rows=BATCH_ROWS,
-              runtime=LOCAL, log=quiet)  # fmt: skip
+              runtime=LOCAL)  # fmt: skip
     run = tmp_path / "run"
     pauses = Pauses(tmp_path / "pauses", "score:shard")
     proc = subprocess.Popen(

@@ -27,7 +27,9 @@ from helpers_corpus import (
     LOCAL,
     cli_command,
     files_under,
+    log_lines,
     mtimes,
+    plan_and_select,
     quiet,
     run_cli,
     split_pool,
@@ -58,7 +60,8 @@ def _markers(run: Path, sid: str = "kenlm") -> list[Path]:
 
 
 def _not_state(rel: Path) -> bool:
-    return rel.parts[0] == "_state"
+    """Bookkeeping, and plan files (each records when it was made)."""
+    return rel.parts[0] == "_state" or rel.parts[:2] == ("thresholds", "plans")
 
 
 def _kill_after_first_shard(args: list, run: Path, *, whole_group: bool = False) -> int:
@@ -87,8 +90,8 @@ def _kill_after_first_shard(args: list, run: Path, *, whole_group: bool = False)
 
 
 def _pipeline(run: Path, out: Path) -> None:
-    api.thresholds(run, log=quiet)
-    api.select(run, out, options={"keep": 0.4}, runtime=LOCAL, log=quiet)
+    api.thresholds(run)
+    plan_and_select(run, out, options={"keep": 0.4})
 
 
 # --------------------------------------------------------------------------- kill and resume
@@ -103,7 +106,7 @@ def test_killed_run_resumes_to_the_same_bytes_through_the_whole_chain(
     # first the uninterrupted reference, whose bytes are kept in memory, then the killed one.
     api.score(
         inp, run, options={"model": str(kenlm_model_dir)}, batch_rows=BATCH_ROWS,
-        runtime=LOCAL, log=quiet,
+        runtime=LOCAL,
     )  # fmt: skip
     _pipeline(run, out)
     reference_run = files_under(run, skip=_not_state)
@@ -138,9 +141,8 @@ def test_killed_run_resumes_to_the_same_bytes_through_the_whole_chain(
         f"part-{i:05d}.parquet" for i in range(N_SHARDS)
     ]
 
-    api.thresholds(run, log=quiet)
-    log: list[str] = []
-    api.select(run, out, options={"keep": 0.4}, runtime=LOCAL, log=log.append)
+    api.thresholds(run)
+    plan_and_select(run, out, options={"keep": 0.4})
     # Now interrupt the select stage too, as a kill would leave it: some shards finished,
     # one renamed into place but without its completion record, a temporary file, no manifest.
     layout_markers = sorted((out / "_state" / "select").glob("*/*.done.json"))
@@ -151,8 +153,8 @@ def test_killed_run_resumes_to_the_same_bytes_through_the_whole_chain(
     layout_markers[2].unlink()
     (out / "manifest.json").unlink()
     (out / f".part-00004.parquet.tmp-{pid}-deadbeef").write_bytes(b"half a parquet file")
-    log.clear()
-    api.select(run, out, options={"keep": 0.4}, runtime=LOCAL, log=log.append)
+    with log_lines() as log:
+        plan_and_select(run, out, options={"keep": 0.4})
     assert f"select: 6 of {N_SHARDS} shards to write (2 done)" in log
     assert not (out / f".part-00004.parquet.tmp-{pid}-deadbeef").exists()
 
@@ -181,8 +183,8 @@ def test_killed_ray_run_resumes_to_the_same_bytes(scored, kenlm_model_dir, tmp_p
     _kill_after_first_shard(args, run, whole_group=True)
     done = len(_markers(run))
     assert 1 <= done < 4, "the run was not interrupted part way"
-    log: list[str] = []
-    api.score(inp, run, options={"model": str(kenlm_model_dir)}, runtime=LOCAL, log=log.append)
+    with log_lines() as log:
+        api.score(inp, run, options={"model": str(kenlm_model_dir)}, runtime=LOCAL)
     assert f"score: {4 - done} of 4 shards to score ({done} done)" in log
     # Shards scored by Ray actors before the kill and in-process after it equal a local run.
     assert files_under(run / "scores") == files_under(reference / "scores")
@@ -196,19 +198,19 @@ def scored(tmp_path, demo_corpus, kenlm_model_dir) -> tuple[Path, Path]:
     """A 4-shard input and a run folder where every shard is scored."""
     inp, run = tmp_path / "input", tmp_path / "run"
     split_pool(demo_corpus, inp, 4)
-    api.score(inp, run, options={"model": str(kenlm_model_dir)}, runtime=LOCAL, log=quiet)
+    api.score(inp, run, options={"model": str(kenlm_model_dir)}, runtime=LOCAL)
     return inp, run
 
 
 def test_rerun_skips_finished_shards_and_leaves_their_records_alone(
-    scored, kenlm_model_dir, capsys
+    scored, kenlm_model_dir
 ):
     inp, run = scored
     markers = {p: p.read_bytes() for p in _markers(run)}
     before = mtimes(run)
-    capsys.readouterr()
-    api.score(inp, run, options={"model": str(kenlm_model_dir)}, runtime=LOCAL)
-    assert "score: 0 of 4 shards to score (4 done)" in capsys.readouterr().err
+    with log_lines() as log:
+        api.score(inp, run, options={"model": str(kenlm_model_dir)}, runtime=LOCAL)
+    assert "score: 0 of 4 shards to score (4 done)" in log
     assert {p: p.read_bytes() for p in _markers(run)} == markers
     after = mtimes(run)
     changed = {k for k in before if after.get(k) != before[k]}
@@ -224,10 +226,8 @@ def test_a_rewritten_input_shard_is_the_only_one_rescored(scored, kenlm_model_di
     table = pq.read_table(changed)
     pq.write_table(table.slice(0, table.num_rows - 5), changed)
 
-    log: list[str] = []
-    summary = api.score(
-        inp, run, options={"model": str(kenlm_model_dir)}, runtime=LOCAL, log=log.append
-    )
+    with log_lines() as log:
+        summary = api.score(inp, run, options={"model": str(kenlm_model_dir)}, runtime=LOCAL)
     assert "score: 1 of 4 shards to score (3 done)" in log
     assert any(line.startswith("score: [1/1] part-00002.parquet") for line in log)
     after = mtimes(run / "scores")
@@ -260,7 +260,7 @@ def test_a_second_run_on_a_folder_in_use_is_refused(scored, kenlm_model_dir, tmp
         with pytest.raises(
             RunLockedError, match=rf"{run} is in use by another run .*pid {holder.pid}"
         ):
-            api.score(inp, run, options={"model": str(kenlm_model_dir)}, runtime=LOCAL, log=quiet)
+            api.score(inp, run, options={"model": str(kenlm_model_dir)}, runtime=LOCAL)
         proc = run_cli(*_score_args(inp, run, kenlm_model_dir))
         assert proc.returncode == 2
         assert (
@@ -272,8 +272,8 @@ def test_a_second_run_on_a_folder_in_use_is_refused(scored, kenlm_model_dir, tmp
         holder.wait(timeout=30)
     # The holder was killed without releasing the lock: the kernel released it.
     assert lock.exists() and not is_locked(lock)
-    log: list[str] = []
-    api.score(inp, run, options={"model": str(kenlm_model_dir)}, runtime=LOCAL, log=log.append)
+    with log_lines() as log:
+        api.score(inp, run, options={"model": str(kenlm_model_dir)}, runtime=LOCAL)
     assert "score: 0 of 4 shards to score (4 done)" in log
     assert not is_locked(lock)
 
@@ -283,21 +283,17 @@ def test_another_model_under_the_same_scorer_id_is_refused(scored, kenlm_model_d
     other = tmp_path / "other-model"
     shutil.copytree(kenlm_model_dir, other)
     with pytest.raises(ConfigError) as info:
-        api.score(inp, run, options={"model": str(other)}, runtime=LOCAL, log=quiet)
+        api.score(inp, run, options={"model": str(other)}, runtime=LOCAL)
     assert "--scorer-id" in str(info.value) and "--overwrite" in str(info.value)
     assert str(run / "scores" / "kenlm") in str(info.value)
 
-    log: list[str] = []
-    api.score(
-        inp, run, options={"model": str(other)}, scorer_id="kenlm-b", runtime=LOCAL, log=log.append
-    )
+    with log_lines() as log:
+        api.score(inp, run, options={"model": str(other)}, scorer_id="kenlm-b", runtime=LOCAL)
     assert "score: 4 of 4 shards to score (0 done)" in log
     assert sorted(p.name for p in (run / "scores").iterdir()) == ["kenlm", "kenlm-b"]
 
-    log.clear()
-    api.score(
-        inp, run, options={"model": str(other)}, overwrite=True, runtime=LOCAL, log=log.append
-    )
+    with log_lines() as log:
+        api.score(inp, run, options={"model": str(other)}, overwrite=True, runtime=LOCAL)
     assert "score: 4 of 4 shards to score (0 done)" in log
 
 
@@ -307,10 +303,10 @@ def test_a_model_replaced_in_place_is_noticed(scored, kenlm_model_dir, tmp_path)
     model = tmp_path / "model"
     shutil.copytree(kenlm_model_dir, model)
     run = tmp_path / "run-model"
-    api.score(inp, run, options={"model": str(model)}, runtime=LOCAL, log=quiet)
+    api.score(inp, run, options={"model": str(model)}, runtime=LOCAL)
     text = tmp_path / "other.txt"
     text.write_text("\n".join(f"a different corpus line number {i} of {i % 7}" for i in range(300)))
     options = KenlmTrainingOptions(order=3, vocab_size=2000, memory="256M")
     train_kenlm([text], model, options=options, overwrite=True, log=quiet)
     with pytest.raises(ConfigError, match="holds scores made with other settings"):
-        api.score(inp, run, options={"model": str(model)}, runtime=LOCAL, log=quiet)
+        api.score(inp, run, options={"model": str(model)}, runtime=LOCAL)

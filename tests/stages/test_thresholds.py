@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from score_fixtures import write_scored_shards
 
-from datafilter.aggregate import ALL, NULL_GROUP, PERCENTILES, ScoreStats, threshold_table
+from datafilter.aggregate import ALL, NULL_GROUP, PERCENTILES, ScoreStats
 from datafilter.errors import ConfigError, InputError
+from datafilter.stages.thresholds import threshold_table
 
 
 @pytest.fixture
