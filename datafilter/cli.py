@@ -27,7 +27,7 @@ import types
 import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from datafilter import __version__
@@ -172,7 +172,6 @@ class Command:
     runtime: bool = False  # the runtime flags (executor, workers)
     skip: frozenset[str] = frozenset()
     extra: Callable[[argparse.ArgumentParser], None] | None = None
-    plugin_options: dict[str, Any] = field(default_factory=dict)
 
 
 def _required(*flags: str, help: str, **kw: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
