@@ -9,6 +9,7 @@ the manifest, which accounts for every row as kept, dropped (by reason) or rejec
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections import Counter, defaultdict
@@ -424,12 +425,16 @@ def _find_plan(layout: RunLayout, record, opts: SelectOptions) -> tuple[PlanRequ
         if "options" in given:
             name = opts.selector if "selector" in given else request.selector
             asked["options"] = make_selector(name, opts.options).options.model_dump(mode="json")
-        for name, value in asked.items():
-            if name in given and value != getattr(request, name):
+        wanted = {k: v for k, v in asked.items() if k in given}
+        for name, value in wanted.items():
+            if value != getattr(request, name):
+                other = dataclasses.replace(request, **wanted)
+                if "options" not in wanted and "selector" in wanted:
+                    other = dataclasses.replace(other, options={})
                 raise ConfigError(
                     f"the plan {path} was made for {name} {getattr(request, name)!r}, not "
-                    f"{value!r}: leave {name} out, or make a plan for it with datafilter "
-                    "thresholds --selector"
+                    f"{value!r}: leave {name} out, or make a plan for it: "
+                    f"{thresholds_command(layout.root, other)}"
                 )
         return request, path, data
     request = _request(record, opts)
