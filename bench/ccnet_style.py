@@ -5,14 +5,13 @@ line at a time: strip, lowercase, NFD-decompose and drop combining marks charact
 character, a regex for digits, a per-character dictionary lookup for the unicode punctuation
 and a per-character category test for the non-printing characters, every step applied to
 every line. It follows the same recipe flags and produces the same output as
-``datafilter.normalize.normalize`` (the bench checks that), so the two loops score identical
+``datafilter.kenlm.normalize.normalize`` (the bench checks that), so the two loops score identical
 text and only the normaliser's speed differs.
 
-One difference from CCNet itself: CCNet's non-printing class holds only the C0/C1 control
-characters (U+0000-U+001F, U+007F-U+009F); datafilter drops every character of unicode
-category C, so this baseline does too. A regex over every category-C range (700 ranges) is
-far slower in Python's ``re`` than CCNet's two-range class, so the test is per character,
-like the accent stripping.
+For the ``ccnet`` recipe the non-printing characters are CCNet's two-range class (U+0000-U+001F,
+U+007F-U+009F), one regex; the ``datafilter-v1`` recipe drops every character of unicode
+category C, tested per character (a regex over the 700 category-C ranges is far slower in
+Python's ``re``), like the accent stripping.
 """
 
 from __future__ import annotations
@@ -20,13 +19,13 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from datafilter.normalize import UNICODE_PUNCTUATION, NormalizationRecipe
+from datafilter.kenlm.normalize import PUNCTUATION_TABLES, NormalizationRecipe
 
 DIGITS = re.compile(r"\d")
-PUNCT_CHARS = re.compile("[" + "".join(map(re.escape, UNICODE_PUNCTUATION)) + "]")
+C0_C1 = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
-def remove_non_printing(line: str) -> str:
+def remove_category_c(line: str) -> str:
     """Keep every character whose unicode category is not C (control, format, unassigned...)."""
     return "".join(c for c in line if unicodedata.category(c)[0] != "C")
 
@@ -37,8 +36,8 @@ def strip_accents(line: str) -> str:
     return "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
 
 
-def map_punctuation(line: str) -> str:
-    return "".join(UNICODE_PUNCTUATION.get(c, c) for c in line)
+def map_punctuation(line: str, table: dict[str, str]) -> str:
+    return "".join(table.get(c, c) for c in line)
 
 
 def normalize_line(line: str, recipe: NormalizationRecipe) -> str:
@@ -52,10 +51,13 @@ def normalize_line(line: str, recipe: NormalizationRecipe) -> str:
         line = strip_accents(line)
     if recipe.digits_to_zero:
         line = DIGITS.sub("0", line)
+    table = PUNCTUATION_TABLES[recipe.punctuation_table]
     if recipe.punctuation == "map":
-        line = map_punctuation(line)
+        line = map_punctuation(line, table)
     elif recipe.punctuation == "remove":
-        line = PUNCT_CHARS.sub("", line)
-    if recipe.remove_non_printing:
-        line = remove_non_printing(line)
+        line = "".join(c for c in line if c not in table)
+    if recipe.remove_non_printing and recipe.non_printing == "c0_c1":
+        line = C0_C1.sub("", line)
+    elif recipe.remove_non_printing:
+        line = remove_category_c(line)
     return line

@@ -41,10 +41,10 @@ prepare() {
 import json, shutil, sys
 from pathlib import Path
 import pyarrow.parquet as pq
-from datafilter.convert_gguf import convert_gguf, smollm2_gguf
+from datafilter.reference.gguf import convert_gguf, smollm2_gguf
 from datafilter.demo_corpus import build_demo_corpus
 common = Path(sys.argv[1])
-demo = build_demo_corpus(Path("bench/out/demo"), seed=0, log=lambda m: None)
+demo = build_demo_corpus(Path("bench/out/demo"), seed=0)
 texts = pq.read_table(demo.pool_dir, columns=["text"])["text"].to_pylist()
 (common / "docs.json").write_text(json.dumps(texts))
 gguf = smollm2_gguf()

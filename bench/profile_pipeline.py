@@ -41,16 +41,16 @@ CATEGORIES = [
     ("score_batch self: kenlm Model.score, join", "KenlmScorer.score_batch (", True),
     ("sentencepiece encode", "SentencePieceProcessor.Encode", False),
     ("normalize: build non-printing regex (once)", "_non_printing_re (", False),
-    ("normalize", "normalize (datafilter/normalize.py", False),
+    ("normalize", "normalize (datafilter/kenlm/normalize.py", False),
     ("_units: split lines", "KenlmScorer._units", False),
     ("score_batch other", "KenlmScorer.score_batch (", False),
-    ("id_hash", "id_hash (datafilter/score_columns.py", False),
+    ("id_hash", "id_hash (datafilter/scorers/columns.py", False),
     ("decode/validate text", "_decode_texts", False),
     ("reject reasons", "_reject_reason", False),
     ("parquet write", "write_table", False),
-    ("parquet read", "_iter_batches", False),
-    ("other in _score_batch", "_score_batch (datafilter/score_stage.py", False),
-    ("other in score_shard", "score_shard (datafilter/score_stage.py", False),
+    ("parquet read", "iter_batches", False),
+    ("other in _score_batch", "_score_batch (datafilter/stages/score.py", False),
+    ("other in score_shard", "score_shard (datafilter/stages/score.py", False),
     ("scorer setup (model load)", "KenlmScorer.setup", False),
     ("actor constructor", "_ShardActor.__init__", False),
     ("imports", "_find_and_load", False),
@@ -120,7 +120,8 @@ def _proc_info(pid: int) -> tuple[str, float] | None:
 
 
 class WorkerSpy:
-    """Attach ``py-spy record`` to the first Ray actor process titled ``ray::MapWorker``."""
+    """Attach ``py-spy record`` to each Ray actor process titled ``ray::_ShardActor`` (the
+    stages' actor class in ``datafilter/runtime.py``)."""
 
     def __init__(self, out_dir: Path, rate: int):
         self.out_dir, self.rate = out_dir, rate
@@ -147,7 +148,7 @@ class WorkerSpy:
                     title = Path(f"/proc/{pid}/cmdline").read_bytes()
                 except OSError:
                     continue
-                if title.startswith(b"ray::MapWorker"):
+                if title.startswith(b"ray::_ShardActor"):
                     self._seen.add(pid)
                     self.actors.append((pid, _started_at(pid), time.time()))
                     out = self.out_dir / f"worker-{pid}.folded"
@@ -183,7 +184,7 @@ def _timeline(spy: WorkerSpy, run_dir: Path, data, t_call: float) -> None:
     print("timeline, seconds after the score() call:")
     for pid, started, titled in spy.actors:
         began = f"{started - t_call:6.2f}" if started is not None else "     ?"
-        print(f"  actor {pid}: process started {began}, became MapWorker {titled - t_call:6.2f}")
+        print(f"  actor {pid}: process started {began}, became _ShardActor {titled - t_call:6.2f}")
     print(f"  first shard began {min(starts) - t_call:6.2f}")
 
 
@@ -216,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     prof_dir.mkdir(parents=True, exist_ok=True)
     run_dir = out / "runs" / f"profile-{args.executor}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    runtime = RuntimeOptions(executor=args.executor, num_actors=args.actors, progress=False)
+    runtime = RuntimeOptions(executor=args.executor, num_actors=args.actors)
 
     def score() -> float:
         t0 = time.perf_counter()
@@ -226,7 +227,6 @@ def main(argv: list[str] | None = None) -> int:
             options={"model": str(data.model_dir)},
             id_column="id",
             runtime=runtime,
-            log=lambda m: None,
         )
         return time.perf_counter() - t0
 

@@ -76,11 +76,15 @@ class ColumnarScores:
     def _group_codes(self, input_file: str, n_rows: int, code_of: dict[str, int]) -> np.ndarray:
         """Each input row's group as a code; names as DuckDB's ``CAST(x AS VARCHAR)`` prints
         them (the group column types are limited to those that print alike)."""
-        kind = pq.read_schema(input_file).field(self.group_by).type
-        textual = pa.types.is_string(kind) or pa.types.is_large_string(kind)
-        as_dictionary = [self.group_by] if textual else None
-        pf = pq.ParquetFile(input_file, read_dictionary=as_dictionary)
-        column = pf.read(columns=[self.group_by]).column(0)
+        try:
+            kind = pq.read_schema(input_file).field(self.group_by).type
+            textual = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+            as_dictionary = [self.group_by] if textual else None
+            pf = pq.ParquetFile(input_file, read_dictionary=as_dictionary)
+            column = pf.read(columns=[self.group_by]).column(0)
+        except (pa.ArrowException, OSError) as exc:
+            problem = f"cannot read column {self.group_by!r} ({exc})"
+            raise InputError(problem, path=input_file) from exc
         if len(column) != n_rows:
             raise InputError(
                 f"has {len(column)} rows but its score shard has {n_rows}: the score shard is "
@@ -161,7 +165,10 @@ class ColumnarScores:
 
 def _read_column(path: str, column: str) -> pa.Table:
     # ParquetFile.read: about 3x faster than read_table on files of many small row groups.
-    return pq.ParquetFile(path).read(columns=[column])
+    try:
+        return pq.ParquetFile(path).read(columns=[column])
+    except (pa.ArrowException, OSError) as exc:
+        raise InputError(f"cannot read column {column!r} ({exc})", path=path) from exc
 
 
 def _prefetch(read, paths: list[str], *args) -> Iterator:

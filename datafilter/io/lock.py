@@ -1,11 +1,14 @@
-"""One run at a time per folder: an exclusive ``flock`` on a lock file naming its holder.
+"""One writer at a time per folder: a ``flock`` on a lock file naming its holder.
 
+``score`` holds its run folder exclusively; ``thresholds`` and ``select`` hold it shared (they
+only read the scores), so several of them may run together but no ``score`` while they do.
 The kernel releases the lock when its process dies, so a killed run never blocks the next one,
 and there is no check-then-delete race. The file itself stays; it only names the last holder.
 
-Object storage has no locks. There the lock is an object naming its holder, created when absent
-and deleted at the end; a lock left by a dead process on the same host is taken over, any other
-is refused with the holder's name and the object to delete. Two runs started within the same
+Object storage has no locks. There the lock is an object naming its holder, always exclusive
+(shared holders exclude each other too), created when absent and deleted at the end; a lock
+left by a dead process on the same host is taken over, any other is refused with the holder's
+name and the object to delete. Two runs started within the same
 second on different hosts could both pass the check: do not point two clusters at one prefix.
 """
 
@@ -40,8 +43,9 @@ def is_locked(path: AnyPath) -> bool:
 
 
 @contextmanager
-def run_lock(path: AnyPath) -> Iterator[None]:
-    """Hold ``path`` exclusively for the block; a RunLockedError names the current holder."""
+def run_lock(path: AnyPath, *, shared: bool = False) -> Iterator[None]:
+    """Hold ``path`` for the block, exclusively or ``shared`` with other shared holders; a
+    RunLockedError names the current holder."""
     if isinstance(path, ObjectPath):
         with _object_lock(path):
             yield
@@ -49,7 +53,7 @@ def run_lock(path: AnyPath) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         owner = _read_owner(fd)
         os.close(fd)
@@ -58,11 +62,12 @@ def run_lock(path: AnyPath) -> Iterator[None]:
             f"(host {owner.get('host', '?')}, pid {owner.get('pid', '?')}); wait for it to finish"
         ) from None
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode(), 0)
+        os.ftruncate(fd, 0)  # a shared holder names itself too: the last one to start
+        os.pwrite(fd, json.dumps(_owner()).encode(), 0)
         yield
     finally:
-        os.ftruncate(fd, 0)
+        if not shared:  # other shared holders may still hold it under the name written
+            os.ftruncate(fd, 0)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 

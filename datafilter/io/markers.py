@@ -1,4 +1,8 @@
-"""Completion records: one small JSON file per finished shard and stage."""
+"""Completion records: one small JSON file per finished shard and stage.
+
+A record names what the shard was made from and with which settings, and its output's size,
+signature and sha256 (:mod:`datafilter.io.content`): a shard counts as finished only while its
+output still holds those bytes, so a truncated or damaged output is made again."""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import json
 from typing import Any
 
 from datafilter.io.atomic import write_json
+from datafilter.io.content import current_record
 from datafilter.io.storage import AnyPath
 
 
@@ -26,11 +31,12 @@ def read_marker(path: AnyPath) -> dict[str, Any] | None:
 
 
 def is_complete(marker: AnyPath, output: AnyPath, expected: dict[str, Any]) -> bool:
-    """Finished when the record exists, its output exists and its key fields match ``expected``."""
+    """Finished when the record exists, its key fields match ``expected`` and its output still
+    holds the bytes the record describes."""
     record = read_marker(marker)
-    if record is None or not output.exists():
+    if record is None or any(record.get(k) != v for k, v in expected.items()):
         return False
-    return all(record.get(k) == v for k, v in expected.items())
+    return current_record(output, record.get("output")) is not None
 
 
 def write_marker(path: AnyPath, record: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ MARK_COLORS = ("#8172b3", "#dd8452", "#937860", "#da8bc3", "#64b5cd", "#8c8c8c")
 PERCENTILE_COLOR = "#6b7280"
 
 
-def _matplotlib():
+def require_matplotlib():
     try:
         import matplotlib
     except ImportError:
@@ -49,7 +49,7 @@ def _matplotlib():
 
 
 def _figure(width: float, height: float):
-    _matplotlib()
+    require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -283,4 +283,61 @@ def group_bars(rows: list[dict[str, Any]], overall_kept: float | None) -> str | 
     right.set_xlim(0, 110)
     right.set_xlabel("documents kept (%)")
     right.grid(axis="y", visible=False)
+    return png_data_uri(fig)
+
+
+HARMFUL_COLOR = "#c44e52"
+CLEAN_COLOR = "#4c72b0"
+
+
+def harmful_histogram(panel) -> str:
+    """One group of a harmful_outlier selection: the histogram of its statistic, the fitted
+    components and their sum, the cut, the labelled documents (a strip under the axis: harmful
+    red, clean green) and the documents nearest the cut (black ticks)."""
+    fig = _figure(WIDTH, 3.2)
+    ax = fig.subplots()
+    edges, counts = panel.edges, panel.counts
+    if panel.log_ppl:
+        _format_log_axis(ax, MetricView("ppl", "perplexity", True, edges, counts), 12)
+    ax.stairs(counts, edges, fill=True, color=BAR_COLOR, alpha=0.55, label="documents")
+    x = np.linspace(edges[0], edges[-1], 400)
+    fitted = panel.fitted_counts(x)
+    accepted = (panel.entry.get("fit") or {}).get("found")
+    for c, y in fitted:
+        if accepted:
+            name = "harmful component" if c["harmful"] else "clean component"
+        else:
+            name = ("low" if c["harmful"] == panel.log_ppl else "high") + " component (refused)"
+        color = HARMFUL_COLOR if c["harmful"] else "#374151"
+        ax.plot(x, y, color=color, lw=1.2, ls="--", label=f"{name} ({c['weight']:.1%})")
+    if len(fitted) > 1:
+        ax.plot(x, sum(y for _, y in fitted), color="#111827", lw=1.0, label="fitted mixture")
+    top = max(float(counts.max()) if len(counts) else 1.0, 1.0)
+    if panel.cut is not None:
+        what = f"ppl < {math.exp(panel.cut):.4g}" if panel.log_ppl else f"> {panel.cut:.3g}"
+        ax.axvline(panel.cut, color=THRESHOLD_COLOR, lw=1.6, label=f"cut: flag {what}")
+    labels = panel.entry.get("labels") or {}
+    values = np.asarray(labels.get("values") or [], dtype=float)
+    harmful = np.asarray(labels.get("harmful") or [], dtype=bool)
+    bottom = 0.0
+    if len(values):
+        bottom = -0.12 * top
+        ax.vlines(values[harmful], -0.11 * top, -0.065 * top, color=HARMFUL_COLOR, lw=0.8,
+                  label=f"labelled harmful ({int(harmful.sum())})")  # fmt: skip
+        ax.vlines(values[~harmful], -0.055 * top, -0.01 * top, color=AFTER_COLOR, lw=0.8,
+                  label=f"labelled clean ({int((~harmful).sum())})")  # fmt: skip
+    near = [d["value"] for d in panel.entry.get("nearest") or []]
+    if panel.log_ppl:
+        near = [math.log(v) for v in near if v > 0]
+    if near:
+        xs = np.asarray(near)
+        ax.plot(xs, np.full(len(xs), 0.02 * top), "v", color="#111827", ms=4,
+                label="nearest the cut")  # fmt: skip
+    ax.set_ylim(bottom=bottom)
+    ax.set_ylabel("documents")
+    ax.set_xlabel(
+        "harmful-model perplexity (log scale)" if panel.log_ppl else "ln(ppl_clean / ppl_harmful)"
+    )
+    ax.set_title(f"{plain(group_label(panel.group), 40)}: {panel.entry.get('mode', '?')} mode")
+    ax.legend(loc="upper right", ncols=2)
     return png_data_uri(fig)

@@ -154,9 +154,12 @@ def render(data: ReportData) -> str:
         f"<title>{esc(title)}</title><style>{CSS}</style></head><body><main>",
         f"<h1>{esc(title)}</h1>",
         _subtitle(data),
-        "<nav>" + "".join(f'<a href="#{sid}">{esc(name)}</a>' for sid, name in SECTIONS) + "</nav>",
+        "<nav>"
+        + "".join(f'<a href="#{sid}">{esc(name)}</a>' for sid, name in sections(data))
+        + "</nav>",
         _summary(data, m),
         _distribution(data),
+        _harmful(data) if data.harmful else "",
         _groups(data, m),
         _samples(data),
         _near(data),
@@ -177,8 +180,18 @@ def _subtitle(data: ReportData) -> str:
     return '<p class="sub">' + " · ".join(parts) + "</p>"
 
 
+HARMFUL_SECTION = ("harmful", "Harmful-content decision")
+
+
+def sections(data: ReportData) -> list[tuple[str, str]]:
+    """The page's sections in order (the harmful one only for a harmful_outlier selection)."""
+    if not data.harmful:
+        return list(SECTIONS)
+    return [*SECTIONS[:2], HARMFUL_SECTION, *SECTIONS[2:]]
+
+
 def _section(sid: str, body: str) -> str:
-    name = dict(SECTIONS)[sid]
+    name = dict([*SECTIONS, HARMFUL_SECTION])[sid]
     return f'<section id="{sid}"><h2>{esc(name)}</h2>{body}</section>'
 
 
@@ -246,6 +259,8 @@ def _summary(data: ReportData, m: dict[str, Any] | None) -> str:
     plan = (m or {}).get("thresholds") or {}
     for warning in plan.get("warnings", []) or []:
         out.append(f'<p class="note">Selector warning: {esc(warning)}</p>')
+    for note in plan.get("notes", []) or []:
+        out.append(f"<p>Selector: {esc(note)}</p>")
     for note in data.notes:
         out.append(f'<p class="note">{esc(note)}</p>')
     return _section("summary", "".join(out))
@@ -376,6 +391,78 @@ def _groups(data: ReportData, m: dict[str, Any] | None) -> str:
     return _section("groups", "".join(body))
 
 
+def _harmful(data: ReportData) -> str:
+    """Per group of a harmful_outlier selection: what decided and why, the histogram with the
+    fitted components, the cut and the labelled documents, and the documents nearest the cut."""
+    body = [
+        "<p>The selector flags documents whose perplexity under a model of harmful text is LOW "
+        "(with a clean model: whose log ratio is high). Per group one mode decides: "
+        "<b>manual</b> (a threshold), <b>calibrated</b> (labelled documents: the cut with the "
+        "most recall whose precision lower bound meets the target) or <b>automatic</b> (a "
+        "separate low mode found by a two-Gaussian fit). The texts around each cut are under "
+        '<a href="#thresholds">Documents near the thresholds</a>.</p>'
+    ]
+    for panel in data.harmful:
+        e = panel.entry
+        fit = e.get("fit") or {}
+        rows = [("mode", esc(e.get("mode", "?")))]
+        if e.get("cut") is None:
+            rows.append(("decision", f"<b>nothing flagged</b>: {esc(e.get('reason') or '')}"))
+        else:
+            what = f"ppl &lt; {_v(e.get('cut_ppl'))}" if panel.log_ppl else f"&gt; {_v(e['cut'])}"
+            rows.append(
+                ("decision", f"flag {what}: about {_pct(e.get('flagged_share'))} of the group")
+            )
+        for c in fit.get("components", []):
+            name = "harmful component" if c["harmful"] else "clean component"
+            if not fit.get("found"):
+                side = "low" if c["harmful"] == panel.log_ppl else "high"
+                name = f"fitted {side} component"
+            where = f"ppl {_v(c['ppl'])}" if "ppl" in c else f"mean {_v(c['mean'])}"
+            rows.append((name, f"{_pct(c['weight'])} of documents, {where}, sd {_v(c['sd'])}"))
+        if fit.get("separation") is not None:
+            detail = (
+                f"Ashman's D {_v(fit['separation'])}, BIC gain {_v(fit.get('bic_gain'))}; "
+                + ("accepted" if fit.get("found") else f"not accepted: {esc(fit.get('reason'))}")
+            )
+            if fit.get("expected_precision") is not None:
+                detail += (
+                    f"; if the fit holds, precision {_v(fit['expected_precision'])} and recall "
+                    f"{_v(fit.get('expected_recall'))} at its cut"
+                )
+            rows.append(("two-component fit", detail))
+        c = e.get("calibration")
+        if c and c.get("precision"):
+            p, r = c["precision"], c["recall"]
+            rows.append(
+                (
+                    f"labels ({c['n_labels']}, {c['n_harmful']} harmful)",
+                    f"precision {_v(p['value'])} [{_v(p['low'])}, {_v(p['high'])}] "
+                    f"({p['k']}/{p['n']}; one-sided {_pct(c['confidence'])} bound "
+                    f"{_v(c['precision_lower'])}, target {_v(c['target'])}), recall "
+                    f"{_v(r['value'])} [{_v(r['low'])}, {_v(r['high'])}] at the cut shown",
+                )
+            )
+        near = e.get("nearest") or []
+        if near:
+            rows.append(
+                (
+                    "nearest the cut",
+                    ", ".join(f"{esc(d['doc_id'])} ({_v(d['value'])})" for d in near),
+                )
+            )
+        uri = plots.harmful_histogram(panel)
+        body.append(
+            f"<h3>{_group(panel.group)} ({_n(e.get('n_docs', 0))} documents)</h3>"
+            + "".join(f"<div><b>{esc(k)}:</b> {v}</div>" for k, v in rows)
+            + f'<figure><img alt="Harmful-score histogram of {_group(panel.group)}" '
+            f'src="{uri}"><figcaption>Bars: documents; dashed: the fitted components scaled '
+            "to the counts, solid: their sum; red line: the cut; strip under the axis: the "
+            "labelled documents; triangles: the documents nearest the cut.</figcaption></figure>"
+        )
+    return _section("harmful", "".join(body))
+
+
 def _kept_cell(kept: bool | None) -> str:
     if kept is None:
         return "–"
@@ -475,7 +562,7 @@ def _plan_table(plan: dict[str, Any], data: ReportData) -> str:
     keys: list[str] = []
     for params in groups.values():
         for k in params if isinstance(params, dict) else []:
-            if k not in keys and k not in ("marks", "nearest"):
+            if k not in keys and k not in ("marks", "nearest", "labels"):
                 keys.append(k)
     rows = []
     for g, params in list(groups.items())[:200]:
@@ -490,7 +577,7 @@ def _plan_table(plan: dict[str, Any], data: ReportData) -> str:
         row.append(esc(", ".join(marks)) or "–")
         rows.append(row)
     header = "<h3>Thresholds per group (the selector's plan)</h3>"
-    meta = {k: v for k, v in plan.items() if k not in ("groups", "warnings")}
+    meta = {k: v for k, v in plan.items() if k not in ("groups", "warnings", "notes")}
     line = f'<p class="caption">{esc(_compact(meta))}</p>' if meta else ""
     return header + line + _table(["group", *keys, "drawn marks"], rows)
 

@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import Field
 
 from datafilter.errors import ConfigError, MissingDependencyError, ModelError
-from datafilter.io.markers import file_fingerprint
+from datafilter.io.hash_cache import folder_sha256
 from datafilter.scorers.base import BatchScores, Resources, Scorer, ScorerOptions
 from datafilter.scorers.packing import Piece
 from datafilter.scorers.windows import token_windows
@@ -84,10 +84,8 @@ class CausalLMScorer(Scorer):
     def describe(self) -> dict[str, Any]:
         self.validate()
         info = super().describe()
-        files = sorted(p for p in self.folder.iterdir() if p.is_file())
-        digest = hashlib.sha256()
-        for path in files:
-            digest.update(json.dumps([path.name, file_fingerprint(path)]).encode())
+        # The files' contents identify the model (sha256, cached by file signature).
+        digest = hashlib.sha256(json.dumps(folder_sha256(self.folder), sort_keys=True).encode())
         info["model_files"] = digest.hexdigest()[:16]
         return info
 

@@ -25,10 +25,10 @@ from typing import Any, Literal
 import numpy as np
 
 from datafilter.errors import MissingDependencyError, ModelError
-from datafilter.io.markers import file_fingerprint
-from datafilter.kenlm_model import KenlmRecipe, load_recipe
-from datafilter.kenlm_native import load_native
-from datafilter.normalize import NormalizationRecipe, Normalizer
+from datafilter.io.hash_cache import cached_sha256, folder_sha256
+from datafilter.kenlm.model import RECIPE_FILE, KenlmRecipe, load_recipe, without_nul
+from datafilter.kenlm.native import load_native
+from datafilter.kenlm.normalize import NormalizationRecipe, Normalizer
 from datafilter.scorers.base import BatchScores, Scorer, ScorerOptions
 
 LN10 = math.log(10.0)
@@ -51,12 +51,23 @@ class KenlmScorer(Scorer):
     """Per-line scoring by default; ``ccnet_compat`` scores the whole document as one line."""
 
     name = "kenlm"
-    version = 2  # 2: lines encoded word by word (equal-score ties may split differently)
+    # 2: lines encoded word by word (equal-score ties may split differently); 3: recipes carry
+    # every normalisation flag and ``ccnet`` is the default, so scores of earlier runs are redone.
+    version = 3
     Options = KenlmOptions
     options: KenlmOptions
 
     def validate(self) -> None:
+        """Check the recipe, and the model files against the sha256 checksums it records
+        (hashes cached by file signature, so a rerun reads nothing)."""
         self.recipe = self._checked_recipe()
+        folder = Path(self.options.model).expanduser()
+        for name, expected in sorted(self.recipe.checksums.items()):
+            if cached_sha256(folder / name) != expected:
+                raise ModelError(
+                    f"{folder / name} does not match the sha256 recorded in {RECIPE_FILE}: the "
+                    "file is damaged or was replaced; restore it or train the model again"
+                )
 
     def _checked_recipe(self) -> KenlmRecipe:
         recipe = load_recipe(self.options.model)
@@ -72,14 +83,13 @@ class KenlmScorer(Scorer):
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         recipe = self._checked_recipe()
-        info["model_recipe"] = recipe.model_dump(mode="json", exclude={"training"})
+        info["model_recipe"] = recipe.model_dump(mode="json", exclude={"training", "imported"})
         if not recipe.checksums:
-            # Folders without checksums: size and mtime of the files identify the model.
+            # Folders without checksums: the files' sha256 identify the model.
             folder = Path(self.options.model).expanduser()
-            info["model_files"] = {
-                name: file_fingerprint(folder / name)
-                for name in (recipe.binary_file, recipe.tokenizer_file)
-            }
+            info["model_files"] = folder_sha256(
+                folder, [recipe.binary_file, recipe.tokenizer_file]
+            )
         return info
 
     def setup(self) -> None:
@@ -135,11 +145,15 @@ class KenlmScorer(Scorer):
         return self._sp.encode(words, out_type=str, num_threads=1)
 
     def _units(self, text: str) -> list[str]:
-        """The normalised, non-empty lines that get scored for one document."""
+        """The normalised, non-empty lines that get scored for one document (without NUL
+        characters, as in training: :func:`~datafilter.kenlm.model.without_nul`)."""
         if self.options.mode == "ccnet_compat":
-            line = self._normalizer.line(text).replace("\n", " ")
+            line = without_nul(self._normalizer.line(text).replace("\n", " "))
             return [line] if line else []
-        return self._normalizer.lines(text)
+        lines = self._normalizer.lines(text)
+        if "\x00" in text:
+            lines = [line for line in map(without_nul, lines) if line]
+        return lines
 
     def score_batch(self, texts: list[str]) -> BatchScores:
         units = [self._units(t) for t in texts]

@@ -2,7 +2,8 @@
 
 Documents are ordered by (metric, id_hash, score shard, row): ties in the metric are broken by
 the hash of the document id, and repeated ids by their place in the corpus, so the kept count is
-exactly ``round(keep * n)`` per group and reruns agree.
+exactly ``floor(keep * n + 0.5)`` per group (``keep * n`` in float64, rounded half up: keep 0.5
+of 5 documents keeps 3, where Python's ``round`` would give 2) and reruns agree.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from datafilter.aggregate import ScoreStats
 from datafilter.selectors.base import Decision, Selector, SelectorOptions
-from datafilter.thresholds import ScoreStats
+from datafilter.selectors.order import at_or_above, at_or_below
 
 
 class PerplexityBandOptions(SelectorOptions):
@@ -24,7 +26,8 @@ class PerplexityBandOptions(SelectorOptions):
 
 
 def band_ranks(n: int, keep: float, criterion: str) -> tuple[int, int]:
-    """The half-open rank range [start, stop) kept out of ``n`` ascending-ordered documents."""
+    """The half-open rank range [start, stop) kept out of ``n`` ascending-ordered documents:
+    ``floor(keep * n + 0.5)`` of them (round half up)."""
     k = min(n, math.floor(keep * n + 0.5))
     if criterion == "low":
         return 0, k
@@ -82,34 +85,9 @@ class PerplexityBand(Selector):
                 continue
             in_band = rows.copy()
             if params["lower"] is not None:
-                in_band &= _at_or_above(scores, plan["metric"], params["lower"])
+                in_band &= at_or_above(scores, plan["metric"], params["lower"])
             if params["upper"] is not None:
-                in_band &= _at_or_below(scores, plan["metric"], params["upper"])
+                in_band &= at_or_below(scores, plan["metric"], params["upper"])
             keep |= in_band
         keep &= ~np.isnan(values)
         return Decision(keep=keep, drop_reason=f"perplexity_band:{self.options.criterion}")
-
-
-def _compare(scores: dict[str, np.ndarray], metric: str, key: dict[str, Any]) -> np.ndarray:
-    """-1, 0 or 1 per row: its sort key (metric, id_hash, score shard, row) against ``key``."""
-    parts = (
-        (scores[metric], key["value"]),
-        (scores["id_hash"], np.uint64(key["id_hash"])),
-        (scores["score_file"], key["shard"]),
-        (scores["row"], key["row"]),
-    )
-    result = np.zeros(len(scores[metric]), dtype=np.int8)
-    undecided = np.ones(len(result), dtype=bool)
-    for mine, theirs in parts:
-        less, more = undecided & (mine < theirs), undecided & (mine > theirs)
-        result[less], result[more] = -1, 1
-        undecided &= ~(less | more)
-    return result
-
-
-def _at_or_above(scores: dict[str, np.ndarray], metric: str, key: dict[str, Any]) -> np.ndarray:
-    return _compare(scores, metric, key) >= 0
-
-
-def _at_or_below(scores: dict[str, np.ndarray], metric: str, key: dict[str, Any]) -> np.ndarray:
-    return _compare(scores, metric, key) <= 0

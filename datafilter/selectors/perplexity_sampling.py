@@ -5,7 +5,10 @@ The probability comes from the corpus quartiles ``b0 < b1 < b2`` (per group when
 - ``gaussian``: ``factor * exp(-((ppl - b1) / b1) ** 2 / width)``, favouring the middle;
 - ``stepwise``: ``factor / range(ppl)`` with range ``b0`` (ppl <= b0), ``b1 - b0`` (<= b1),
   ``b2 - b1`` (<= b2) and ``10 * b2`` above, so the quartiles are sampled evenly and the tail
-  little. Unlike the published code, ppl equal to b1 or b2 is not dropped.
+  little. The published code (BERTIN's ``_should_keep_doc_step``) tests ``b0 < ppl < b1``,
+  ``b1 < ppl < b2`` and ``ppl >= b2``: it gives ppl == b2 the tail's range ``10 * b2`` (here
+  ``b2 - b1``) and no range at all to ppl == b1 (its function then fails; here ``b1 - b0``).
+  Everywhere else the two agree.
 
 The draw is a pure function of (seed, document id). With ``target_keep`` the factor is solved so
 that the expected kept fraction hits the target.
@@ -19,10 +22,10 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
+from datafilter.aggregate import ScoreStats
 from datafilter.errors import ConfigError
 from datafilter.selectors.base import Decision, Selector, SelectorOptions
 from datafilter.selectors.random_keys import uniform
-from datafilter.thresholds import ScoreStats
 
 BERTIN_GAUSSIAN_FACTOR = 0.78
 DEFAULT_STEPWISE_TARGET = 0.5
