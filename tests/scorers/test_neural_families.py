@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers_corpus import LOCAL, quiet
+from helpers_corpus import LOCAL
 from tiny_lm import FAMILIES, direct_logprob_sum, load_reference, make_tiny_family
 
 torch = pytest.importorskip("torch", reason="the neural scorers need the torch extra")
@@ -125,7 +125,7 @@ def test_without_a_bos_token_eos_starts_each_document_and_every_text_byte_counts
     shard.parent.mkdir()
     pq.write_table(pa.table({"text": DOCS}), shard)
     api.score(shard.parent, tmp_path / "run", scorer="torch", options={"model": str(folder)},
-              log=quiet, runtime=LOCAL)  # fmt: skip
+              runtime=LOCAL)  # fmt: skip
     table = pq.read_table(tmp_path / "run" / "scores" / "torch" / "part-0.parquet").to_pydict()
     assert table["n_tokens"] == [len(ids) for ids in text_ids]
     assert table["n_bytes"] == [len(d.encode("utf-8")) for d in DOCS]
