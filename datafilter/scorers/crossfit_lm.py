@@ -5,6 +5,10 @@ scored by fold model ``(fold(text) + 1) % k`` (:func:`~datafilter.reference.scor
 documents of fold j were only eligible for model j's training sample, so no document is scored
 by a model that could have trained on it. With k = 1 the single model scores every document,
 which is not cross-fitted. Each fold model runs with the ``torch`` backend and these options.
+
+Score shards carry the ``fold`` column: the fold model that scored the row. Fold models differ in
+scale, so the thresholds stage calibrates each fold before pooling (:mod:`datafilter.reference.
+calibration`). Version 2 added the column (shards of version 1 are scored again).
 """
 
 from __future__ import annotations
@@ -21,13 +25,15 @@ from datafilter.io.hash_cache import folder_sha256
 from datafilter.reference.crossfit import scoring_fold
 from datafilter.scorers.base import BatchScores, Resources, Scorer
 from datafilter.scorers.causal_lm import CausalLMOptions
+from datafilter.scorers.columns import FOLD
 from datafilter.scorers.torch_lm import TorchLMScorer
 
 
 class CrossfitScorer(Scorer):
     name = "crossfit"
-    version = 1
+    version = 2
     Options = CausalLMOptions
+    extra_columns = (FOLD,)
     options: CausalLMOptions
 
     @property
@@ -86,4 +92,6 @@ class CrossfitScorer(Scorer):
             part = sub.score_batch([texts[i] for i in idx])
             logprob[idx] = part.logprob_sum
             n_tokens[idx] = part.n_tokens
-        return BatchScores(logprob_sum=logprob, n_tokens=n_tokens)
+        return BatchScores(
+            logprob_sum=logprob, n_tokens=n_tokens, columns={FOLD: folds.astype(np.int32)}
+        )
