@@ -4,6 +4,7 @@ of different scale get the same thresholds and keep the same share."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -109,3 +110,19 @@ def test_one_fold_is_not_calibrated(tmp_path, demo_corpus):
     assert list(stats) == [0] and stats[0]["n_docs"] == 2
     assert stats[0]["ppl_median_log"] == pytest.approx(np.log(np.sqrt(6.0)))
     assert fold_calibration(stats) is None
+
+
+def test_report_shows_the_per_fold_distributions(tmp_path, fold_shift):
+    pytest.importorskip("matplotlib", reason="the report needs matplotlib")
+    run, _ = _scored_run(tmp_path, {"shift": 0.5})
+    api.thresholds(run, selector="perplexity_band", options=BAND)
+    api.select(run, tmp_path / "out", selector="perplexity_band", options=BAND, runtime=LOCAL)
+    api.report(run, selection=tmp_path / "out", output=tmp_path / "r.html")
+    page = (tmp_path / "r.html").read_text()
+    assert "Per-fold distributions of ln(perplexity)" in page
+    section = page[page.index('id="folds"') :].split("</table>")[0]
+    rows = re.findall(r"<tr><td>(\d)</td>(.*?)</tr>", section)
+    assert [r[0] for r in rows] == ["0", "1"]
+    medians = [float(re.findall(r"<td class=n>([-\d.,]+)</td>", r[1])[2]) for r in rows]
+    assert medians[1] - medians[0] == pytest.approx(0.5, abs=1e-3)  # as scored, before calibration
+    assert "The selection ranked the calibrated scores" in section
