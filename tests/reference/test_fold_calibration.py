@@ -38,7 +38,9 @@ def _scored_run(tmp_path, options: dict) -> tuple:
     half = len(texts) // 2
     for i, part in enumerate((texts[:half], texts[half:])):
         ids = [f"p{i}-{r}" for r in range(len(part))]
-        pq.write_table(pa.table({"id": ids, "text": part}), inp / f"part-{i}.parquet")
+        domain = ["ab"[r % 2] for r in range(len(part))]
+        table = pa.table({"id": ids, "text": part, "domain": domain})
+        pq.write_table(table, inp / f"part-{i}.parquet")
     run = tmp_path / "run"
     api.score(inp, run, scorer="fold_shift", options=options, id_column="id", runtime=LOCAL)
     return run, texts
@@ -93,6 +95,21 @@ def test_folds_of_different_spread_are_standardised(tmp_path, fold_shift):
         api.select(run, out, selector="perplexity_band", options=band, runtime=LOCAL)
         share = _kept_share_per_fold(out)
         assert abs(share[0] - share[1]) <= 2 / N_PAIRS, (criterion, share)
+
+
+def test_calibrated_plan_per_group(tmp_path, fold_shift):
+    """Per group column: the calibrated view joins the group column by position; each group's
+    cut is exact and neither fold is favoured."""
+    run, _ = _scored_run(tmp_path, {"shift": 0.5})
+    api.thresholds(run, selector="perplexity_band", options=BAND, group_by="domain")
+    manifest = api.select(run, tmp_path / "out", selector="perplexity_band", options=BAND,
+                          group_by="domain", runtime=LOCAL)  # fmt: skip
+    groups = manifest["groups"]
+    assert sorted(groups) == ["a", "b"]
+    for g in groups.values():
+        assert g["kept"] == int(g["read"] * 0.5 + 0.5)
+    share = _kept_share_per_fold(tmp_path / "out")
+    assert abs(share[0] - share[1]) < 0.1, share
 
 
 def test_one_fold_is_not_calibrated(tmp_path, demo_corpus):
