@@ -114,7 +114,7 @@ def run_thresholds(run_dir: str | AnyPath, opts: ThresholdsOptions) -> dict[str,
         stats: ScoreStats | None = None
         summary: dict[str, Any] = {}
         with read_errors_named():
-            calibration = calibrate_folds(pairs, opts, layout)
+            calibration = calibrate_folds(pairs, opts, layout, record.scorers[sid])
         if opts.table or not extra_ids:  # with other scorers the plan reads another view
             with read_errors_named():
                 stats = score_stats(
@@ -138,10 +138,17 @@ def run_thresholds(run_dir: str | AnyPath, opts: ThresholdsOptions) -> dict[str,
     return {**summary, "plan": str(plan_file)}
 
 
-def calibrate_folds(pairs: list, opts: ThresholdsOptions, layout: RunLayout) -> dict | None:
+def calibrate_folds(
+    pairs: list, opts: ThresholdsOptions, layout: RunLayout, entry: dict[str, Any]
+) -> dict | None:
     """The per-fold calibration of cross-fitted scores (score shards with a ``fold`` column, of
-    two folds or more), else None."""
+    two folds or more), else None. ``entry``: the scorer's record in the run."""
     if not pairs or not has_fold_column(str(pairs[0][1])):
+        if entry.get("scorer", {}).get("scorer") == "crossfit":
+            log.warning(
+                "thresholds: warning: these crossfit scores have no fold column (made before "
+                "version 2): folds are pooled uncalibrated; score again with --overwrite"
+            )
         return None
     stats = fold_statistics(
         [str(p) for _, p in pairs],

@@ -63,7 +63,7 @@ def test_two_folds_of_different_scale_keep_the_same_share(
     shard = pq.read_table(run / "scores" / "fold_shift" / "part-0.parquet")
     assert shard.schema.field("fold").type == pa.int32()
     if not calibrated:  # what the thresholds did before folds were calibrated
-        monkeypatch.setattr(thresholds_stage, "calibrate_folds", lambda *a: None)
+        monkeypatch.setattr(thresholds_stage, "calibrate_folds", lambda *a, **k: None)
     summary = api.thresholds(run, selector="perplexity_band", options=BAND)
     manifest = api.select(run, tmp_path / "out", selector="perplexity_band", options=BAND,
                           runtime=LOCAL)  # fmt: skip
