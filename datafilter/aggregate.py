@@ -60,6 +60,9 @@ class ScoreFiles:
     input_files: list[str]
     # Other scorers' shards for the same inputs (scorer id -> files aligned with score_files).
     extra: dict[str, list[str]] = field(default_factory=dict)
+    # Per-fold calibration of cross-fitted scores (reference.calibration.fold_maps: fold ->
+    # ppl shift, ppl scale, bpb shift, bpb scale): the view's ppl and bpb are calibrated.
+    calibration: dict[int, tuple[float, float, float, float]] = field(default_factory=dict)
 
 
 _GROUPABLE = (
@@ -146,6 +149,7 @@ class ScoreSource:
             raise InputError("no finished score shards to compute thresholds from")
         self.group_by = group_by
         self.extra_ids = list(files.extra)
+        self.fold_maps = dict(files.calibration)
         self._score_file_of = dict(zip(files.input_files, files.score_files, strict=True))
         self.db = Database(memory_limit=memory_limit, temp_directory=temp_directory)
         if group_by is not None:
@@ -156,10 +160,10 @@ class ScoreSource:
         local = _local_files(self._copies, files, group_by)
         self._source, self._params = self._source_query(local)
         # Exact counts and quantiles of ppl/bpb without SQL (see columnar_stats); not with other
-        # scorers' columns, whose rejections also filter the rows.
+        # scorers' columns, whose rejections also filter the rows, nor with calibrated scores.
         self._columnar = (
             None
-            if self.extra_ids
+            if self.extra_ids or self.fold_maps
             else ColumnarScores(local.score_files, local.input_files, group_by, ALL, NULL_GROUP)
         )
 
@@ -205,6 +209,10 @@ class ScoreSource:
             select += [f"e{i}.ppl AS x{i}_ppl", f"e{i}.bpb AS x{i}_bpb"]
             valid.append(f"e{i}.reject_reason IS NULL")
             params[f"x{i}"] = files.extra[sid]
+        if self.fold_maps:  # cross-fitted scores: each fold's scale mapped onto a common one
+            self.db.register("fold_maps", _fold_map_table(self.fold_maps))
+            select[:2] = [f"{CALIBRATED_PPL} AS ppl", f"{CALIBRATED_BPB} AS bpb"]
+            joins.append("JOIN fold_maps c ON s.fold = c.fold")
         source = (
             f"(SELECT {grp} AS grp, {', '.join(select)} "
             f"FROM read_parquet($scores, filename=true) s {' '.join(joins)} "
@@ -534,6 +542,7 @@ def _local_files(copies, files: ScoreFiles, group_by: str | None) -> ScoreFiles:
         [copies.file(f) for f in files.score_files],
         inputs,
         {sid: [copies.file(f) for f in names] for sid, names in files.extra.items()},
+        files.calibration,
     )
 
 
@@ -547,4 +556,76 @@ def _scored_doc(group, value, doc_id, input_file, row, ppl, bpb, id_hash) -> Sco
         float(ppl),
         float(bpb),
         int(id_hash),
+    )
+
+
+# The calibrated scores of a row ``s`` of a score shard and its fold's map ``c``: the one
+# expression of both the thresholds' view and select's per-shard values (the same DuckDB
+# arithmetic, so a threshold key compares equal to the document it came from).
+CALIBRATED_PPL = "exp(c.ppl_shift + c.ppl_scale * ln(s.ppl))"
+CALIBRATED_BPB = "(c.bpb_shift + c.bpb_scale * s.bpb)"
+FOLD_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
+
+
+def _fold_map_table(maps: dict[int, tuple[float, float, float, float]]) -> pa.Table:
+    folds = sorted(maps)
+    names = ("ppl_shift", "ppl_scale", "bpb_shift", "bpb_scale")
+    return pa.table(
+        {
+            "fold": pa.array(folds, pa.int32()),
+            **{n: pa.array([float(maps[f][i]) for f in folds]) for i, n in enumerate(names)},
+        }
+    )
+
+
+def has_fold_column(score_file: str) -> bool:
+    """Whether a score shard carries the ``fold`` column (cross-fitted scores)."""
+    from datafilter.io.shards import open_parquet
+    from datafilter.io.storage import location
+
+    return "fold" in open_parquet(location(score_file)).schema_arrow.names
+
+
+def fold_statistics(score_files: list[str], **db_options: Any) -> dict[int, dict[str, Any]]:
+    """Per fold of cross-fitted score shards, over valid scored rows: n_docs, median, MAD and
+    mean of ln(ppl), median and MAD of bpb, and quantiles of ln(ppl) (FOLD_QUANTILES)."""
+    from datafilter.io.staging import LocalCopies
+
+    copies = LocalCopies()
+    db = Database(**db_options)
+    rows = db.query(
+        "SELECT fold, count(*), median(ln(ppl)), mad(ln(ppl)), avg(ln(ppl)), median(bpb), "
+        "mad(bpb), quantile_cont(ln(ppl), $qs) FROM read_parquet($files) "
+        "WHERE reject_reason IS NULL AND fold IS NOT NULL GROUP BY fold ORDER BY fold",
+        {"files": [copies.file(f) for f in score_files], "qs": list(FOLD_QUANTILES)},
+    )
+    keys = ("n_docs", "ppl_median_log", "ppl_mad_log", "ppl_mean_log", "bpb_median", "bpb_mad")
+    out: dict[int, dict[str, Any]] = {}
+    for fold, *values, qs in rows:
+        entry: dict[str, Any] = {k: float(v) for k, v in zip(keys, values, strict=True)}
+        entry["n_docs"] = int(values[0])
+        entry["quantiles_log_ppl"] = {
+            f"p{round(q * 100):g}": float(v) for q, v in zip(FOLD_QUANTILES, qs, strict=True)
+        }
+        out[int(fold)] = entry
+    return out
+
+
+def calibrated_scores(
+    scores: pa.Table, maps: dict[int, tuple[float, float, float, float]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """ppl and bpb of a score shard's rows calibrated by their fold's map (NaN where a row has
+    no fold or no valid score), computed as the thresholds' view computes them."""
+    db = Database()
+    index = pa.array(np.arange(scores.num_rows, dtype=np.int64))
+    db.register("s_rows", scores.select(["ppl", "bpb", "fold"]).append_column("i", index))
+    db.register("fold_maps", _fold_map_table(maps))
+    valid = "s.fold IS NOT NULL AND isfinite(s.ppl) AND s.ppl > 0"
+    rows = db.con.sql(
+        f"SELECT CASE WHEN {valid} THEN {CALIBRATED_PPL} END AS ppl, "
+        f"CASE WHEN {valid} THEN {CALIBRATED_BPB} END AS bpb "
+        "FROM s_rows s LEFT JOIN fold_maps c ON s.fold = c.fold ORDER BY s.i"
+    ).to_arrow_table()
+    return tuple(  # type: ignore[return-value]
+        rows.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in ("ppl", "bpb")
     )

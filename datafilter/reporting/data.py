@@ -7,6 +7,7 @@ of the few sampled documents are read from their input shards, one row group at 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections import defaultdict
@@ -17,7 +18,15 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from datafilter.aggregate import ALL, NULL_GROUP, ScoredDoc, ScoreFiles, ScoreStats
+from datafilter.aggregate import (
+    ALL,
+    NULL_GROUP,
+    ScoredDoc,
+    ScoreFiles,
+    ScoreStats,
+    fold_statistics,
+    has_fold_column,
+)
 from datafilter.errors import ConfigError, InputError
 from datafilter.io.layout import RunLayout
 from datafilter.io.record import (
@@ -26,6 +35,7 @@ from datafilter.io.record import (
     require_record,
     resolve_scorer_id,
 )
+from datafilter.reference.calibration import fold_maps
 from datafilter.reporting.harmful import collect_harmful
 from datafilter.scorers.columns import METRICS
 
@@ -121,6 +131,10 @@ class ReportData:
     threshold_tables: list[str]
     notes: list[str]
     harmful: list[Any] = field(default_factory=list)  # harmful_outlier: reporting.harmful
+    # Cross-fitted scores: each fold's raw statistics (aggregate.fold_statistics) and the
+    # selection's per-fold calibration (reference.calibration), when it has one.
+    folds: dict[int, dict[str, Any]] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None
 
     @property
     def panel_groups(self) -> list[str]:
@@ -286,6 +300,11 @@ def collect(
         input_files=[str(s.path) for s, _ in pairs],
         extra={x: [str(paths[s.rel]) for s, _ in pairs] for x, paths in extra.items()},
     )
+    # A selection of cross-fitted scores was made on calibrated scores: so are the plots.
+    calibration = (manifest or {}).get("calibration")
+    files = dataclasses.replace(files, calibration=fold_maps(calibration))
+    crossfit = bool(pairs) and has_fold_column(files.score_files[0])
+    folds = fold_statistics(files.score_files) if crossfit else {}
     options = ((manifest or {}).get("selector") or {}).get("options") or {}
     plan_metric = str(plan.get("metric") or options.get("metric") or "ppl")
     overall = ScoreStats(files, None)
@@ -367,6 +386,8 @@ def collect(
         threshold_tables=[str(layout.thresholds_path(sid, c)) for c in tables],
         notes=notes,
         harmful=harmful,
+        folds=folds,
+        calibration=calibration,
     )
 
 

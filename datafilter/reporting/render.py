@@ -302,7 +302,38 @@ def _distribution(data: ReportData) -> str:
             else:
                 out.append(f"<details><summary>{what}</summary>{fig}</details>")
     out.append(_quantile_table(data))
+    out.append(_fold_table(data))
     return _section("distribution", "".join(out))
+
+
+def _fold_table(data: ReportData) -> str:
+    """Cross-fitted scores: each fold's distribution of ln(ppl) as scored, and its calibration."""
+    if not data.folds:
+        return ""
+    cal = (data.calibration or {}).get("folds", {})
+    qs = list(next(iter(data.folds.values()))["quantiles_log_ppl"])
+    rows = []
+    for fold, s in sorted(data.folds.items()):
+        c = cal.get(str(fold), {}).get("ppl", {})
+        rows.append(
+            [str(fold), _n(s["n_docs"]), _v(s["ppl_mean_log"]), _v(s["ppl_median_log"]),
+             _v(s["ppl_mad_log"])]
+            + [_v(v) for v in s["quantiles_log_ppl"].values()]
+            + [_v(c.get("shift")) if c else "–", _v(c.get("scale")) if c else "–"]
+        )  # fmt: skip
+    headers = ["fold", "documents", "mean", "median", "MAD", *qs, "shift", "scale"]
+    how = (
+        "The selection ranked the calibrated scores: ln(ppl)' = shift + scale · ln(ppl) per "
+        "fold, each fold's median and MAD mapped onto the folds' weighted means, and the plots "
+        "above show the calibrated scores."
+        if data.calibration
+        else "No selection with a per-fold calibration: the plots above show the raw scores."
+    )
+    return (
+        '<h3 id="folds">Per-fold distributions of ln(perplexity)</h3>'
+        f'<p class="note">Each document is scored by the model of one fold. {esc(how)}</p>'
+        + _table(headers, rows, set(range(1, len(headers))))
+    )
 
 
 def _quantile_table(data: ReportData) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,6 +37,8 @@ class BatchScores:
 
     logprob_sum: np.ndarray
     n_tokens: np.ndarray
+    # Values of the scorer's extra columns (``Scorer.extra_columns``), one per text.
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class Scorer(ABC):
@@ -45,6 +47,8 @@ class Scorer(ABC):
     name: ClassVar[str]
     version: ClassVar[int] = 1
     Options: ClassVar[type[ScorerOptions]] = ScorerOptions
+    # Extra score columns it writes (names declared in scorers/columns.py EXTRA_COLUMNS).
+    extra_columns: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: ScorerOptions):
         self.options = options

@@ -26,6 +26,20 @@ SCORE_SCHEMA = pa.schema(
 
 METRICS = ("ppl", "bpb")
 
+# Columns a scorer may write after SCORE_SCHEMA's, each declared here by name and type; a scorer
+# names the ones it writes in ``Scorer.extra_columns`` and fills them in ``BatchScores.columns``
+# (null on rejected rows).
+FOLD = "fold"  # the fold model that scored the row (crossfit): its scale is calibrated per fold
+EXTRA_COLUMNS: dict[str, pa.DataType] = {FOLD: pa.int32()}
+
+
+def score_schema(extra: tuple[str, ...] | list[str] = ()) -> pa.Schema:
+    """SCORE_SCHEMA followed by the declared extra columns ``extra``."""
+    schema = SCORE_SCHEMA
+    for name in extra:
+        schema = schema.append(pa.field(name, EXTRA_COLUMNS[name]))
+    return schema
+
 
 def id_hash(doc_id: str) -> int:
     """A stable 64-bit hash of a document id: the deterministic tie-breaker and sampling key."""

@@ -5,6 +5,10 @@ scored by fold model ``(fold(text) + 1) % k`` (:func:`~datafilter.reference.scor
 documents of fold j were only eligible for model j's training sample, so no document is scored
 by a model that could have trained on it. With k = 1 the single model scores every document,
 which is not cross-fitted. Each fold model runs with the ``torch`` backend and these options.
+
+Score shards carry the ``fold`` column: the fold model that scored the row. Fold models differ in
+scale, so the thresholds stage calibrates each fold before pooling (:mod:`datafilter.reference.
+calibration`). Version 2 added the column (shards of version 1 are scored again).
 """
 
 from __future__ import annotations
@@ -20,13 +24,15 @@ from datafilter.errors import ModelError
 from datafilter.io.hash_cache import folder_sha256
 from datafilter.reference.crossfit import scoring_fold
 from datafilter.scorers.base import BatchScores, Resources, Scorer
+from datafilter.scorers.columns import FOLD
 from datafilter.scorers.torch_lm import TorchLMOptions, TorchLMScorer
 
 
 class CrossfitScorer(Scorer):
     name = "crossfit"
-    version = 2  # the torch backend's version 2: packed batches, the model's own logits
+    version = 2  # torch's version 2 (packed batches, the model's own logits) and the fold column
     Options = TorchLMOptions
+    extra_columns = (FOLD,)
     options: TorchLMOptions
 
     @property
@@ -85,4 +91,6 @@ class CrossfitScorer(Scorer):
             part = sub.score_batch([texts[i] for i in idx])
             logprob[idx] = part.logprob_sum
             n_tokens[idx] = part.n_tokens
-        return BatchScores(logprob_sum=logprob, n_tokens=n_tokens)
+        return BatchScores(
+            logprob_sum=logprob, n_tokens=n_tokens, columns={FOLD: folds.astype(np.int32)}
+        )

@@ -4,7 +4,9 @@ The thresholds stage writes it (:func:`write_plan`); the select stage reads it a
 shard by shard, never computing one itself. A plan file holds what it was asked for (the
 :class:`PlanRequest`: selector, its validated options, scorer id, extra scorer ids, group
 column), the sha256 of every score shard it was computed from and their fingerprint, the
-datafilter version, when it was made, and the plan itself (``plan``: every cut per group).
+datafilter version, when it was made, and the plan itself (``plan``: every cut per group); for
+cross-fitted scores also the folds' ``calibration`` (:mod:`datafilter.reference.calibration`),
+which select applies to each shard's scores before the plan.
 
 ``<hash>`` is a digest of the request, so the same request finds its plan; a plan made from
 other scores (the fingerprint differs) is refused, and so is one made for another request.
@@ -75,6 +77,7 @@ def write_plan(
     shards: dict[str, dict[str, str]],
     scorers: dict[str, Any],
     body: dict[str, Any],
+    calibration: dict[str, Any] | None = None,
 ) -> None:
     """Write the plan file (atomically); an existing file with the same plan is kept as it is
     (a rerun on the same scores leaves the same bytes)."""
@@ -86,6 +89,8 @@ def write_plan(
         "datafilter_version": __version__,
         "plan": body,
     }
+    if calibration is not None:
+        data["calibration"] = calibration
     try:
         old = json.loads(path.read_text())
     except (OSError, ValueError):

@@ -47,7 +47,13 @@ from datafilter.pause_points import pause_point
 from datafilter.runtime import RuntimeOptions
 from datafilter.scorers import make_scorer
 from datafilter.scorers.base import Scorer
-from datafilter.scorers.columns import SCORE_SCHEMA, bits_per_byte, id_hash, perplexity
+from datafilter.scorers.columns import (
+    EXTRA_COLUMNS,
+    bits_per_byte,
+    id_hash,
+    perplexity,
+    score_schema,
+)
 from datafilter.stages.jobs import drive, raise_failures
 
 log = logging.getLogger(__name__)
@@ -140,7 +146,8 @@ def score_shard(job: ShardJob, scorer: Scorer, settings: ScoreSettings) -> dict[
     rows = n_bytes_total = 0
     pending: list[pa.Table] = []
     written: dict[str, Any] = {}
-    with parquet_writer(job.output_path, SCORE_SCHEMA, written) as writer:
+    schema = score_schema(scorer.extra_columns)
+    with parquet_writer(job.output_path, schema, written) as writer:
         for batch in read_ahead(iter_batches(pf, columns, settings.batch_rows, job.input_path)):
             table = _score_batch(batch, rows, job, scorer, settings, rejected)
             if not rows:
@@ -281,11 +288,19 @@ def _score_batch(
     reasons = [r or (NULL_ID if i is None else None) for r, i in zip(reasons, ids, strict=True)]
     logprob = np.full(n, np.nan)
     n_tokens = np.zeros(n, dtype=np.int64)
+    extra = {
+        name: np.zeros(n, dtype=EXTRA_COLUMNS[name].to_pandas_dtype())
+        for name in scorer.extra_columns
+    }
+    has_extra = np.zeros(n, dtype=bool)
     ok = [i for i, r in enumerate(reasons) if r is None]
     if ok:
         scores = scorer.score_batch([texts[i] for i in ok])
         logprob[ok] = scores.logprob_sum
         n_tokens[ok] = scores.n_tokens
+        for name, values in extra.items():
+            values[ok] = scores.columns[name]
+        has_extra[ok] = True
         for i in ok:
             if n_tokens[i] == 0:
                 reasons[i] = NO_TOKENS
@@ -308,8 +323,12 @@ def _score_batch(
             "ppl": ppl,
             "bpb": bpb,
             "reject_reason": pa.array(reasons, pa.string()),
+            **{
+                name: pa.array(values, EXTRA_COLUMNS[name], mask=~has_extra)
+                for name, values in extra.items()
+            },
         },
-        schema=SCORE_SCHEMA,
+        schema=score_schema(scorer.extra_columns),
     )
 
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-from datafilter.aggregate import ALL, NULL_GROUP
+from datafilter.aggregate import ALL, NULL_GROUP, calibrated_scores
 from datafilter.errors import ConfigError, InputError
 from datafilter.io.atomic import dumps_json, parquet_writer, remove_temp_files, write_json
 from datafilter.io.content import content_record, identity
@@ -37,8 +37,9 @@ from datafilter.io.record import finished_score_markers, require_record, resolve
 from datafilter.io.shards import iter_batches, open_parquet
 from datafilter.io.storage import AnyPath, location, remove_tree
 from datafilter.pause_points import pause_point
+from datafilter.reference.calibration import fold_maps
 from datafilter.runtime import RuntimeOptions
-from datafilter.scorers.columns import SCORE_SCHEMA
+from datafilter.scorers.columns import FOLD, SCORE_SCHEMA
 from datafilter.selectors import make_selector
 from datafilter.selectors.base import Selector
 from datafilter.stages.jobs import drive, raise_failures
@@ -78,6 +79,8 @@ class SelectSettings:
     with_scores: bool
     report_by: str | None = None
     batch_rows: int = 8192
+    # The plan's per-fold calibration (cross-fitted scores): fold -> ppl/bpb shift and scale.
+    fold_maps: dict[int, tuple[float, float, float, float]] = field(default_factory=dict)
 
     @property
     def tally_by(self) -> str | None:
@@ -91,7 +94,8 @@ def select_shard(
     """Filter one shard; write the output shard, then its completion record (with counts)."""
     pf = open_parquet(job.input_path)
     n_rows = pf.metadata.num_rows
-    scores = _aligned_scores(job.score_path, n_rows, job.input_path, job.planned_sha256)
+    columns = [*SCORE_SCHEMA.names, FOLD] if settings.fold_maps else SCORE_SCHEMA.names
+    scores = _aligned_scores(job.score_path, n_rows, job.input_path, job.planned_sha256, columns)
     extra = {
         sid: _aligned_scores(path, n_rows, job.input_path, job.planned_sha256)
         for sid, path in job.extra_score_paths.items()
@@ -128,7 +132,11 @@ def select_shard(
 
 
 def _aligned_scores(
-    path: AnyPath, n_rows: int, input_path: AnyPath, planned: dict[str, str]
+    path: AnyPath,
+    n_rows: int,
+    input_path: AnyPath,
+    planned: dict[str, str],
+    columns: list[str] = SCORE_SCHEMA.names,
 ) -> pa.Table:
     """A score shard, read whole, checked to hold the bytes it held when the selection was
     planned (``planned``: path -> sha256) and to have one row per input row."""
@@ -144,7 +152,7 @@ def _aligned_scores(
             path=str(path),
         )
     try:
-        table = pq.read_table(pa.BufferReader(data), columns=SCORE_SCHEMA.names)
+        table = pq.read_table(pa.BufferReader(data), columns=columns)
     except (pa.ArrowException, OSError, KeyError) as exc:
         raise InputError(f"score shard unreadable ({exc}); score again", path=str(path)) from exc
     if table.num_rows != n_rows:
@@ -190,6 +198,8 @@ def _decide_batch(
     groups = group_keys(batch, settings.group_by)
     reasons = scores.column("reject_reason").to_pylist()
     arrays = {c: scores.column(c).to_numpy(zero_copy_only=False) for c in ("ppl", "bpb")}
+    if settings.fold_maps:  # cross-fitted: the plan's cuts are on the calibrated scores
+        arrays["ppl"], arrays["bpb"] = calibrated_scores(scores, settings.fold_maps)
     arrays["id_hash"] = scores.column("id_hash").to_numpy()
     arrays["row"] = scores.column("row").to_numpy()
     arrays["score_file"] = np.full(scores.num_rows, str(score_file), dtype=object)
@@ -355,6 +365,9 @@ def run_select(
             "with_scores": opts.with_scores,
             "thresholds": plan,
         }
+        calibration = data.get("calibration")
+        if calibration is not None:
+            context["calibration"] = calibration
         key = hashlib.sha256(dumps_json(context).encode()).hexdigest()[:16]
         claim(out, {shard.rel for shard, _ in pairs} | {MANIFEST})
         _forget_other_selections(out, key)
@@ -388,6 +401,7 @@ def run_select(
             seed=opts.seed,
             with_scores=opts.with_scores,
             report_by=opts.report_by,
+            fold_maps=fold_maps(calibration),
         )
         factory = partial(_select_worker, request.selector, request.options, plan, settings)
         failures = drive(jobs, factory, runtime, "select")

@@ -6,6 +6,11 @@
 any extra quantile) with a readable ``.json`` summary. With ``selector`` it also runs that
 selector's ``plan`` on the same statistics and writes the plan file (:mod:`.plan`), which the
 select stage applies.
+
+Cross-fitted scores (score shards with a ``fold`` column) are calibrated per fold before they
+are pooled (:mod:`datafilter.reference.calibration`): the percentiles and the plan are those of
+the calibrated ppl and bpb, and the calibration (each fold's median, MAD, shift and scale) is
+recorded in the summary and the plan file, from which select applies it.
 """
 
 from __future__ import annotations
@@ -20,7 +25,14 @@ from typing import Any
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from datafilter.aggregate import PERCENTILES, ScoreFiles, ScoreStats, read_errors_named
+from datafilter.aggregate import (
+    PERCENTILES,
+    ScoreFiles,
+    ScoreStats,
+    fold_statistics,
+    has_fold_column,
+    read_errors_named,
+)
 from datafilter.errors import ConfigError
 from datafilter.io.atomic import write_json, write_table
 from datafilter.io.guard import input_places, place, refuse_overlaps
@@ -34,6 +46,7 @@ from datafilter.io.record import (
 )
 from datafilter.io.storage import AnyPath, ObjectPath
 from datafilter.pause_points import pause_point
+from datafilter.reference.calibration import fold_calibration, fold_maps
 from datafilter.scorers.columns import METRICS
 from datafilter.selectors import Selector, make_selector
 from datafilter.stages.plan import PlanRequest, plan_path, write_plan
@@ -100,24 +113,56 @@ def run_thresholds(run_dir: str | AnyPath, opts: ThresholdsOptions) -> dict[str,
         pairs = [(shard, path) for shard, path, _ in checked]
         stats: ScoreStats | None = None
         summary: dict[str, Any] = {}
+        with read_errors_named():
+            calibration = calibrate_folds(pairs, opts, layout, record.scorers[sid])
         if opts.table or not extra_ids:  # with other scorers the plan reads another view
             with read_errors_named():
                 stats = score_stats(
                     pairs,
                     opts.group_by,
+                    calibration=calibration,
                     memory_limit=opts.memory_limit,
                     temp_directory=duckdb_temp(layout),
                 )
                 if opts.table:
                     table, summary = threshold_table(stats, sid, qs, opts.approx)
+                    if calibration is not None:
+                        summary["calibration"] = calibration
             if opts.table:
                 summary = _write_table(layout, sid, opts, table, summary)
         if selector is None:
             return summary
         if extra_ids:  # other scorers' rejections filter the rows too: another view
             stats = None
-        plan_file = make_plan(layout, record, sid, selector, opts, checked, stats)
+        plan_file = make_plan(layout, record, sid, selector, opts, checked, stats, calibration)
     return {**summary, "plan": str(plan_file)}
+
+
+def calibrate_folds(
+    pairs: list, opts: ThresholdsOptions, layout: RunLayout, entry: dict[str, Any]
+) -> dict | None:
+    """The per-fold calibration of cross-fitted scores (score shards with a ``fold`` column, of
+    two folds or more), else None. ``entry``: the scorer's record in the run."""
+    if not pairs or not has_fold_column(str(pairs[0][1])):
+        if entry.get("scorer", {}).get("scorer") == "crossfit":
+            log.warning(
+                "thresholds: warning: these crossfit scores have no fold column (made before "
+                "version 2): folds are pooled uncalibrated; score again with --overwrite"
+            )
+        return None
+    stats = fold_statistics(
+        [str(p) for _, p in pairs],
+        memory_limit=opts.memory_limit,
+        temp_directory=duckdb_temp(layout),
+    )
+    calibration = fold_calibration(stats)
+    if calibration is not None:
+        scales = ", ".join(
+            f"fold {f}: median ln(ppl) {c['ppl']['median_log']:.4f}, MAD {c['ppl']['mad_log']:.4f}"
+            for f, c in calibration["folds"].items()
+        )
+        log.info(f"thresholds: {len(stats)} folds calibrated to one scale ({scales})")
+    return calibration
 
 
 def _write_table(
@@ -142,9 +187,10 @@ def make_plan(
     opts: ThresholdsOptions,
     checked: list,
     stats: ScoreStats | None,
+    calibration: dict[str, Any] | None = None,
 ) -> AnyPath:
     """Run the selector's plan over the scores (``stats``, or a view joined with its extra
-    scorers' scores) and write the plan file; its path."""
+    scorers' scores) and write the plan file, with the folds' ``calibration``; its path."""
     request = PlanRequest(
         selector=selector.name,
         options=selector.options.model_dump(mode="json"),
@@ -164,6 +210,7 @@ def make_plan(
             pairs,
             opts.group_by,
             extra,
+            calibration=calibration,
             memory_limit=opts.memory_limit,
             temp_directory=f"{duckdb_temp(layout)}-plan-{os.getpid()}",
         )
@@ -174,20 +221,26 @@ def make_plan(
         log.info(f"thresholds: {note}")
     path = plan_path(layout, request)
     scorers = {x: record.scorers[x] for x in shards}
-    write_plan(path, request, shards, scorers, body)
+    write_plan(path, request, shards, scorers, body, calibration)
     log.info(f"thresholds: {request.selector} plan -> {path}")
     return path
 
 
 def score_stats(
-    pairs: list, group_by: str | None, extra: dict[str, dict[str, AnyPath]] | None = None, **kw
+    pairs: list,
+    group_by: str | None,
+    extra: dict[str, dict[str, AnyPath]] | None = None,
+    calibration: dict[str, Any] | None = None,
+    **kw,
 ) -> ScoreStats:
     """DuckDB statistics over the score shards of ``pairs`` (input shard, score path), joined
-    with other scorers' shards of the same inputs (``extra``: scorer id -> shard rel -> path)."""
+    with other scorers' shards of the same inputs (``extra``: scorer id -> shard rel -> path),
+    their ppl and bpb calibrated per fold by ``calibration``."""
     files = ScoreFiles(
         score_files=[str(p) for _, p in pairs],
         input_files=[str(s.path) for s, _ in pairs],
         extra={x: [str(paths[s.rel]) for s, _ in pairs] for x, paths in (extra or {}).items()},
+        calibration=fold_maps(calibration),
     )
     return ScoreStats(files, group_by, **kw)
 

@@ -136,6 +136,13 @@ def test_two_folds_never_score_with_the_training_model(tmp_path, demo_corpus):
     expected = np.array([fold_scores[j][i] for i, j in enumerate(used)])
     np.testing.assert_allclose(scores["logprob_sum"].to_numpy(), expected, rtol=1e-9)
     assert not np.allclose(fold_scores[0], fold_scores[1])
+    # the shards carry the fold model that scored each row, which the thresholds calibrate
+    assert scores.schema.field("fold").type == pa.int32()
+    assert scores["fold"].to_pylist() == used
+    summary = api.thresholds(tmp_path / "run")
+    folds = summary["calibration"]["folds"]
+    assert sorted(folds) == ["0", "1"]
+    assert sum(f["n_docs"] for f in folds.values()) == len(texts)
 
 
 def test_resume_continues_from_the_checkpoint(tmp_path, demo_corpus):
