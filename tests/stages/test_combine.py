@@ -182,7 +182,7 @@ def test_cli_and_the_missing_scores_counted_in_the_manifest(hand_run: Path, tmp_
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["rejected"] == {"combine:smol:no_tokens": 1}
     api.thresholds(hand_run, scorer_id="mix", selector="perplexity_band",
-                   options={"keep": 0.5})  # fmt: skip
+                   options={"keep": 0.5, "criterion": "low"})  # fmt: skip
     manifest = api.select(hand_run, tmp_path / "out", scorer_id="mix", runtime=LOCAL)
     totals = manifest["totals"]
     assert totals["read"] == 5 and totals["rejected"] == 1
