@@ -181,9 +181,9 @@ def test_cli_and_the_missing_scores_counted_in_the_manifest(hand_run: Path, tmp_
                    "--term", "kenlm:ppl:low", "--term", "smol:bpb:both:2")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["rejected"] == {"combine:smol:no_tokens": 1}
-    api.thresholds(hand_run, scorer_id="mix", selector="perplexity_band",
-                   options={"keep": 0.5, "criterion": "low"})  # fmt: skip
-    manifest = api.select(hand_run, tmp_path / "out", scorer_id="mix", runtime=LOCAL)
+    plan = api.thresholds(hand_run, scorer_id="mix", selector="perplexity_band",
+                          options={"keep": 0.5, "criterion": "low"})["plan"]  # fmt: skip
+    manifest = api.select(hand_run, tmp_path / "out", plan=plan, runtime=LOCAL)
     totals = manifest["totals"]
     assert totals["read"] == 5 and totals["rejected"] == 1
     assert manifest["totals"]["rejected_by_reason"] == {"combine:smol:no_tokens": 1}
