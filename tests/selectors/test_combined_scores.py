@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from helpers_corpus import LOCAL
 
 from datafilter import api
+from datafilter.errors import ConfigError
 from datafilter.selectors import SELECTORS
 
 
@@ -50,3 +54,26 @@ def test_every_selector_accepts_the_combined_scores(combined_run, name) -> None:
     assert t["kept"] + t["dropped"] + t["rejected"] == t["read"]
     assert 0 < t["kept"] <= t["read"]
     assert manifest["scorer_id"] == "mix"
+
+
+def test_a_run_config_combine_section(combined_run, demo_corpus, kenlm_model_dir) -> None:
+    root, run, summary = combined_run
+    config = root / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "input": str(demo_corpus.pool_dir), "run_dir": str(run),
+        "score": {"options": {"model": str(kenlm_model_dir)}, "id_column": "id"},
+        "combine": {"name": "mix", "terms": ["kenlm:ppl:low", "doc:bpb:both:0.5"],
+                    "group_by": "domain"},
+        "select": {"output": str(root / "out-config"), "options": {"criterion": "low"}},
+        "ray": {"executor": "local"},
+    }))  # fmt: skip
+    result = api.run(config, progress=False)
+    assert result["combine"]["scorer_id"] == "mix"
+    assert result["select"]["read"] == summary["rows"]
+    manifest = json.loads((root / "out-config" / "manifest.json").read_text())
+    assert manifest["scorer_id"] == "mix"
+    changed = yaml.safe_load(config.read_text())
+    changed["combine"]["terms"] = ["kenlm:ppl:low", "doc:bpb:both"]
+    config.write_text(yaml.safe_dump(changed))
+    with pytest.raises(ConfigError, match="combined otherwise"):
+        api.run(config, progress=False)
