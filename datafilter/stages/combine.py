@@ -33,7 +33,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from datafilter.aggregate import ALL, read_errors_named
@@ -264,7 +263,7 @@ def _write_shard(
     """The combined score shard of one input shard, then its completion record."""
     paths = {sid: dict((s.rel, p) for s, p, _ in found) for sid, found in sources.items()}
     first = opts.terms[0].scorer_id
-    readers = {sid: pq.ParquetFile(str(paths[sid][shard.rel])) for sid in paths}
+    readers = {sid: open_parquet(paths[sid][shard.rel]) for sid in paths}
     columns = list(SCORE_SCHEMA.names)
     batches = {sid: r.iter_batches(BATCH_ROWS, columns=columns) for sid, r in readers.items()}
     groups_in = None
