@@ -191,3 +191,13 @@ def test_cli_and_the_missing_scores_counted_in_the_manifest(hand_run: Path, tmp_
     # the two best (lowest) combined values of the four scored documents
     c = _combined(hand_run)["bpb"].to_pylist()[:4]
     assert sorted(kept) == sorted(f"d{i}" for i in np.argsort(c)[:2])
+
+
+def test_a_term_with_a_mad_of_zero_adds_nothing(hand_run: Path) -> None:
+    shard = Path(json.loads((hand_run / "run.json").read_text())["input"]) / "part-0.parquet"
+    ids = [f"d{i}" for i in range(5)]
+    _add_scores(hand_run, "flat", shard, _scores(ids, [math.exp(2.0)] * 5, [0.1] * 5))
+    summary = api.combine(hand_run, name="f", terms=["flat:ppl:low", "smol:bpb:low"])
+    assert summary["definition"]["standardisation"][0]["groups"]["__all__"]["mad"] == 0.0
+    expected = [(b - 1.25) / (S * 0.5) for b in BPB[:4]]
+    assert _combined(hand_run, "f")["bpb"].to_pylist()[:4] == pytest.approx(expected, rel=1e-12)
