@@ -51,14 +51,17 @@ def main() -> None:
     p.add_argument("--clean", default="clean", help="the label value of clean documents")
     p.add_argument("--kind-column", default=None, help="column naming the kind of each document")
     p.add_argument("--best", type=float, default=0.3)
+    p.add_argument("--drop", nargs="*", default=[], help="leave out documents of these kinds")
     args = p.parse_args()
     columns = [args.label_column] + ([args.kind_column] if args.kind_column else [])
     data = load(args.run, args.scores, list(dict.fromkeys(columns)))
     ok = data["valid"]
+    if args.drop:
+        ok = ok & ~np.isin(data[args.kind_column].astype(str), args.drop)
     junk = data[args.label_column][ok] != args.clean
     n = int(ok.sum())
     print(f"{n} documents ({int((~junk).sum())} clean, {int(junk.sum())} junk; "
-          f"{int((~ok).sum())} left out: rejected by a score)")  # fmt: skip
+          f"{int((~ok).sum())} left out: rejected by a score or dropped)")  # fmt: skip
     print(f"| score | AUROC | clean share of the best {args.best:.0%} |")
     print("|---|---|---|")
     k = int(round(args.best * n))
