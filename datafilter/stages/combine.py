@@ -20,8 +20,9 @@ score is rejected as ``combine:<score id>:<that term's reason>``; a combined val
 
 The definition (terms, group column, the source score ids' recorded settings, and the medians
 and MADs used) is the derived id's entry in ``run.json``; each shard's completion record also
-names the source score shards' sha256, so rescored sources make the shard again. Asking for
-another definition under an existing name is refused unless ``overwrite``.
+names the source score shards' sha256: rescored sources make the shard again here, and until
+then every later stage refuses the derived id (:func:`datafilter.io.record.changed_sources`).
+Asking for another definition under an existing name is refused unless ``overwrite``.
 """
 
 from __future__ import annotations
@@ -180,7 +181,9 @@ def run_combine(run_dir: str, opts: CombineOptions) -> dict[str, Any]:
             _write_shard(layout, record, opts, shard, sources, shas, standardisation)
         summary = _summary(layout, opts.name, shards)
         write_json(layout.root / STATE_DIR / "score" / opts.name / "summary.json", summary)
-    return {**summary, "definition": record.scorers[opts.name]["scorer"]}
+    entry = record.scorers[opts.name]["scorer"]
+    definition = {**entry["options"], "standardisation": entry["standardisation"]}
+    return {**summary, "definition": definition}
 
 
 def _check_names(record: RunRecord, opts: CombineOptions) -> None:

@@ -201,3 +201,17 @@ def test_a_term_with_a_mad_of_zero_adds_nothing(hand_run: Path) -> None:
     assert summary["definition"]["standardisation"][0]["groups"]["__all__"]["mad"] == 0.0
     expected = [(b - 1.25) / (S * 0.5) for b in BPB[:4]]
     assert _combined(hand_run, "f")["bpb"].to_pylist()[:4] == pytest.approx(expected, rel=1e-12)
+
+
+def test_later_stages_refuse_combined_scores_whose_sources_changed(hand_run: Path) -> None:
+    api.combine(hand_run, name="mix", terms=TERMS)
+    shard = Path(json.loads((hand_run / "run.json").read_text())["input"]) / "part-0.parquet"
+    ids = [f"d{i}" for i in range(5)]
+    _add_scores(hand_run, "smol", shard, _scores(ids, [2.0] * 5, [1.0, 1.5, 2.0, 0.5, 3.0]))
+    with pytest.raises(ConfigError, match="source scores 'smol' changed"):
+        api.thresholds(hand_run, scorer_id="mix")
+    summary = api.combine(hand_run, name="mix", terms=TERMS)  # same settings: made again
+    assert summary["rejected"] == {} and api.thresholds(hand_run, scorer_id="mix")["n_docs"] == 5
+    _add_scores(hand_run, "smol", shard, _scores(ids, [2.0] * 5, [1.0] * 5), version=2)
+    with pytest.raises(ConfigError, match="'smol' were made again otherwise"):
+        api.thresholds(hand_run, scorer_id="mix")
