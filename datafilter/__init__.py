@@ -4,7 +4,8 @@ Public API (``datafilter.api``; heavy dependencies load only when a function is 
 
     train_kenlm(input, output, ...)       import_kenlm(kenlm, sentencepiece, output, ...)
     score(input, run_dir, ...)            thresholds(run_dir, ..., selector=NAME)
-    select(run_dir, output, ...)          run(config)
+    combine(run_dir, name=, terms=[...])  select(run_dir, output, ...)
+    run(config)
     report(run_dir, ...)                  train_reference(input, output, ...)
     list_plugins()                        build_demo_corpus(output, ...)
 
@@ -24,6 +25,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 _API = (
+    "combine",
     "corr_bpb",
     "corr_distill",
     "corr_run",

@@ -27,6 +27,7 @@ from datafilter.reference.train import TrainReferenceOptions
 from datafilter.registry import parse_options
 from datafilter.reporting import ReportOptions
 from datafilter.runtime import RuntimeOptions
+from datafilter.stages.combine import CombineOptions
 from datafilter.stages.score import ScoreOptions
 from datafilter.stages.select import SelectOptions
 from datafilter.stages.thresholds import ThresholdsOptions
@@ -83,6 +84,15 @@ def thresholds(run_dir: str | Path, **options: Any) -> dict[str, Any]:
     from datafilter.stages.thresholds import run_thresholds
 
     return run_thresholds(run_dir, _options(ThresholdsOptions, options, "thresholds"))
+
+
+@_takes(CombineOptions)
+def combine(run_dir: str | Path, **options: Any) -> dict[str, Any]:
+    """Sum robustly standardised terms of several score ids into a derived score id
+    ``RUN/scores/<name>/`` that every later stage reads like a scorer's."""
+    from datafilter.stages.combine import run_combine
+
+    return run_combine(run_dir, _options(CombineOptions, options, "combine"))
 
 
 @_takes(SelectOptions)

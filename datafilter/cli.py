@@ -310,6 +310,13 @@ COMMANDS = [
         paths=(RUN,),
     ),
     Command(
+        "combine",
+        "sum standardised terms of several score ids into a derived score id (--term ...)",
+        lambda a, v: _api().combine(a.run, **v),
+        model="datafilter.stages.combine:CombineOptions",
+        paths=(RUN,),
+    ),
+    Command(
         "select",
         "apply a selector's plan: filtered shards and a manifest",
         _select,

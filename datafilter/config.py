@@ -24,6 +24,7 @@ from datafilter.errors import ConfigError
 from datafilter.kenlm.options import TrainKenlmOptions
 from datafilter.registry import strict_validate
 from datafilter.runtime import RuntimeOptions
+from datafilter.stages.combine import CombineOptions
 from datafilter.stages.score import ScoreOptions
 from datafilter.stages.select import SelectOptions
 from datafilter.stages.thresholds import ThresholdsSettings
@@ -54,6 +55,8 @@ class RunConfig(_Strict):
     demo_corpus: DemoCorpusOptions | None = None
     train_kenlm: TrainKenlmOptions | None = None
     score: ScoreOptions = ScoreOptions()
+    # score ids of the run (the score section's, and any scored before) summed into a derived one
+    combine: CombineOptions | None = None
     thresholds: RunThresholdsOptions = RunThresholdsOptions()
     select: SelectOptions
     ray: RuntimeOptions = RuntimeOptions()
@@ -63,7 +66,10 @@ class RunConfig(_Strict):
 
     @property
     def scorer_id(self) -> str:
-        """The scores the thresholds and select steps read: the score section's."""
+        """The scores the thresholds and select steps read: the combine section's when there is
+        one, else the score section's."""
+        if self.combine is not None:
+            return self.combine.name
         return self.score.scorer_id or self.score.scorer
 
 

@@ -49,6 +49,7 @@ def test_every_api_name_is_a_function_before_and_after_the_stages_run(
     assert datafilter.train_kenlm([demo_corpus.reference_dir], kenlm_model_dir).order == 3
     assert datafilter.build_demo_corpus(demo_corpus.root).pool_dir == demo_corpus.pool_dir
     refused = {
+        "combine": lambda f: f(run, name="mix", terms=["nope:ppl:low"]),
         "import_kenlm": lambda f: f(tmp_path / "none.bin", tmp_path / "none.model", tmp_path / "m"),
         "train_reference": lambda f: f(demo_corpus.reference_dir, tmp_path / "ref", preset="x"),
         "corr_sample": lambda f: f(demo_corpus.pool_dir, tmp_path / "sample"),

@@ -93,9 +93,29 @@ def score_check(
     output = current_record(layout.score_path(scorer_id, shard.rel), marker.get("output"))
     if output is None:
         return ScoreCheck("its score shard is missing, damaged or changed", marker)
+    if marker.get("sources"):
+        problem = changed_sources(layout, record, scorer_id, shard, marker["sources"])
+        if problem is not None:
+            return ScoreCheck(problem, marker)
     if source == marker["input"] and output == marker["output"]:
         return ScoreCheck(None, marker)
     return ScoreCheck(None, marker, {**marker, "input": source, "output": output})
+
+
+def changed_sources(
+    layout: RunLayout, record: RunRecord, scorer_id: str, shard: Shard, sources: dict[str, str]
+) -> str | None:
+    """Why a derived score shard (``datafilter combine``) no longer matches its source score
+    ids: one rescored with other settings, or its shard of ``shard`` replaced; None if neither.
+    ``sources``: source score id -> the sha256 of the source score shard it was made from."""
+    recorded = record.scorers[scorer_id]["scorer"].get("definition", {}).get("sources", {})
+    for sid, sha256 in sources.items():
+        if sid not in record.scorers or recorded.get(sid) != record.scorers[sid]:
+            return f"its source scores {sid!r} were made again otherwise: run datafilter combine"
+        source = read_marker(layout.marker_path("score", sid, shard.rel))
+        if source is None or (source.get("output") or {}).get("sha256") != sha256:
+            return f"its source scores {sid!r} changed: run datafilter combine again"
+    return None
 
 
 def finished_score_shards(
@@ -119,8 +139,9 @@ def finished_score_markers(
             found.append((shard, layout.score_path(scorer_id, shard.rel), check.marker))
     if missing:
         listed = "; ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
+        derived = "definition" in record.scorers[scorer_id]["scorer"]
         raise ConfigError(
             f"{len(missing)} shard(s) have no finished {scorer_id!r} scores ({listed}): "
-            "run datafilter score first"
+            f"run datafilter {'combine' if derived else 'score'} first"
         )
     return found

@@ -1,8 +1,8 @@
 """``datafilter run``: every stage of a config in order, each one resumable.
 
-demo corpus and KenLM training (optional) -> score -> thresholds (the percentile tables, and the
-``select:`` section's plan) -> select (applies that plan). Each step is the stage's own
-function with the config's section as its options.
+demo corpus and KenLM training (optional) -> score -> combine (optional) -> thresholds (the
+percentile tables, and the ``select:`` section's plan) -> select (applies that plan). Each step
+is the stage's own function with the config's section as its options.
 """
 
 from __future__ import annotations
@@ -62,6 +62,11 @@ def _run(cfg: RunConfig) -> dict[str, Any]:
         )
         results["train_kenlm"] = recipe.training
     results["score"] = score_step(cfg, cfg.ray)
+    if cfg.combine:
+        from datafilter.stages.combine import run_combine
+
+        combined = run_combine(cfg.run_dir, cfg.combine)
+        results["combine"] = {k: combined[k] for k in ("scorer_id", "scored", "rejected")}
     summaries, plan = thresholds_step(cfg)
     results["thresholds"] = [summary["n_docs"] for summary in summaries]
     manifest = select_step(cfg, cfg.ray, plan)
