@@ -52,7 +52,7 @@ def _gen_dir(out: Path, rows: int, shards: int, groups: int, rg: int) -> Path:
 
 def generate(folder: Path, rows: int, shards: int, groups: int, rg: int, seed: int = 0) -> dict:
     """Write (or reuse) the score and input shards; return their description."""
-    from datafilter.score_columns import SCORE_SCHEMA
+    from datafilter.scorers.columns import SCORE_SCHEMA
 
     meta_path = folder / "meta.json"
     wanted = {"format": GEN_FORMAT, "rows": rows, "shards": shards, "groups": groups, "rg": rg}
@@ -124,7 +124,7 @@ def run_case(folder: Path, case: str, threads: int | None, memory_limit: str | N
     """In the child: one threshold_table call, timed, with DuckDB's memory sampled."""
     import threading
 
-    from datafilter.thresholds import PERCENTILES, ScoreFiles, ScoreStats, threshold_table
+    from datafilter.aggregate import PERCENTILES, ScoreFiles, ScoreStats, threshold_table
 
     group_by, approx = CASES[case]
     meta = json.loads((folder / "meta.json").read_text())
