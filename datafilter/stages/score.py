@@ -41,7 +41,7 @@ from datafilter.io.record import (
     score_check,
     score_marker_fields,
 )
-from datafilter.io.shards import iter_batches, open_parquet, require_column, scan_input
+from datafilter.io.shards import iter_batches, open_shard, require_column, scan_input
 from datafilter.io.storage import AnyPath, ObjectPath, is_remote, location
 from datafilter.pause_points import pause_point
 from datafilter.runtime import RuntimeOptions
@@ -125,7 +125,7 @@ def score_shard(job: ShardJob, scorer: Scorer, settings: ScoreSettings) -> dict[
     """Score every row of one shard; write the score shard, then its completion record."""
     start = time.monotonic()
     source = _input_record(job)
-    pf = open_parquet(job.input_path)
+    pf = open_shard(job.input_path)
     text_type = require_column(pf, settings.text_column, job.input_path)
     if not _is_textual(text_type):
         raise InputError(
