@@ -100,6 +100,9 @@ def test_a_jsonl_corpus_round_trips_in_its_own_formats(
         kept_objects += objects
     assert len(kept_objects) == totals["kept"]
     assert 0 < totals["kept"] < len(rows)
+    # The report reads sample texts back from the JSONL shards.
+    report = api.report(run, selection=str(out))
+    assert Path(report["report"]).stat().st_size > 0
 
 
 def test_a_bad_json_line_is_one_error_naming_file_and_line(tmp_path: Path, kenlm_model_dir) -> None:
