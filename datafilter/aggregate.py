@@ -265,10 +265,18 @@ class ScoreSource:
         return doc._replace(input_file=self._copies.name_of(doc.input_file))
 
     def _check_group_column(self, input_files: list[str]) -> None:
+        from datafilter.io.jsonl import is_jsonl
         from datafilter.io.shards import open_parquet
         from datafilter.io.storage import location
 
         for path in input_files:
+            if is_jsonl(path):
+                raise InputError(
+                    f"thresholds by group ({self.group_by!r}) read the group column of Parquet "
+                    "input only; convert the JSONL shards to Parquet, or make the thresholds "
+                    "and plan without group_by",
+                    path=path,
+                )
             schema = open_parquet(location(path)).schema_arrow
             if self.group_by not in schema.names:
                 raise InputError(f"group column {self.group_by!r} not found", path=path)

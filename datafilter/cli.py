@@ -258,6 +258,17 @@ def _report_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN_DIR", help="run folder")
 
 
+def _init(args: argparse.Namespace, values: dict[str, Any]) -> Any:
+    from datafilter.examples import write_examples
+
+    return write_examples(args.dir, overwrite=args.overwrite)
+
+
+def _init_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", metavar="DIR", help="folder to write pipelines/ and configs/ into")
+    p.add_argument("--overwrite", action="store_true", help="replace files that exist")
+
+
 RUN = _required("--run", help="run folder")
 COMMANDS = [
     Command(
@@ -392,6 +403,8 @@ COMMANDS = [
         extra=_config_arg,
     ),
     Command("list", "registered scorers and selectors", lambda a, v: _api().list_plugins()),
+    Command("init", "write the Airflow/Luigi DAGs, the Ray job entrypoint and the configs", _init,
+            extra=_init_flags),
 ]
 BY_NAME = {c.name: c for c in COMMANDS}
 

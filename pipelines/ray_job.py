@@ -6,7 +6,11 @@
 
 The config file is read from the job's working folder (the uploaded ``--working-dir``); the
 relative paths inside it (input, run folder, output, model) are taken from ``--data-root``,
-a folder that every node sees at the same path (shared storage). Ray sets ``RAY_ADDRESS`` for a
+a folder that every node sees at the same path (shared storage): ``--data-root "$PWD"`` is the
+folder you submit from (the submitting shell expands it; Ray tells the job nothing about that
+folder). Without ``--data-root``, a job refuses a config with relative paths rather than read
+them inside Ray's temporary copy of the working folder; outside a job they are taken from the
+current folder. Ray sets ``RAY_ADDRESS`` for a
 job's entrypoint, so the scoring and selection actors run on the cluster's nodes; outside a job,
 pass ``--address``. Every node needs datafilter and its dependencies installed (the images in
 ``docker/``, or ``pip`` in the runtime environment).
@@ -53,6 +57,19 @@ def _cluster(ray: Any) -> dict[str, Any]:
     }
 
 
+def _relative_paths(cfg: Any) -> list[str]:
+    """The config's paths that are neither absolute nor URIs (input, run folder, output, model)."""
+    model = cfg.score.options.get("model")
+    paths = [cfg.input, cfg.run_dir, cfg.select.output]
+    paths += [model] if isinstance(model, str) else []
+    return [p for p in paths if "://" not in p and not Path(p).expanduser().is_absolute()]
+
+
+def _in_ray_working_copy() -> bool:
+    """Whether this runs as a Ray job inside Ray's unpacked copy of the ``--working-dir``."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ and "working_dir_files" in Path.cwd().parts
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     from datafilter.config import load_config
@@ -70,6 +87,14 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(
                 "no Ray cluster to join: submit this with `ray job submit`, or pass --address "
                 "(use `datafilter run` to run on this machine alone)"
+            )
+        relative = _relative_paths(cfg)
+        if not args.data_root and relative and _in_ray_working_copy():
+            raise ConfigError(
+                f"{args.config} has relative paths ({', '.join(relative)}) and no --data-root: "
+                f"they would be read inside Ray's copy of the working folder ({Path.cwd()}); "
+                'pass --data-root "$PWD" (the folder you submit from, at the same path on '
+                "every node) or use absolute paths"
             )
         if args.data_root:
             root = Path(args.data_root).expanduser()

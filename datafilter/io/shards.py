@@ -15,12 +15,14 @@ import pyarrow.parquet as pq
 
 from datafilter.errors import InputError
 from datafilter.io.atomic import TMP_MARK
+from datafilter.io.jsonl import JsonlShard, is_jsonl
 from datafilter.io.storage import AnyPath, ObjectPath, location
 
 
 @dataclass(frozen=True)
 class Shard:
-    """One input Parquet file: its path and its path relative to the input root."""
+    """One input shard (Parquet, or JSONL: see datafilter/io/jsonl.py): its path and its path
+    relative to the input root."""
 
     rel: str
     path: Path | ObjectPath
@@ -43,8 +45,9 @@ class InputScan:
 
 
 def discover_shards(input_path: str | Path | ObjectPath) -> list[Shard]:
-    """Every ``*.parquet`` under ``input_path`` (a folder, one file, or a glob such as
-    ``data/*.parquet``), sorted by relative path."""
+    """Every ``*.parquet`` (and ``*.jsonl``, ``*.jsonl.gz``, ``*.jsonl.zst``) under
+    ``input_path`` (a folder, one file, or a glob such as ``data/*.parquet``), sorted by
+    relative path."""
     return scan_input(input_path).shards
 
 
@@ -71,7 +74,9 @@ def scan_input(input_path: str | Path | ObjectPath) -> InputScan:
         (Shard(rel=p.relative_to(base).as_posix(), path=p) for p in found), key=lambda s: s.rel
     )
     if not shards:
-        raise InputError("no *.parquet files found under this folder", path=str(root))
+        raise InputError(
+            "no *.parquet or *.jsonl[.gz|.zst] files found under this folder", path=str(root)
+        )
     for shard in shards:
         if any(c in shard.rel for c in "*?[{"):
             raise InputError(
@@ -125,7 +130,7 @@ def _expand_glob(pattern: AnyPath) -> tuple[list[AnyPath], list[AnyPath], AnyPat
             files, walked = _walk(match)
             found += files
             folders += walked
-        elif match.name.endswith(".parquet"):
+        elif is_shard_name(match.name):
             found.append(match)
     return found, folders, base
 
@@ -135,8 +140,8 @@ def _walk(root: AnyPath) -> tuple[list[AnyPath], list[AnyPath]]:
     if isinstance(root, ObjectPath):
         files = [
             p
-            for p in root.rglob("*.parquet")
-            if not _is_hidden(Path(p.relative_to(root).as_posix()))
+            for p in root.rglob("*")
+            if is_shard_name(p.name) and not _is_hidden(Path(p.relative_to(root).as_posix()))
         ]
         return files, [root]
     files_found: list[AnyPath] = []
@@ -173,11 +178,21 @@ def _walk(root: AnyPath) -> tuple[list[AnyPath], list[AnyPath]]:
                     )
                 if entry.is_dir():
                     visit(path, ancestors | {key})
-                elif entry.name.endswith(".parquet") and entry.is_file():
+                elif is_shard_name(entry.name) and entry.is_file():
                     files_found.append(path)
 
     visit(root, frozenset())
     return files_found, folders
+
+
+def is_shard_name(name: str) -> bool:
+    """Whether a file of this name is read as an input shard (Parquet or JSONL)."""
+    return name.endswith(".parquet") or is_jsonl(name)
+
+
+def open_shard(path: Path | ObjectPath) -> pq.ParquetFile | JsonlShard:
+    """An input shard, Parquet or JSONL by its extension (see :func:`open_parquet`)."""
+    return JsonlShard(path) if is_jsonl(path.name) else open_parquet(path)
 
 
 def _is_hidden(rel: Path) -> bool:

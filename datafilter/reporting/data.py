@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datafilter.aggregate import (
@@ -28,6 +29,7 @@ from datafilter.aggregate import (
     has_fold_column,
 )
 from datafilter.errors import ConfigError, InputError
+from datafilter.io.jsonl import JsonlShard, is_jsonl
 from datafilter.io.layout import RunLayout
 from datafilter.io.record import (
     RunRecord,
@@ -485,24 +487,34 @@ def _fill_texts(
     by_file: dict[str, list[SampledDoc]] = defaultdict(list)
     for d in docs:
         by_file[d.doc.input_file].append(d)
+    columns = [record.text_column] + ([plan_column] if plan_column else [])
     for path, wanted in by_file.items():
+        if is_jsonl(path):  # read whole: a JSONL shard has no row groups
+            _fill_from(JsonlShard(Path(path)).read(columns), wanted, 0, plan_column, chars)
+            continue
         pf = pq.ParquetFile(path)
         starts = np.cumsum(
             [0] + [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
         )
-        columns = [record.text_column] + ([plan_column] if plan_column else [])
         by_group: dict[int, list[SampledDoc]] = defaultdict(list)
         for d in wanted:
             rg = int(np.searchsorted(starts, d.doc.row, side="right") - 1)
             by_group[rg].append(d)
         for rg, ds in sorted(by_group.items()):
             table = pf.read_row_group(rg, columns=columns)
-            for d in ds:
-                i = d.doc.row - int(starts[rg])
-                d.text, d.truncated = _start_of(table.column(0)[i].as_py(), chars)
-                if plan_column:
-                    value = table.column(1)[i].as_py()
-                    d.plan_group = NULL_GROUP if value is None else str(value)
+            _fill_from(table, ds, int(starts[rg]), plan_column, chars)
+
+
+def _fill_from(
+    table: pa.Table, docs: list[SampledDoc], first_row: int, plan_column: str | None, chars: int
+) -> None:
+    """Text start (and plan group) of each doc from ``table``, whose first row is ``first_row``."""
+    for d in docs:
+        i = d.doc.row - first_row
+        d.text, d.truncated = _start_of(table.column(0)[i].as_py(), chars)
+        if plan_column:
+            value = table.column(1)[i].as_py()
+            d.plan_group = NULL_GROUP if value is None else str(value)
 
 
 def _start_of(value: Any, chars: int) -> tuple[str, bool]:

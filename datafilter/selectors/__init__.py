@@ -12,6 +12,7 @@ SELECTORS: Registry[Selector] = Registry(
     "datafilter.selectors",
     {
         "perplexity_band": "datafilter.selectors.perplexity_band:PerplexityBand",
+        "perplexity_range": "datafilter.selectors.perplexity_range:PerplexityRange",
         "perplexity_sampling": "datafilter.selectors.perplexity_sampling:PerplexitySampling",
         "ccnet_buckets": "datafilter.selectors.ccnet_buckets:CcnetBuckets",
         "harmful_outlier": "datafilter.selectors.harmful_outlier:HarmfulOutlier",

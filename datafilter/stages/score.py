@@ -41,7 +41,7 @@ from datafilter.io.record import (
     score_check,
     score_marker_fields,
 )
-from datafilter.io.shards import iter_batches, open_parquet, read_ahead, require_column, scan_input
+from datafilter.io.shards import iter_batches, open_shard, read_ahead, require_column, scan_input
 from datafilter.io.storage import AnyPath, ObjectPath, is_remote, location
 from datafilter.pause_points import pause_point
 from datafilter.runtime import RuntimeOptions
@@ -131,7 +131,7 @@ def score_shard(job: ShardJob, scorer: Scorer, settings: ScoreSettings) -> dict[
     """Score every row of one shard; write the score shard, then its completion record."""
     start = time.monotonic()
     source = _input_record(job)
-    pf = open_parquet(job.input_path)
+    pf = open_shard(job.input_path)
     text_type = require_column(pf, settings.text_column, job.input_path)
     if not _is_textual(text_type):
         raise InputError(
@@ -275,15 +275,41 @@ def _score_batch(
     rejected: Counter[str],
 ) -> pa.Table:
     n = batch.num_rows
-    column, n_bytes, too_long = _without_long_values(
-        _plain_text_column(batch.column(settings.text_column)), settings.max_doc_bytes
-    )
-    texts = _decode_texts(column)
     rows = np.arange(first_row, first_row + n, dtype=np.int64)
     if settings.id_column:
         ids = [None if v is None else str(v) for v in batch.column(settings.id_column).to_pylist()]
     else:
         ids = [f"{job.shard_rel}:{r}" for r in rows.tolist()]
+    columns = score_columns(batch.column(settings.text_column), ids, scorer, settings)
+    rejected.update(r for r in columns["reject_reason"].to_pylist() if r is not None)
+    return pa.table(
+        {
+            "doc_id": pa.array(ids, pa.string()),
+            "row": rows,
+            "id_hash": pa.array([0 if i is None else id_hash(i) for i in ids], pa.uint64()),
+            **columns,
+        },
+        schema=score_schema(scorer.extra_columns),
+    )
+
+
+def score_columns(
+    text: pa.Array | pa.ChunkedArray,
+    ids: list[str | None],
+    scorer: Scorer,
+    settings: ScoreSettings,
+) -> dict[str, pa.Array]:
+    """The score stage's work on one batch of documents: each row's reject reason (too long,
+    null, invalid UTF-8, empty, null id, no tokens, non-finite score), the scorer on the rest;
+    the columns ``logprob_sum``, ``n_tokens``, ``n_bytes``, ``ppl``, ``bpb``,
+    ``reject_reason`` (NaN scores where rejected). Also used by :mod:`datafilter.ray_data`."""
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    n = len(text)
+    column, n_bytes, too_long = _without_long_values(
+        _plain_text_column(text), settings.max_doc_bytes
+    )
+    texts = _decode_texts(column)
     reasons = [_reject_reason(t, long) for t, long in zip(texts, too_long.tolist(), strict=True)]
     reasons = [r or (NULL_ID if i is None else None) for r, i in zip(reasons, ids, strict=True)]
     logprob = np.full(n, np.nan)
@@ -311,25 +337,18 @@ def _score_batch(
         if reasons[i] is None and not finite[i]:  # e.g. a damaged model: never an inf score
             reasons[i] = NON_FINITE
             logprob[i] = ppl[i] = bpb[i] = np.nan
-    rejected.update(r for r in reasons if r is not None)
-    return pa.table(
-        {
-            "doc_id": pa.array(ids, pa.string()),
-            "row": rows,
-            "id_hash": pa.array([0 if i is None else id_hash(i) for i in ids], pa.uint64()),
-            "logprob_sum": logprob,
-            "n_tokens": n_tokens,
-            "n_bytes": n_bytes,
-            "ppl": ppl,
-            "bpb": bpb,
-            "reject_reason": pa.array(reasons, pa.string()),
-            **{
-                name: pa.array(values, EXTRA_COLUMNS[name], mask=~has_extra)
-                for name, values in extra.items()
-            },
+    return {
+        "logprob_sum": pa.array(logprob, pa.float64()),
+        "n_tokens": pa.array(n_tokens, pa.int64()),
+        "n_bytes": pa.array(n_bytes, pa.int64()),
+        "ppl": pa.array(ppl, pa.float64()),
+        "bpb": pa.array(bpb, pa.float64()),
+        "reject_reason": pa.array(reasons, pa.string()),
+        **{
+            name: pa.array(values, EXTRA_COLUMNS[name], mask=~has_extra)
+            for name, values in extra.items()
         },
-        schema=score_schema(scorer.extra_columns),
-    )
+    }
 
 
 # --------------------------------------------------------------------------- the stage

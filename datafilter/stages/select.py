@@ -9,6 +9,7 @@ the manifest, which accounts for every row as kept, dropped (by reason) or rejec
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -28,13 +29,14 @@ from datafilter.errors import ConfigError, InputError
 from datafilter.io.atomic import dumps_json, parquet_writer, remove_temp_files, write_json
 from datafilter.io.content import content_record, identity
 from datafilter.io.guard import input_places, place, refuse_overlaps, require_own_folder
+from datafilter.io.jsonl import is_jsonl, jsonl_writer
 from datafilter.io.layout import STATE_DIR, RunLayout
 from datafilter.io.lock import run_lock
 from datafilter.io.manifest import build_manifest
 from datafilter.io.markers import is_complete, read_marker, write_marker
 from datafilter.io.owned import MANIFEST, claim, is_select_output
 from datafilter.io.record import finished_score_markers, require_record, resolve_scorer_id
-from datafilter.io.shards import iter_batches, open_parquet
+from datafilter.io.shards import iter_batches, open_shard
 from datafilter.io.storage import AnyPath, location, remove_tree
 from datafilter.pause_points import pause_point
 from datafilter.reference.calibration import fold_maps
@@ -55,6 +57,7 @@ log = logging.getLogger(__name__)
 
 SCORE_OUTPUT_PREFIX = "datafilter_"
 SCORE_OUTPUT_COLUMNS = ("ppl", "bpb", "logprob_sum", "n_tokens", "n_bytes")
+REASON_COLUMN = SCORE_OUTPUT_PREFIX + "reason"  # --write-dropped: why a row is not kept
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ class SelectJob:
     extra_score_paths: dict[str, AnyPath] = field(default_factory=dict)
     # sha256 of each score shard when the selection was planned (by path): checked when read.
     planned_sha256: dict[str, str] = field(default_factory=dict)
+    # --write-dropped: where this shard's dropped and rejected rows go (with the reason).
+    dropped_path: AnyPath | None = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,7 @@ def select_shard(
     job: SelectJob, selector: Selector, plan: dict[str, Any], settings: SelectSettings
 ) -> dict[str, Any]:
     """Filter one shard; write the output shard, then its completion record (with counts)."""
-    pf = open_parquet(job.input_path)
+    pf = open_shard(job.input_path)
     n_rows = pf.metadata.num_rows
     columns = [*SCORE_SCHEMA.names, FOLD] if settings.fold_maps else SCORE_SCHEMA.names
     scores = _aligned_scores(job.score_path, n_rows, job.input_path, job.planned_sha256, columns)
@@ -107,18 +112,29 @@ def select_shard(
     schema = _output_schema(pf.schema_arrow, selector, settings)
     offset = 0
     written: dict[str, Any] = {}
-    with parquet_writer(job.output_path, schema, written) as writer:
+    dropped_written: dict[str, Any] = {}
+    dropped_schema = _dropped_schema(pf.schema_arrow)
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(_shard_writer(job.output_path, schema, written))
+        dropped_writer = (
+            stack.enter_context(_shard_writer(job.dropped_path, dropped_schema, dropped_written))
+            if job.dropped_path is not None
+            else None
+        )
         for batch in iter_batches(pf, None, settings.batch_rows, job.input_path):
             part = scores.slice(offset, batch.num_rows)
             offset += batch.num_rows
             extra_part = {
                 sid: t.slice(offset - batch.num_rows, batch.num_rows) for sid, t in extra.items()
             }
-            kept = _decide_batch(
-                batch, part, extra_part, job.score_path, selector, plan, settings, tally
-            )
+            kept, not_kept = _decide_batch(
+                batch, part, extra_part, job.score_path, selector, plan, settings, tally,
+                dropped_writer is not None,
+            )  # fmt: skip
             if kept.num_rows:
                 writer.write_table(kept.cast(schema))
+            if not_kept is not None and not_kept.num_rows:
+                dropped_writer.write_table(not_kept.cast(dropped_schema))
             if offset == batch.num_rows:
                 pause_point("select:shard")  # test-only (datafilter/pause_points.py)
     if offset != scores.num_rows:
@@ -127,8 +143,27 @@ def select_shard(
         )
     stats = {"shard": job.shard_rel, **tally.as_dict()}
     output = content_record(job.output_path, written["sha256"])
-    write_marker(job.marker_path, {**job.marker_fields, "output": output, "stats": stats})
+    fields = {**job.marker_fields, "output": output, "stats": stats}
+    if job.dropped_path is not None:
+        fields["dropped_output"] = content_record(job.dropped_path, dropped_written["sha256"])
+    write_marker(job.marker_path, fields)
     return stats
+
+
+def _shard_writer(path: AnyPath, schema: pa.Schema, written: dict[str, Any]):
+    """A writer of the shard's format: JSONL for a JSONL name (the output keeps the input's
+    format), Parquet otherwise."""
+    if is_jsonl(path.name):
+        return jsonl_writer(path, written)
+    return parquet_writer(path, schema, written)
+
+
+def _dropped_schema(input_schema: pa.Schema) -> pa.Schema:
+    """The input's columns and the reason a row was not kept."""
+    if REASON_COLUMN in input_schema.names:
+        raise InputError(f"input already has a column {REASON_COLUMN}")
+    fields = [*input_schema, pa.field(REASON_COLUMN, pa.string())]
+    return pa.schema(fields, metadata=input_schema.metadata)
 
 
 def _aligned_scores(
@@ -194,7 +229,10 @@ def _decide_batch(
     plan: dict[str, Any],
     settings: SelectSettings,
     tally: _Tally,
-) -> pa.Table:
+    want_dropped: bool = False,
+) -> tuple[pa.Table, pa.Table | None]:
+    """The kept rows (with the asked-for score and selector columns), and with
+    ``want_dropped`` the other rows with the reason (the drop reason, or the reject reason)."""
     groups = group_keys(batch, settings.group_by)
     reasons = scores.column("reject_reason").to_pylist()
     arrays = {c: scores.column(c).to_numpy(zero_copy_only=False) for c in ("ppl", "bpb")}
@@ -216,6 +254,12 @@ def _decide_batch(
     )
     tally.add(tally_groups, valid, keep, reasons, decision.drop_reason, scores)
     table = pa.Table.from_batches([batch])
+    not_kept = None
+    if want_dropped:
+        why = np.broadcast_to(np.asarray(decision.drop_reason, dtype=object), keep.shape)
+        reason = [r if r is not None else str(w) for r, w in zip(reasons, why, strict=True)]
+        not_kept = table.append_column(REASON_COLUMN, pa.array(reason, pa.string()))
+        not_kept = not_kept.filter(pa.array(~keep))
     if settings.with_scores:
         for c in SCORE_OUTPUT_COLUMNS:
             table = table.append_column(SCORE_OUTPUT_PREFIX + c, scores.column(c))
@@ -223,7 +267,7 @@ def _decide_batch(
         table = table.append_column(
             SCORE_OUTPUT_PREFIX + name, pa.array(decision.columns[name], type=kind)
         )
-    return table.filter(pa.array(keep))
+    return table.filter(pa.array(keep)), not_kept
 
 
 class _Tally:
@@ -301,6 +345,12 @@ class SelectOptions(BaseModel):
         description="use an output folder holding foreign files (they are never replaced or "
         "deleted)",
     )
+    write_dropped: str | None = Field(
+        None,
+        description="folder for the rows not kept (dropped or rejected), with the reason in "
+        "datafilter_reason: one shard per input shard",
+        json_schema_extra={"metavar": "DIR"},
+    )
 
 
 def run_select(
@@ -315,13 +365,19 @@ def run_select(
     output folder holding foreign files be used (they are never replaced or deleted)."""
     layout = RunLayout.at(run_dir)
     out = location(opts.output)
+    dropped_dir = location(opts.write_dropped) if opts.write_dropped else None
     record = require_record(layout)
-    refuse_overlaps(
-        [place("output folder", out)],
-        [place("run folder", layout.root), *input_places(record.input)],
-    )
+    writes = [place("output folder", out)]
+    if dropped_dir is not None:
+        writes.append(place("dropped folder", dropped_dir))
+    refuse_overlaps(writes, [place("run folder", layout.root), *input_places(record.input)])
     owned = is_select_output(out)
     require_own_folder(out, "output folder", owned, {STATE_DIR}, opts.overwrite, "--overwrite")
+    if dropped_dir is not None:  # the output folder's rules: datafilter's, empty or new
+        mine = is_select_output(dropped_dir)
+        require_own_folder(
+            dropped_dir, "dropped folder", mine, {STATE_DIR}, opts.overwrite, "--overwrite"
+        )
     request, path, data = _find_plan(layout, record, opts)
     the_selector = make_selector(request.selector, request.options)
     sid = request.scorer_id
@@ -368,8 +424,12 @@ def run_select(
         calibration = data.get("calibration")
         if calibration is not None:
             context["calibration"] = calibration
+        if dropped_dir is not None:
+            context["write_dropped"] = str(dropped_dir)
         key = hashlib.sha256(dumps_json(context).encode()).hexdigest()[:16]
         claim(out, {shard.rel for shard, _ in pairs} | {MANIFEST})
+        if dropped_dir is not None:
+            claim(dropped_dir, {shard.rel for shard, _ in pairs})
         _forget_other_selections(out, key)
         jobs, all_jobs = [], []
         for (shard, score_path), (_, _, marker) in zip(pairs, checked, strict=True):
@@ -389,9 +449,12 @@ def run_select(
                 },
                 extra_score_paths={x: p[shard.rel] for x, p in extra.items()},
                 planned_sha256={str(p): planned[x][shard.rel] for x, p in paths.items()},
+                dropped_path=dropped_dir / shard.rel if dropped_dir is not None else None,
             )
             all_jobs.append(job)
-            if not is_complete(job.marker_path, job.output_path, job.marker_fields):
+            if not is_complete(job.marker_path, job.output_path, job.marker_fields) or (
+                job.dropped_path is not None and not job.dropped_path.exists()
+            ):
                 jobs.append(job)
         log.info(
             f"select: {len(jobs)} of {len(pairs)} shards to write ({len(pairs) - len(jobs)} done)"
@@ -407,8 +470,17 @@ def run_select(
         failures = drive(jobs, factory, runtime, "select")
         remove_temp_files(out)  # left by workers that died mid-shard
         raise_failures(failures, len(pairs), "select")
-        shard_stats = [read_marker(j.marker_path)["stats"] for j in all_jobs]
+        markers = [read_marker(j.marker_path) for j in all_jobs]
+        shard_stats = [m["stats"] for m in markers]
         manifest = build_manifest(shard_stats, context)
+        if dropped_dir is not None:
+            totals = manifest["totals"]
+            manifest["dropped_output"] = {
+                "folder": str(dropped_dir),
+                "shards": len(markers),
+                "rows": totals["dropped"] + totals["rejected"],
+                "files": {m["stats"]["shard"]: m["dropped_output"] for m in markers},
+            }
         manifest["plan"] = {"path": str(path), "request": request.key, "sha256": body_digest(data)}
         write_json(out / MANIFEST, manifest)
         write_json(

@@ -186,14 +186,15 @@ def cluster() -> Iterator[LocalCluster]:
 # --------------------------------------------------------------------------- jobs
 
 
-def _submit(c: LocalCluster, data_root: Path, submission_id: str) -> None:
-    """Submit pipelines/ray_job.py as the README says (without waiting for it)."""
+def _submit(c: LocalCluster, data_root: Path | None, submission_id: str) -> None:
+    """Submit pipelines/ray_job.py as the README says (without waiting for it); without
+    ``--data-root`` when ``data_root`` is None."""
+    root = ["--data-root", str(data_root)] if data_root is not None else []
     proc = c.ray(
         "job", "submit", "--address", c.dashboard, "--submission-id", submission_id,
         "--no-wait", "--working-dir", str(REPO),
         "--runtime-env-json", json.dumps({"excludes": EXCLUDES}),
-        "--", "python", "pipelines/ray_job.py", "--config", JOB_CONFIG,
-        "--data-root", str(data_root),
+        "--", "python", "pipelines/ray_job.py", "--config", JOB_CONFIG, *root,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -321,6 +322,24 @@ def test_job_submitted_with_the_cli_scores_on_both_nodes(cluster, data_root, mon
     # Ray's task records show shards done on both nodes (one actor per node: 1 CPU each).
     by_node = _shard_tasks_by_node(cluster)
     assert len(by_node) == 2, by_node
+
+
+@pytest.mark.slow
+def test_a_job_without_data_root_refuses_relative_paths_in_rays_copy(cluster):
+    """Relative paths would be read inside Ray's unpacked working folder: one error line that
+    says to pass --data-root "$PWD", before anything is read or written."""
+    job = f"datafilter-noroot-{secrets.token_hex(4)}"
+    _submit(cluster, None, job)
+    status, logs = _wait_for_job(cluster, job)
+    assert status == "FAILED", logs
+    errors = [line for line in logs.splitlines() if line.startswith("ray_job: error:")]
+    assert len(errors) == 1, logs
+    assert errors[0].startswith(
+        f"ray_job: error: {JOB_CONFIG} has relative paths (corpus/pool, ray-run, ray-output, "
+        "model) and no --data-root: they would be read inside Ray's copy of the working folder"
+    ), errors
+    assert 'pass --data-root "$PWD"' in errors[0]
+    assert "score:" not in logs  # no stage started
 
 
 def _holds_lock(lock: Path, pid: int) -> bool:
