@@ -478,7 +478,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(
             command.name, parents=[common], help=command.help, allow_abbrev=False
         )
-        p.set_defaults(command_spec=command)
+        p.set_defaults(command_spec=command, command_parser=p)
         if named is None or named == command.name:
             _fill(p, command)
     return parser
@@ -550,6 +550,17 @@ def _configure_storage(items: list[str]) -> None:
         storage.configure(options)
 
 
+def _refuse_unknown(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
+    """Arguments the command does not take: its own usage (not the top-level one), the
+    likely intended flag, and exit 2."""
+    from datafilter.validation import did_you_mean
+
+    flags = [f for action in parser._actions for f in action.option_strings]
+    first = next((a for a in unknown if a.startswith("-")), unknown[0])
+    hint = did_you_mean(first.partition("=")[0], flags) if first.startswith("-") else ""
+    parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+
+
 def _arrow_error() -> type[Exception]:
     import pyarrow as pa
 
@@ -559,7 +570,9 @@ def _arrow_error() -> type[Exception]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _refuse_unknown(args.command_parser, unknown)
     from datafilter import logs
     from datafilter.errors import DatafilterError
 

@@ -42,6 +42,8 @@ def _run(cfg: RunConfig) -> dict[str, Any]:
     if cfg.storage:
         storage.configure(cfg.storage)
     check_paths(cfg)
+    if not cfg.demo_corpus:  # else the input is made by the first step
+        check_config_columns(cfg)
     if cfg.demo_corpus:
         from datafilter.demo_corpus import build_demo_corpus
 
@@ -111,6 +113,21 @@ def check_paths(cfg: RunConfig) -> None:
         cfg.select.overwrite,
         "select.overwrite: true",
     )
+
+
+def check_config_columns(cfg: RunConfig) -> None:
+    """Before any step runs: every column the config names is in the first input shard."""
+    from datafilter.validation import check_columns
+
+    columns: dict[str, str | None] = {
+        "score.text_column": cfg.score.text_column,
+        "score.id_column": cfg.score.id_column,
+        "select.group_by": cfg.select.group_by,
+        "select.report_by": cfg.select.report_by,
+    }
+    for i, group_by in enumerate(cfg.thresholds.group_by):
+        columns[f"thresholds.group_by[{i}]"] = group_by
+    check_columns(cfg.input, columns)
 
 
 def score_step(cfg: RunConfig, runtime: RuntimeOptions | None = None) -> dict[str, Any]:

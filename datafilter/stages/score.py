@@ -49,6 +49,7 @@ from datafilter.scorers import make_scorer
 from datafilter.scorers.base import Scorer
 from datafilter.scorers.columns import SCORE_SCHEMA, bits_per_byte, id_hash, perplexity
 from datafilter.stages.jobs import drive, raise_failures
+from datafilter.validation import check_columns
 
 log = logging.getLogger(__name__)
 
@@ -335,12 +336,19 @@ def run_score(
         [*input_places(input, scan), *([place("model folder", model)] if model else [])],
     )
     require_run_folder(layout, opts.overwrite)
-    the_scorer.validate()  # the model's recorded checksums are verified here
+    # Before any work: the columns against the first shard's schema (one line, not one per
+    # shard), then the model (its recorded checksums).
+    check_columns(
+        input,
+        {"text_column": opts.text_column, "id_column": opts.id_column},
+        shard=shards[0].path if shards else None,
+    )
+    the_scorer.validate()
     sid = opts.scorer_id or opts.scorer
     settings = opts.settings
     entry = {"scorer": the_scorer.describe(), "settings": settings.model_dump(mode="json")}
     with run_lock(layout.lock_path):
-        record = _updated_record(layout, str(location(input)), settings)
+        record = _updated_record(layout, str(location(input)), settings, opts.overwrite)
         if record.scorers.get(sid, entry) != entry and not opts.overwrite:
             raise ConfigError(
                 f"{layout.scores_dir(sid)} holds scores made with other settings; use another "
@@ -388,22 +396,39 @@ def require_run_folder(layout: RunLayout, overwrite: bool) -> None:
         refuse_foreign_files(layout.root, "run folder", ["scores", "thresholds", "report.html"])
 
 
-def _updated_record(layout: RunLayout, input_path: str, settings: ScoreSettings) -> RunRecord:
+def _updated_record(
+    layout: RunLayout, input_path: str, settings: ScoreSettings, overwrite: bool = False
+) -> RunRecord:
+    """The run folder's record for this input and these columns. A record of another input or
+    other columns is replaced when no shard was ever scored under it (a start that failed) or
+    with ``overwrite`` (its scores no longer count); else refused."""
     record = load_record(layout)
+    wanted = (input_path, settings.text_column, settings.id_column)
+    other = record is not None and (record.input, record.text_column, record.id_column) != wanted
+    if other and (overwrite or not _any_scored(layout)):
+        record = None
     if record is None:
         return RunRecord(
             input=input_path, text_column=settings.text_column, id_column=settings.id_column
         )
     if record.input != input_path:
         raise ConfigError(
-            f"run folder {layout.root} belongs to input {record.input}; use another run folder"
+            f"run folder {layout.root} belongs to input {record.input}; use another run folder, "
+            "or --overwrite to start it again"
         )
     if (record.text_column, record.id_column) != (settings.text_column, settings.id_column):
         raise ConfigError(
             f"run folder {layout.root} was scored with text column {record.text_column!r} and id "
-            f"column {record.id_column!r}; use the same columns or another run folder"
+            f"column {record.id_column!r}; use the same columns, another run folder, or "
+            "--overwrite to start it again"
         )
     return record
+
+
+def _any_scored(layout: RunLayout) -> bool:
+    """Whether any shard of this run folder has finished scores (a completion record)."""
+    folder = layout.root / STATE_DIR / "score"
+    return folder.exists() and any(True for _ in folder.rglob("*.done.json"))
 
 
 def _score_worker(name: str, options: dict[str, Any], settings: ScoreSettings):

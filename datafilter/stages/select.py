@@ -49,6 +49,7 @@ from datafilter.stages.plan import (
     read_plan,
     thresholds_command,
 )
+from datafilter.validation import check_columns
 
 log = logging.getLogger(__name__)
 
@@ -305,6 +306,8 @@ def run_select(
     output folder holding foreign files be used (they are never replaced or deleted)."""
     layout = RunLayout.at(run_dir)
     out = location(opts.output)
+    if opts.plan is None:
+        make_selector(opts.selector, opts.options)  # a typo in its options: one line, now
     record = require_record(layout)
     refuse_overlaps(
         [place("output folder", out)],
@@ -314,6 +317,7 @@ def run_select(
     require_own_folder(out, "output folder", owned, {STATE_DIR}, opts.overwrite, "--overwrite")
     request, path, data = _find_plan(layout, record, opts)
     the_selector = make_selector(request.selector, request.options)
+    check_columns(record.input, {"group_by": request.group_by, "report_by": opts.report_by})
     sid = request.scorer_id
     # Shared: other selections and thresholds may read the scores too, but no score run can
     # replace them until this selection is written.
