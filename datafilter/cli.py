@@ -23,6 +23,7 @@ import importlib
 import json
 import os
 import sys
+import time
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -189,7 +190,24 @@ def _score(args: argparse.Namespace, values: dict[str, Any]) -> Any:
     given = {k: v for k, v in shortcuts.items() if v is not None}
     if given:
         values["options"] = {**values.get("options", {}), **given}
-    return _api().score(args.input, args.output, runtime=_runtime(args), **values)
+    summary = _api().score(args.input, args.output, runtime=_runtime(args), **values)
+    return {**summary, "output": _scores_dir(args.output, summary["scorer_id"])}
+
+
+def _scores_dir(run: str, scorer_id: str) -> str:
+    from datafilter.io.layout import RunLayout
+
+    return str(RunLayout.at(run).scores_dir(scorer_id))
+
+
+def _thresholds(args: argparse.Namespace, values: dict[str, Any]) -> Any:
+    from datafilter.io.layout import RunLayout
+
+    summary = _api().thresholds(args.run, **values)
+    if "scorer" in summary:  # a percentile table was written
+        path = RunLayout.at(args.run).thresholds_path(summary["scorer"], summary.get("group_by"))
+        summary = {**summary, "table": str(path)}
+    return summary
 
 
 def _score_shortcuts(p: argparse.ArgumentParser) -> None:
@@ -198,8 +216,12 @@ def _score_shortcuts(p: argparse.ArgumentParser) -> None:
 
 
 def _select(args: argparse.Namespace, values: dict[str, Any]) -> Any:
+    from datafilter.io.owned import MANIFEST
+    from datafilter.io.storage import location
+
     manifest = _api().select(args.run, runtime=_runtime(args), **values)
-    return {"output": str(values["output"]), "totals": manifest["totals"]}
+    out = location(values["output"])
+    return {"output": str(out), "manifest": str(out / MANIFEST), "totals": manifest["totals"]}
 
 
 def _corr_distill(args: argparse.Namespace, values: dict[str, Any]) -> Any:
@@ -305,7 +327,7 @@ COMMANDS = [
     Command(
         "thresholds",
         "percentiles of the scores, global or per group, and a selector's plan (--selector)",
-        lambda a, v: _api().thresholds(a.run, **v),
+        _thresholds,
         model="datafilter.stages.thresholds:ThresholdsOptions",
         paths=(RUN,),
     ),
@@ -384,7 +406,17 @@ COMMANDS = [
         lambda a, v: _api().corr_run(a.config, progress=not a.quiet),
         extra=_config_arg,
     ),
-    Command("list", "registered scorers and selectors", lambda a, v: _api().list_plugins()),
+    Command(
+        "list",
+        "registered scorers and selectors, each with its one-line summary",
+        lambda a, v: __import__("datafilter.describe").describe.plugin_summaries(),
+    ),
+    Command(
+        "describe",
+        "a scorer's or selector's options: type, default, meaning",
+        lambda a, v: __import__("datafilter.describe").describe.describe(a.name),
+        extra=lambda p: p.add_argument("name", metavar="NAME", help="scorer or selector name"),
+    ),
 ]
 BY_NAME = {c.name: c for c in COMMANDS}
 
@@ -532,6 +564,9 @@ def _stdout_to_stderr() -> Iterator[None]:
 
 
 def _emit(result: Any) -> None:
+    if isinstance(result, str):  # text for people (describe)
+        print(result)
+        return
     print(json.dumps(result, indent=2, sort_keys=True, default=str))
 
 
@@ -585,8 +620,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _configure_storage(getattr(args, "storage_option", []))
         values = _values(parser, args)
+        started = time.monotonic()
         with _stdout_to_stderr():
             result = args.command_spec.call(args, values)
+        if isinstance(result, dict) and "seconds" not in result and args.command != "list":
+            result = {**result, "seconds": round(time.monotonic() - started, 3)}
     except DatafilterError as exc:
         print(f"datafilter: error: {exc}", file=sys.stderr)
         return exc.exit_code

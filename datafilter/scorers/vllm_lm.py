@@ -11,7 +11,9 @@ from datafilter.scorers.causal_lm import CausalLMOptions, CausalLMScorer, Piece,
 
 
 class VllmOptions(CausalLMOptions):
-    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    gpu_memory_utilization: float = Field(
+        0.85, gt=0, le=1, description="share of GPU memory vLLM may take"
+    )
     enforce_eager: bool | None = Field(None, description="default: eager on CPU, graphs on GPU")
 
 
