@@ -43,6 +43,7 @@ from datafilter.io.record import (
 )
 from datafilter.io.shards import iter_batches, open_parquet, require_column, scan_input
 from datafilter.io.storage import AnyPath, ObjectPath, is_remote, location
+from datafilter.io.timing import StageClock
 from datafilter.pause_points import pause_point
 from datafilter.runtime import RuntimeOptions
 from datafilter.scorers import make_scorer
@@ -326,6 +327,7 @@ def run_score(
     run folder holding foreign files be used (they are left alone). ``verify_inputs`` hashes
     every input shard to decide whether its scores are still valid, instead of trusting an
     unchanged file signature (size, mtime, ctime, inode)."""
+    clock = StageClock()
     layout = RunLayout.at(run_dir)
     the_scorer = make_scorer(opts.scorer, opts.options)
     scan = scan_input(input)
@@ -382,7 +384,7 @@ def run_score(
         cpus, gpus = resources.num_cpus, resources.num_gpus
         failures = drive(jobs, factory, runtime, "score", num_cpus=cpus, num_gpus=gpus)
         remove_temp_files(layout.scores_dir(sid))  # left by workers that died mid-shard
-        summary = _record_summary(layout, sid, shards, failures)
+        summary = _record_summary(layout, sid, shards, failures, clock, bool(jobs))
     raise_failures(failures, len(shards), "score")
     return summary
 
@@ -443,12 +445,23 @@ def _score_worker(name: str, options: dict[str, Any], settings: ScoreSettings):
     return partial(score_shard, scorer=scorer, settings=settings)
 
 
-def _record_summary(layout: RunLayout, sid: str, shards, failures: dict[str, str]):
-    """Count the finished shards and write ``summary.json``. When shards failed (e.g. the
-    store became unreachable), a failure here is logged so it does not hide their errors."""
+def _record_summary(
+    layout: RunLayout,
+    sid: str,
+    shards,
+    failures: dict[str, str],
+    clock: StageClock,
+    scored: bool,
+):
+    """Count the finished shards and write ``summary.json`` with the timing of the last run
+    that scored shards. When shards failed (e.g. the store became unreachable), a failure here
+    is logged so it does not hide their errors."""
+    path = layout.root / STATE_DIR / "score" / sid / "summary.json"
     try:
         summary = _summary(layout, sid, shards, failures)
-        write_json(layout.root / STATE_DIR / "score" / sid / "summary.json", summary)
+        previous = read_marker(path) if not scored else None
+        summary["timing"] = (previous or {}).get("timing") or clock.record()
+        write_json(path, summary)
     except OSError as exc:
         if not failures:
             raise

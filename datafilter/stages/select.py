@@ -36,6 +36,7 @@ from datafilter.io.owned import MANIFEST, claim, is_select_output
 from datafilter.io.record import finished_score_markers, require_record, resolve_scorer_id
 from datafilter.io.shards import iter_batches, open_parquet
 from datafilter.io.storage import AnyPath, location, remove_tree
+from datafilter.io.timing import StageClock
 from datafilter.pause_points import pause_point
 from datafilter.runtime import RuntimeOptions
 from datafilter.scorers.columns import SCORE_SCHEMA
@@ -304,6 +305,7 @@ def run_select(
     group column), or ``opts.plan``; a missing plan, or one made from other scores or for other
     options, is refused with the command that makes the right one. ``overwrite`` lets an
     output folder holding foreign files be used (they are never replaced or deleted)."""
+    clock = StageClock()
     layout = RunLayout.at(run_dir)
     out = location(opts.output)
     if opts.plan is None:
@@ -401,8 +403,11 @@ def run_select(
         manifest = build_manifest(shard_stats, context)
         manifest["plan"] = {"path": str(path), "request": request.key, "sha256": body_digest(data)}
         write_json(out / MANIFEST, manifest)
+        record_path = layout.selection_record_path(out)
+        previous = None if jobs else read_marker(record_path)
+        timing = (previous or {}).get("timing") or clock.record()  # the last run that wrote
         write_json(
-            layout.selection_record_path(out), {"output": str(out), "selector": request.selector}
+            record_path, {"output": str(out), "selector": request.selector, "timing": timing}
         )
     t = manifest["totals"]
     log.info(
