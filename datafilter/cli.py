@@ -466,8 +466,23 @@ def _fill(p: argparse.ArgumentParser, command: Command) -> None:
         _add_runtime_flags(p)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, its errors adding the likely intended choice."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        import re
+
+        from datafilter.validation import did_you_mean
+
+        found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if found:
+            choices = [c.strip().strip("'") for c in found.group(2).split(",")]
+            message += did_you_mean(found.group(1), choices)
+        super().error(message)
+
+
 def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    common = _Parser(add_help=False, allow_abbrev=False)
     common.add_argument(
         "-q",
         "--quiet",
@@ -495,7 +510,7 @@ def _common() -> argparse.ArgumentParser:
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser; only the command named in ``argv`` gets its flags (all with ``None``)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="datafilter",
         description="Prune and filter LLM pretraining corpora by perplexity.",
         allow_abbrev=False,
@@ -585,15 +600,40 @@ def _configure_storage(items: list[str]) -> None:
         storage.configure(options)
 
 
-def _refuse_unknown(parser: argparse.ArgumentParser, unknown: list[str]) -> None:
+def _refuse_unknown(
+    parser: argparse.ArgumentParser, command: Command, unknown: list[str]
+) -> None:
     """Arguments the command does not take: its own usage (not the top-level one), the
     likely intended flag, and exit 2."""
     from datafilter.validation import did_you_mean
 
     flags = [f for action in parser._actions for f in action.option_strings]
     first = next((a for a in unknown if a.startswith("-")), unknown[0])
-    hint = did_you_mean(first.partition("=")[0], flags) if first.startswith("-") else ""
+    flag = first.partition("=")[0]
+    hint = did_you_mean(flag, flags) if first.startswith("-") else ""
+    key = flag.lstrip("-").replace("-", "_")
+    kind = _plugin_with_option(command.name, key) if first.startswith("-") else None
+    if kind:
+        hint = f"; {key} is an option of the {kind}: --set {key}=VALUE"
     parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+
+
+def _plugin_with_option(command: str, key: str) -> str | None:
+    """``"selector"`` when ``key`` is an option of some selector and the command takes a
+    selector's options (``"scorer"`` likewise), else None."""
+    if command == "score":
+        from datafilter.scorers import SCORERS as registry
+    elif command in ("thresholds", "select"):
+        from datafilter.selectors import SELECTORS as registry
+    else:
+        return None
+    for name in registry.names():
+        try:
+            if key in registry.get(name).Options.model_fields:
+                return registry.kind
+        except Exception:  # noqa: BLE001 - a broken plugin must not hide the usage error
+            continue
+    return None
 
 
 def _arrow_error() -> type[Exception]:
@@ -607,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(argv)
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        _refuse_unknown(args.command_parser, unknown)
+        _refuse_unknown(args.command_parser, args.command_spec, unknown)
     from datafilter import logs
     from datafilter.errors import DatafilterError
 

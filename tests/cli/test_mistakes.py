@@ -106,6 +106,18 @@ def test_option_typos_name_the_key_the_choices_and_the_likely_one(
         "did you mean '--text-column'?"
     )
 
+    for args, expected in [
+        (("--executor", "locl"), "invalid choice: 'locl' (choose from 'auto', 'local', "
+                                 "'process', 'ray'); did you mean 'local'?"),
+        (("--segmentation", "line"), "unrecognized arguments: --segmentation line; "
+                                     "segmentation is an option of the scorer: --set "
+                                     "segmentation=VALUE"),
+    ]:  # fmt: skip
+        with pytest.raises(SystemExit):
+            cli.main([str(a) for a in _score(corpus, run, kenlm_model_dir, *args)])
+        err = capfd.readouterr().err
+        assert err.startswith("usage: datafilter score ") and err.strip().endswith(expected)
+
     line = _fails(capfd, *_score(corpus, run, kenlm_model_dir, "--scorer", "kenlmm"))
     assert "unknown scorer 'kenlmm'; known scorers: " in line
     assert "did you mean 'kenlm'?" in line
