@@ -175,6 +175,32 @@ def shard_counts(stats: dict[str, Any] | None) -> tuple[int, int]:
     return docs, int(n_bytes or 0)
 
 
+class heartbeat:  # noqa: N801 - used as a context manager, like a function
+    """Off a terminal, a line every :func:`line_seconds` while a step with no countable units
+    runs (the thresholds' scans): ``thresholds: working, 0:40 elapsed``. Nothing on a terminal
+    or with progress off, and nothing for a step shorter than one interval."""
+
+    def __init__(self, stage: str, log: Callable[[str], None]):
+        self.stage = stage
+        self._log = log
+        self._stop = threading.Event()
+        self._start = time.monotonic()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> heartbeat:
+        if mode() == "lines":
+            self._thread = threading.Thread(target=self._lines, daemon=True)
+            self._thread.start()
+        return self
+
+    def _lines(self) -> None:
+        while not self._stop.wait(line_seconds()):
+            self._log(f"{self.stage}: working, {_clock(time.monotonic() - self._start)} elapsed")
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+
 class StageProgress:
     """A stage's shards: a bar on a terminal, else a line every :data:`LINE_SECONDS` through
     ``log`` while the stage runs. ``enabled=False`` (or progress off) shows nothing."""

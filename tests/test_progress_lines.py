@@ -71,3 +71,28 @@ def test_quiet_shows_no_progress_line(monkeypatch) -> None:
         assert lines == []
     finally:
         progress.set_enabled(None)
+
+
+def test_a_non_tty_thresholds_logs_that_it_works(tmp_path, kenlm_model_dir) -> None:
+    from helpers_corpus import LOCAL
+
+    from datafilter import api
+
+    folder = tmp_path / "in"
+    text_shard(folder / "a.parquet", [f"some text number {i} here" for i in range(50)])
+    api.score(folder, tmp_path / "run", options={"model": str(kenlm_model_dir)}, runtime=LOCAL)
+    pauses = Pauses(tmp_path / "pauses", "thresholds")
+    err_path = tmp_path / "stderr.log"
+    with err_path.open("w") as err:
+        proc = subprocess.Popen(
+            cli_command("thresholds", "--run", tmp_path / "run"),
+            stdout=subprocess.DEVNULL, stderr=err,
+            env=pauses.env(DATAFILTER_PROGRESS_SECONDS="0.02", DATAFILTER_PROGRESS=""),
+        )  # fmt: skip
+        try:
+            pauses.wait("thresholds", proc)  # held inside the stage: lines certainly come
+            line = _wait_for_line(err_path, "thresholds: working", proc)
+        finally:
+            pauses.release_all("thresholds")
+        assert proc.wait(timeout=300) == 0
+    assert line.startswith("thresholds: working, ") and line.endswith(" elapsed")
