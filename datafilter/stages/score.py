@@ -351,7 +351,10 @@ def run_score(
     entry = {"scorer": the_scorer.describe(), "settings": settings.model_dump(mode="json")}
     with run_lock(layout.lock_path):
         record = _updated_record(layout, str(location(input)), settings, opts.overwrite)
-        if record.scorers.get(sid, entry) != entry and not opts.overwrite:
+        # Other settings under this scorer id: refused once it has scores (a start that
+        # failed before any shard was scored leaves nothing to protect).
+        other = record.scorers.get(sid, entry) != entry
+        if other and not opts.overwrite and _any_scored(layout, sid):
             raise ConfigError(
                 f"{layout.scores_dir(sid)} holds scores made with other settings; use another "
                 "--scorer-id to keep both, or --overwrite to replace them"
@@ -427,9 +430,12 @@ def _updated_record(
     return record
 
 
-def _any_scored(layout: RunLayout) -> bool:
-    """Whether any shard of this run folder has finished scores (a completion record)."""
+def _any_scored(layout: RunLayout, scorer_id: str | None = None) -> bool:
+    """Whether any shard of this run folder (of ``scorer_id``'s scores, if given) has finished
+    scores (a completion record)."""
     folder = layout.root / STATE_DIR / "score"
+    if scorer_id is not None:
+        folder = folder / scorer_id
     return folder.exists() and any(True for _ in folder.rglob("*.done.json"))
 
 

@@ -192,3 +192,30 @@ def test_a_typo_over_2000_shards_is_one_line(capfd, tmp_path, kenlm_model_dir) -
     assert "part-00000.parquet: text_column 'body': no such column" in line
     assert not (run / "scores").exists()
 
+
+
+def test_a_start_that_scored_nothing_does_not_bind_the_folder(
+    capfd, tmp_path, corpus, kenlm_model_dir
+) -> None:
+    """A run record written by a start whose workers then failed (no shard scored): the next
+    start with other settings under the same scorer id goes ahead."""
+    import json
+    import shutil
+
+    from datafilter.io.storage import location
+
+    run = tmp_path / "run"
+    run.mkdir()
+    failed = {"scorer": {"scorer": "kenlm", "options": {"model": "/elsewhere"}},
+              "settings": {"text_column": "text"}}  # fmt: skip
+    for text_column in ("body", "text"):  # other columns; the same columns, other scorer
+        (run / "run.json").write_text(json.dumps({
+            "input": str(location(corpus)), "text_column": text_column,
+            "scorers": {"kenlm": failed},
+        }))  # fmt: skip
+        assert cli.main([str(a) for a in _score(corpus, run, kenlm_model_dir)]) == 0
+        capfd.readouterr()
+        record = json.loads((run / "run.json").read_text())
+        assert record["text_column"] == "text"
+        assert record["scorers"]["kenlm"]["scorer"]["options"]["model"] == str(kenlm_model_dir)
+        shutil.rmtree(run / "_state")  # as if this start, too, had scored nothing
