@@ -91,3 +91,12 @@ def test_stage_commands_give_seconds_and_paths(capfd, tmp_path, demo_corpus, ken
     assert Path(selected["manifest"]).exists() and selected["totals"]["read"] == 30
     assert selected["seconds"] >= 0
     assert api.select(run, out, runtime=LOCAL)["totals"] == selected["totals"]
+
+
+@pytest.mark.parametrize("command", [c.name for c in cli.COMMANDS])
+def test_every_flag_of_every_command_has_help(command) -> None:
+    parser = cli.build_parser([command])
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    blank = [a.option_strings or a.dest for a in sub._actions if not (a.help or "").strip()]
+    assert not blank
+    assert not sub.allow_abbrev
