@@ -409,12 +409,14 @@ COMMANDS = [
     Command(
         "list",
         "registered scorers and selectors, each with its one-line summary",
-        lambda a, v: __import__("datafilter.describe").describe.plugin_summaries(),
+        lambda a, v: _api().list_plugins(summaries=True),
     ),
     Command(
         "describe",
         "a scorer's or selector's options: type, default, meaning",
-        lambda a, v: __import__("datafilter.describe").describe.describe(a.name),
+        lambda a, v: __import__("datafilter.plugin_info").plugin_info.as_text(
+            _api().describe(a.name)
+        ),
         extra=lambda p: p.add_argument("name", metavar="NAME", help="scorer or selector name"),
     ),
 ]

@@ -12,7 +12,7 @@ import yaml
 from helpers_corpus import LOCAL
 
 from datafilter import api, cli
-from datafilter.describe import option_rows
+from datafilter.plugin_info import option_rows
 from datafilter.scorers import SCORERS
 from datafilter.selectors import SELECTORS
 

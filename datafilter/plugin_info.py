@@ -1,5 +1,5 @@
-"""``datafilter list`` and ``datafilter describe NAME``: what each scorer and selector does, and
-its options (type, default, meaning) read from its options model."""
+"""What each scorer and selector does, and its options (type, default, meaning) read from its
+options model: ``datafilter list`` and ``datafilter describe NAME`` (``datafilter.describe``)."""
 
 from __future__ import annotations
 
@@ -78,8 +78,9 @@ def option_rows(model: type[BaseModel], prefix: str = "") -> list[dict[str, str]
     return rows
 
 
-def describe(name: str) -> str:
-    """The scorer's or selector's summary and its options table, as text."""
+def describe(name: str) -> list[dict[str, Any]]:
+    """The scorer and/or selector registered as ``name``: kind, name, summary and option rows
+    (:func:`option_rows`); a ConfigError with the likely intended name otherwise."""
     found = [(kind, reg) for kind, reg in _registries().items() if name in reg.names()]
     if not found:
         from datafilter.validation import unknown_choice
@@ -89,9 +90,18 @@ def describe(name: str) -> str:
     out = []
     for kind, registry in found:
         cls = registry.get(name)
-        out.append(f"{kind} {name}: {summary(cls)}")
-        out.append("options (--set KEY=VALUE, or options: in a config):")
         rows = option_rows(cls.Options)
+        out.append({"kind": kind, "name": name, "summary": summary(cls), "options": rows})
+    return out
+
+
+def as_text(described: list[dict[str, Any]]) -> str:
+    """:func:`describe`'s result as the aligned text ``datafilter describe`` prints."""
+    out = []
+    for plugin in described:
+        out.append(f"{plugin['kind']} {plugin['name']}: {plugin['summary']}")
+        out.append("options (--set KEY=VALUE, or options: in a config):")
+        rows = plugin["options"]
         width = {k: max([len(k), *(len(r[k]) for r in rows)]) for k in ("name", "type", "default")}
         for row in rows:
             out.append(
