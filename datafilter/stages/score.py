@@ -332,20 +332,20 @@ def run_score(
     the_scorer = make_scorer(opts.scorer, opts.options)
     scan = scan_input(input)
     shards = scan.shards
+    # Before any work: the columns against the first shard's schema (one line, not one per
+    # shard); then the paths, the run folder and the model.
+    check_columns(
+        input,
+        {"text_column": opts.text_column, "id_column": opts.id_column},
+        shard=shards[0].path if shards else None,
+    )
     model = getattr(the_scorer.options, "model", None)
     refuse_overlaps(
         [place("run folder", layout.root)],
         [*input_places(input, scan), *([place("model folder", model)] if model else [])],
     )
     require_run_folder(layout, opts.overwrite)
-    # Before any work: the columns against the first shard's schema (one line, not one per
-    # shard), then the model (its recorded checksums).
-    check_columns(
-        input,
-        {"text_column": opts.text_column, "id_column": opts.id_column},
-        shard=shards[0].path if shards else None,
-    )
-    the_scorer.validate()
+    the_scorer.validate()  # the model's recorded checksums are verified here
     sid = opts.scorer_id or opts.scorer
     settings = opts.settings
     entry = {"scorer": the_scorer.describe(), "settings": settings.model_dump(mode="json")}
