@@ -51,9 +51,9 @@ def _run(cfg: RunConfig) -> dict[str, Any]:
     started = time.monotonic()
     if cfg.storage:
         storage.configure(cfg.storage)
-    check_paths(cfg)
     if not cfg.demo_corpus:  # else the input is made by the first step
         check_config_columns(cfg)
+    check_paths(cfg)
     if cfg.demo_corpus:
         from datafilter.demo_corpus import build_demo_corpus
 
