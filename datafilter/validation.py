@@ -24,10 +24,12 @@ from datafilter.errors import InputError
 def did_you_mean(value: Any, choices: Iterable[Any]) -> str:
     """``"; did you mean 'keep'?"`` when a choice is close to ``value``, else ``""``."""
     names = [str(c) for c in choices]
-    close = difflib.get_close_matches(str(value), names, n=1, cutoff=0.6)
-    if not close:
-        lowered = {n.lower(): n for n in names}
-        close = [lowered[str(value).lower()]] if str(value).lower() in lowered else []
+    text = str(value)
+    close = difflib.get_close_matches(text, names, n=1, cutoff=0.6)
+    if not close:  # a different case, or the start of one name only ("mid" for "medium")
+        close = [n for n in names if n.lower() == text.lower()]
+        starts = [n for n in names if text and n.lower().startswith(text.lower())]
+        close = close or (starts if len(starts) == 1 else [])
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
@@ -74,14 +76,27 @@ def _sentence(err: dict[str, Any], model: type[BaseModel] | None) -> str:
         return f"unknown option {key!r}{known}{did_you_mean(loc[-1], valid)}"
     if kind == "missing":
         return f"option {key!r} is required"
+    message = err["msg"].removeprefix("Value error, ")
+    if not loc:  # the model's own check of several values
+        return message
     value = err.get("input")
     shown = repr(value) if not isinstance(value, dict | list) or len(repr(value)) < 60 else "..."
-    message = err["msg"]
+    message = message[0].lower() + message[1:]
     if kind in ("literal_error", "enum"):
         expected = str((err.get("ctx") or {}).get("expected", ""))
         options = [o.strip().strip("'\"") for o in expected.replace(" or ", ", ").split(",")]
         return f"{key}={shown}: {message}{did_you_mean(value, [o for o in options if o])}"
-    return f"{key}={shown}: {message[0].lower()}{message[1:]}"
+    if kind in ("float_type", "int_type") and isinstance(value, str) and _is_number(value):
+        message += " (a number, not text: leave out the quotes)"
+    return f"{key}={shown}: {message}"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def explain(exc: ValidationError, model: type[BaseModel] | None = None, what: str = "") -> str:
