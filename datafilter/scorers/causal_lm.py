@@ -36,7 +36,7 @@ class CausalLMOptions(ScorerOptions):
     overlap: int = Field(0, ge=0, description="context tokens carried into each next window")
     add_bos: bool = Field(True, description="begin each window with the BOS token")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="weights' type (auto: the model's, float32 on CPU)"
+        "auto", description="weights' type (auto: bfloat16 on a GPU, float32 on CPU)"
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="where to run (auto: CUDA when present)"
