@@ -311,6 +311,7 @@ def run_select(
     if opts.plan is None:
         make_selector(opts.selector, opts.options)  # a typo in its options: one line, now
     record = require_record(layout)
+    check_columns(record.input, {"group_by": opts.group_by, "report_by": opts.report_by})
     refuse_overlaps(
         [place("output folder", out)],
         [place("run folder", layout.root), *input_places(record.input)],
@@ -319,7 +320,8 @@ def run_select(
     require_own_folder(out, "output folder", owned, {STATE_DIR}, opts.overwrite, "--overwrite")
     request, path, data = _find_plan(layout, record, opts)
     the_selector = make_selector(request.selector, request.options)
-    check_columns(record.input, {"group_by": request.group_by, "report_by": opts.report_by})
+    if request.group_by != opts.group_by:  # the plan's own group column
+        check_columns(record.input, {"group_by (the plan's)": request.group_by})
     sid = request.scorer_id
     # Shared: other selections and thresholds may read the scores too, but no score run can
     # replace them until this selection is written.

@@ -89,6 +89,9 @@ def test_group_and_report_columns_are_checked_before_any_scan(capfd, tmp_path, s
     line = _fails(capfd, "select", "--run", scored, "--output", out, "--report-by", "sorce",
                   "--executor", "local")  # fmt: skip
     assert "report_by 'sorce': no such column" in line and "did you mean 'source'?" in line
+    line = _fails(capfd, "select", "--run", scored, "--output", out, "--group-by", "domian",
+                  "--executor", "local")  # fmt: skip
+    assert "group_by 'domian': no such column" in line and "did you mean 'domain'?" in line
     assert not out.exists() or not list(out.glob("*.parquet"))
 
 
