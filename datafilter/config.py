@@ -84,6 +84,7 @@ def check_plugins(cfg: RunConfig, where: str = "config") -> None:
     from datafilter.scorers import SCORERS
     from datafilter.selectors import SELECTORS
 
+    problems = []
     for section, registry, name, options in (
         ("score", SCORERS, cfg.score.scorer, cfg.score.options),
         ("select", SELECTORS, cfg.select.selector, cfg.select.options),
@@ -92,7 +93,9 @@ def check_plugins(cfg: RunConfig, where: str = "config") -> None:
             cls = registry.get(name)
             parse_options(cls.Options, options, f"{section}.options ({registry.kind} {name!r})")
         except ConfigError as exc:
-            raise ConfigError(f"{where}: {section}: {exc}") from None
+            problems.append(f"{section}: {exc}")
+    if problems:  # every section's mistakes at once, on one line
+        raise ConfigError(f"{where}: {'; '.join(problems)}")
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
