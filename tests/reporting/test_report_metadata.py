@@ -3,6 +3,7 @@ and its what-if table (each group's kept share at keep 0.3/0.5/0.7, from the per
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -96,3 +97,7 @@ def test_the_report_shows_kept_shares_at_three_keep_fractions(reported) -> None:
     assert everything == pytest.approx([30, 50, 70], abs=1.5)  # over all: the keep itself
     domains = set(pq.read_table(root / "in", columns=["domain"])["domain"].to_pylist())
     assert domains <= set(shares)
+    # The selection made is this band at keep 0.5: the table foresaw each group's kept share.
+    manifest = json.loads((root / "out" / "manifest.json").read_text())
+    for group, counts in manifest["groups"].items():
+        assert shares[group][1] == pytest.approx(100 * counts["kept"] / counts["read"], abs=2)
