@@ -8,6 +8,7 @@ Public API (``datafilter.api``; heavy dependencies load only when a function is 
     run(config)
     report(run_dir, ...)                  train_reference(input, output, ...)
     list_plugins()                        build_demo_corpus(output, ...)
+    describe(name)
 
 The library logs through :mod:`logging` (logger ``datafilter``); the command line shows it.
 
@@ -31,6 +32,7 @@ _API = (
     "corr_run",
     "corr_sample",
     "corr_weights",
+    "describe",
     "import_kenlm",
     "list_plugins",
     "report",

@@ -171,12 +171,24 @@ def train_reference(input: Any, output: str | Path, **options: Any) -> dict[str,
     return train(_options(TrainReferenceOptions, values, "train-reference"))
 
 
-def list_plugins() -> dict[str, list[str]]:
-    """Registered scorer and selector names (built-ins and entry-point plugins)."""
+def list_plugins(*, summaries: bool = False) -> dict[str, Any]:
+    """Registered scorer and selector names (built-ins and entry-point plugins); with
+    ``summaries``, each name's one-line summary."""
+    from datafilter.plugin_info import plugin_summaries
     from datafilter.scorers import SCORERS
     from datafilter.selectors import SELECTORS
 
+    if summaries:
+        return plugin_summaries()
     return {"scorers": SCORERS.names(), "selectors": SELECTORS.names()}
+
+
+def describe(name: str) -> list[dict[str, Any]]:
+    """The scorer or selector ``name`` (both, if both kinds have it): its kind, one-line
+    summary and options (name, type, default, meaning), read from its options model."""
+    from datafilter.plugin_info import describe as describe_plugin
+
+    return describe_plugin(name)
 
 
 # Perplexity-correlation data selection (Thrush et al. 2024): datafilter/correlation/.

@@ -23,6 +23,7 @@ import importlib
 import json
 import os
 import sys
+import time
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -189,7 +190,24 @@ def _score(args: argparse.Namespace, values: dict[str, Any]) -> Any:
     given = {k: v for k, v in shortcuts.items() if v is not None}
     if given:
         values["options"] = {**values.get("options", {}), **given}
-    return _api().score(args.input, args.output, runtime=_runtime(args), **values)
+    summary = _api().score(args.input, args.output, runtime=_runtime(args), **values)
+    return {**summary, "output": _scores_dir(args.output, summary["scorer_id"])}
+
+
+def _scores_dir(run: str, scorer_id: str) -> str:
+    from datafilter.io.layout import RunLayout
+
+    return str(RunLayout.at(run).scores_dir(scorer_id))
+
+
+def _thresholds(args: argparse.Namespace, values: dict[str, Any]) -> Any:
+    from datafilter.io.layout import RunLayout
+
+    summary = _api().thresholds(args.run, **values)
+    if "scorer" in summary:  # a percentile table was written
+        path = RunLayout.at(args.run).thresholds_path(summary["scorer"], summary.get("group_by"))
+        summary = {**summary, "table": str(path)}
+    return summary
 
 
 def _score_shortcuts(p: argparse.ArgumentParser) -> None:
@@ -198,8 +216,12 @@ def _score_shortcuts(p: argparse.ArgumentParser) -> None:
 
 
 def _select(args: argparse.Namespace, values: dict[str, Any]) -> Any:
+    from datafilter.io.owned import MANIFEST
+    from datafilter.io.storage import location
+
     manifest = _api().select(args.run, runtime=_runtime(args), **values)
-    return {"output": str(values["output"]), "totals": manifest["totals"]}
+    out = location(values["output"])
+    return {"output": str(out), "manifest": str(out / MANIFEST), "totals": manifest["totals"]}
 
 
 def _corr_distill(args: argparse.Namespace, values: dict[str, Any]) -> Any:
@@ -316,7 +338,7 @@ COMMANDS = [
     Command(
         "thresholds",
         "percentiles of the scores, global or per group, and a selector's plan (--selector)",
-        lambda a, v: _api().thresholds(a.run, **v),
+        _thresholds,
         model="datafilter.stages.thresholds:ThresholdsOptions",
         paths=(RUN,),
     ),
@@ -402,7 +424,19 @@ COMMANDS = [
         lambda a, v: _api().corr_run(a.config, progress=not a.quiet),
         extra=_config_arg,
     ),
-    Command("list", "registered scorers and selectors", lambda a, v: _api().list_plugins()),
+    Command(
+        "list",
+        "registered scorers and selectors, each with its one-line summary",
+        lambda a, v: _api().list_plugins(summaries=True),
+    ),
+    Command(
+        "describe",
+        "a scorer's or selector's options: type, default, meaning",
+        lambda a, v: __import__("datafilter.plugin_info").plugin_info.as_text(
+            _api().describe(a.name)
+        ),
+        extra=lambda p: p.add_argument("name", metavar="NAME", help="scorer or selector name"),
+    ),
     Command("init", "write the Airflow/Luigi DAGs, the Ray job entrypoint and the configs", _init,
             extra=_init_flags),
 ]
@@ -454,8 +488,23 @@ def _fill(p: argparse.ArgumentParser, command: Command) -> None:
         _add_runtime_flags(p)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, its errors adding the likely intended choice."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        import re
+
+        from datafilter.validation import did_you_mean
+
+        found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if found:
+            choices = [c.strip().strip("'") for c in found.group(2).split(",")]
+            message += did_you_mean(found.group(1), choices)
+        super().error(message)
+
+
 def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    common = _Parser(add_help=False, allow_abbrev=False)
     common.add_argument(
         "-q",
         "--quiet",
@@ -483,7 +532,7 @@ def _common() -> argparse.ArgumentParser:
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser; only the command named in ``argv`` gets its flags (all with ``None``)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="datafilter",
         description="Prune and filter LLM pretraining corpora by perplexity.",
         allow_abbrev=False,
@@ -498,7 +547,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(
             command.name, parents=[common], help=command.help, allow_abbrev=False
         )
-        p.set_defaults(command_spec=command)
+        p.set_defaults(command_spec=command, command_parser=p)
         if named is None or named == command.name:
             _fill(p, command)
     return parser
@@ -552,6 +601,9 @@ def _stdout_to_stderr() -> Iterator[None]:
 
 
 def _emit(result: Any) -> None:
+    if isinstance(result, str):  # text for people (describe)
+        print(result)
+        return
     print(json.dumps(result, indent=2, sort_keys=True, default=str))
 
 
@@ -570,6 +622,42 @@ def _configure_storage(items: list[str]) -> None:
         storage.configure(options)
 
 
+def _refuse_unknown(
+    parser: argparse.ArgumentParser, command: Command, unknown: list[str]
+) -> None:
+    """Arguments the command does not take: its own usage (not the top-level one), the
+    likely intended flag, and exit 2."""
+    from datafilter.validation import did_you_mean
+
+    flags = [f for action in parser._actions for f in action.option_strings]
+    first = next((a for a in unknown if a.startswith("-")), unknown[0])
+    flag = first.partition("=")[0]
+    hint = did_you_mean(flag, flags) if first.startswith("-") else ""
+    key = flag.lstrip("-").replace("-", "_")
+    kind = _plugin_with_option(command.name, key) if first.startswith("-") else None
+    if kind:
+        hint = f"; {key} is an option of the {kind}: --set {key}=VALUE"
+    parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+
+
+def _plugin_with_option(command: str, key: str) -> str | None:
+    """``"selector"`` when ``key`` is an option of some selector and the command takes a
+    selector's options (``"scorer"`` likewise), else None."""
+    if command == "score":
+        from datafilter.scorers import SCORERS as registry
+    elif command in ("thresholds", "select"):
+        from datafilter.selectors import SELECTORS as registry
+    else:
+        return None
+    for name in registry.names():
+        try:
+            if key in registry.get(name).Options.model_fields:
+                return registry.kind
+        except Exception:  # noqa: BLE001 - a broken plugin must not hide the usage error
+            continue
+    return None
+
+
 def _arrow_error() -> type[Exception]:
     import pyarrow as pa
 
@@ -579,7 +667,9 @@ def _arrow_error() -> type[Exception]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _refuse_unknown(args.command_parser, args.command_spec, unknown)
     from datafilter import logs
     from datafilter.errors import DatafilterError
 
@@ -592,8 +682,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _configure_storage(getattr(args, "storage_option", []))
         values = _values(parser, args)
+        started = time.monotonic()
         with _stdout_to_stderr():
             result = args.command_spec.call(args, values)
+        if isinstance(result, dict) and "seconds" not in result and args.command != "list":
+            result = {**result, "seconds": round(time.monotonic() - started, 3)}
     except DatafilterError as exc:
         print(f"datafilter: error: {exc}", file=sys.stderr)
         return exc.exit_code

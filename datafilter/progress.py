@@ -7,8 +7,9 @@ The rules, in order:
 - a bar when stderr is a terminal, or when forced (``DATAFILTER_PROGRESS=1``,
   :func:`set_enabled(True) <set_enabled>`);
 - otherwise (stderr is a file or a pipe): no bars; a stage that runs longer than
-  :data:`LINE_SECONDS` logs one line every :data:`LINE_SECONDS`: shards done/total, documents,
-  MB/s of text, time left.
+  :func:`line_seconds` logs one line every :func:`line_seconds`: shards done/total, documents,
+  MB/s of text, time left; a local loop (KenLM training) logs its count, rate and time left.
+  ``DATAFILTER_PROGRESS_SECONDS`` sets the interval (default :data:`LINE_SECONDS`).
 
 Local loops (KenLM training, demo data) use :func:`progress_bar` and :func:`track`; the stages'
 shards use :class:`StageProgress` (``runtime.py`` drives it). :func:`echo` prints a line on
@@ -39,6 +40,7 @@ T = TypeVar("T")
 Mode = Literal["bar", "lines"] | None
 
 LINE_SECONDS = 10.0  # off a terminal: one progress line this often on a long stage
+INTERVAL_ENV = "DATAFILTER_PROGRESS_SECONDS"
 _enabled: bool | None = None  # None: decide from the environment and the terminal
 
 
@@ -68,6 +70,29 @@ def mode() -> Mode:
     return "bar" if on_terminal else "lines"
 
 
+def line_seconds() -> float:
+    """Seconds between two progress lines off a terminal: ``DATAFILTER_PROGRESS_SECONDS``, else
+    :data:`LINE_SECONDS`."""
+    try:
+        return max(0.0, float(os.environ[INTERVAL_ENV]))
+    except (KeyError, ValueError):
+        return LINE_SECONDS
+
+
+class _LogLines:
+    """A file for tqdm that logs each finished line of text it is given (no bar characters)."""
+
+    def write(self, text: str) -> None:
+        line = text.strip("\r\n ")
+        if line:
+            import logging
+
+            logging.getLogger("datafilter.progress").info(line)
+
+    def flush(self) -> None:
+        pass
+
+
 def is_enabled() -> bool:
     """Whether a bar would be drawn now."""
     return mode() == "bar"
@@ -91,8 +116,24 @@ def _width() -> dict[str, Any]:
 
 
 def progress_bar(total: int | None = None, desc: str = "", unit: str = "it") -> tqdm:
-    """A tqdm bar to ``update()`` by hand (drawn only where :func:`is_enabled`); use it as a
+    """A tqdm bar to ``update()`` by hand (drawn only where :func:`is_enabled`; off a terminal a
+    log line every :func:`line_seconds` with the count, rate and time left); use it as a
     context manager so the line is ended."""
+    if mode() == "lines":
+        interval = line_seconds()
+        known = "/{total_fmt}" if total and total > 0 else ""
+        return tqdm(
+            total=total if total and total > 0 else None,
+            desc=desc or None,
+            unit=unit,
+            unit_scale=True,
+            file=_LogLines(),  # type: ignore[arg-type]
+            mininterval=interval,
+            maxinterval=max(interval, 1.0),
+            delay=interval,
+            bar_format="{desc}: {n_fmt}" + known + " {unit}, {rate_fmt}, {elapsed} elapsed"
+            + (", about {remaining} left" if known else ""),
+        )
     return tqdm(
         total=total if total and total > 0 else None,
         desc=desc or None,
@@ -132,6 +173,32 @@ def shard_counts(stats: dict[str, Any] | None) -> tuple[int, int]:
     if n_bytes is None:
         n_bytes = sum(g.get("read_bytes", 0) for g in (stats.get("groups") or {}).values())
     return docs, int(n_bytes or 0)
+
+
+class heartbeat:  # noqa: N801 - used as a context manager, like a function
+    """Off a terminal, a line every :func:`line_seconds` while a step with no countable units
+    runs (the thresholds' scans): ``thresholds: working, 0:40 elapsed``. Nothing on a terminal
+    or with progress off, and nothing for a step shorter than one interval."""
+
+    def __init__(self, stage: str, log: Callable[[str], None]):
+        self.stage = stage
+        self._log = log
+        self._stop = threading.Event()
+        self._start = time.monotonic()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> heartbeat:
+        if mode() == "lines":
+            self._thread = threading.Thread(target=self._lines, daemon=True)
+            self._thread.start()
+        return self
+
+    def _lines(self) -> None:
+        while not self._stop.wait(line_seconds()):
+            self._log(f"{self.stage}: working, {_clock(time.monotonic() - self._start)} elapsed")
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
 
 
 class StageProgress:
@@ -187,7 +254,7 @@ class StageProgress:
         return ", ".join(parts)
 
     def _lines(self) -> None:
-        while not self._stop.wait(LINE_SECONDS):
+        while not self._stop.wait(line_seconds()):
             if self.done < self.total:
                 self._log(self.line())
 

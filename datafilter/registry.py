@@ -40,8 +40,9 @@ class Registry(Generic[T]):
         """The class registered as ``name``; a ConfigError listing the known names otherwise."""
         self._load_plugins()
         if name not in self._targets:
-            known = ", ".join(self.names()) or "none"
-            raise ConfigError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}")
+            from datafilter.validation import unknown_choice
+
+            raise ConfigError(unknown_choice(self.kind, name, self.names()))
         module_name, _, attr = self._targets[name].partition(":")
         return getattr(importlib.import_module(module_name), attr)
 
@@ -68,11 +69,9 @@ def strict_validate(model: type[M], values: Any) -> M:
 def parse_options(model: type[BaseModel], values: dict, what: str) -> BaseModel:
     """Validate ``values`` strictly against ``model``; unknown keys and values of the wrong
     type become a ConfigError."""
+    from datafilter.validation import explain
+
     try:
         return strict_validate(model, values)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(options)'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigError(f"invalid options for {what}: {problems}") from None
+        raise ConfigError(explain(exc, model, f"invalid options for {what}")) from None

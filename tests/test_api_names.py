@@ -46,6 +46,7 @@ def test_every_api_name_is_a_function_before_and_after_the_stages_run(
     assert datafilter.run(config, progress=False)["select"]["read"] > 0
     assert datafilter.report(run, output=tmp_path / "r.html")["bytes"] > 0
     assert "perplexity_band" in datafilter.list_plugins()["selectors"]
+    assert datafilter.describe("perplexity_band")[0]["kind"] == "selector"
     assert datafilter.train_kenlm([demo_corpus.reference_dir], kenlm_model_dir).order == 3
     assert datafilter.build_demo_corpus(demo_corpus.root).pool_dir == demo_corpus.pool_dir
     refused = {

@@ -128,6 +128,26 @@ def test_reference_is_bbc_and_disjoint_from_pool(reference: pa.Table, pool: pa.T
 
 
 @needs_sources
+def test_pool_holds_no_near_copy_of_a_reference_article(
+    reference: pa.Table, pool: pa.Table
+) -> None:
+    """The BBC set tells some stories twice, lightly edited: no pool article is a near-copy of
+    a reference one (they would score far below any real text), and the test finds one."""
+    def doc(row: dict) -> demo_corpus.Doc:
+        return demo_corpus.Doc(row["id"], row["text"], "bbc", "", "clean")
+
+    as_docs = [doc(r) for r in reference.to_pylist()]
+    pool_docs = [doc(r) for r in pool.to_pylist() if r["source"] == "bbc"]
+    assert demo_corpus.near_copies(pool_docs, as_docs) == {}
+    original = as_docs[0]
+    words = original.text.split()
+    edited = " ".join(w.upper() if i % 9 == 0 else w for i, w in enumerate(words))
+    edited += " An extra closing sentence was added here by an editor."
+    copy = demo_corpus.Doc("copy", edited, "bbc", "", "clean")
+    assert demo_corpus.near_copies([*pool_docs[:50], copy], as_docs) == {"copy": original.id}
+
+
+@needs_sources
 def test_low_quality_fraction(pool: pa.Table, corpus: DemoCorpus) -> None:
     qualities = pool.column("quality").to_pylist()
     low = qualities.count("low") / len(qualities)

@@ -48,8 +48,11 @@ def resolve_scorer_id(record: RunRecord, scorer_id: str | None) -> str:
     """The requested scorer id, or the only one the run has."""
     if scorer_id is not None:
         if scorer_id not in record.scorers:
+            from datafilter.validation import did_you_mean
+
             known = ", ".join(sorted(record.scorers)) or "none"
-            raise ConfigError(f"run has no scores named {scorer_id!r}; it has: {known}")
+            hint = did_you_mean(scorer_id, record.scorers)
+            raise ConfigError(f"run has no scores named {scorer_id!r}; it has: {known}{hint}")
         return scorer_id
     if len(record.scorers) != 1:
         known = ", ".join(sorted(record.scorers)) or "none"

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from datafilter.errors import ConfigError
 
@@ -58,16 +58,22 @@ class NormalizationRecipe(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    lowercase: bool = True
-    strip_accents: bool = True
-    digits_to_zero: bool = True
-    punctuation: Literal["map", "remove", "keep"] = "map"
+    lowercase: bool = Field(True, description="lowercase the text")
+    strip_accents: bool = Field(True, description="remove accents (NFD marks)")
+    digits_to_zero: bool = Field(True, description="replace every digit by 0")
+    punctuation: Literal["map", "remove", "keep"] = Field(
+        "map", description="map unicode punctuation to ASCII, remove it, or keep it"
+    )
     # Which table "map" and "remove" use: CCNet's, or datafilter-v1's ("。" -> ". ").
-    punctuation_table: Literal["ccnet", "datafilter-v1"] = "ccnet"
-    remove_non_printing: bool = True
+    punctuation_table: Literal["ccnet", "datafilter-v1"] = Field(
+        "ccnet", description="the table map and remove use"
+    )
+    remove_non_printing: bool = Field(True, description="remove non-printing characters")
     # What "non-printing" removes: code points 0-31 and 127-159 (CCNet), or every character of
     # unicode category C (datafilter-v1: also Cf, Co, Cn, Cs such as ZWJ/ZWNJ and soft hyphen).
-    non_printing: Literal["c0_c1", "category_c"] = "c0_c1"
+    non_printing: Literal["c0_c1", "category_c"] = Field(
+        "c0_c1", description="what non-printing means: C0/C1 controls, or unicode category C"
+    )
 
     @model_validator(mode="before")
     @classmethod

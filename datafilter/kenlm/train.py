@@ -28,11 +28,13 @@ class KenlmTrainingOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    order: int = Field(5, ge=2, le=6)
-    vocab_size: int = Field(16000, ge=100)
-    memory: str = "20%"
-    prune: list[int] = []
-    binary_type: Literal["probing", "trie"] = "probing"
+    order: int = Field(5, ge=2, le=6, description="n-gram order")
+    vocab_size: int = Field(16000, ge=100, description="SentencePiece vocabulary size")
+    memory: str = Field("20%", description="lmplz memory cap (e.g. 20%, 4G)")
+    prune: list[int] = Field([], description="lmplz --prune counts per order (none: no pruning)")
+    binary_type: Literal["probing", "trie"] = Field(
+        "probing", description="KenLM binary: probing (fast) or trie (small)"
+    )
     max_sentences: int = Field(2_000_000, ge=1000, description="lines sampled for SentencePiece")
     normalization: NormalizationRecipe = NormalizationRecipe()
 

@@ -368,6 +368,7 @@ def _train_fold(
     model.train()
     loss_acc = torch.zeros((), device=dev)
     n_acc, t_last, tok_last = 0, time.perf_counter(), 0
+    fold_start = t_last
     step = start
     for step in range(start, total_steps):
         lr = _lr(step, total_steps, p)
@@ -406,6 +407,9 @@ def _train_fold(
             if peak:
                 entry["mfu"] = round(tps * flops_per_token / peak, 4)
                 line += f" mfu {entry['mfu']:.1%}"
+            per_step = (now - fold_start) / (step + 1 - start)
+            if not last:  # the fold's time left, at the rate since it (re)started
+                line += f", about {per_step * (total_steps - step - 1):.0f} s left"
             history.append(entry)
             log.info(line)
             loss_acc.zero_()

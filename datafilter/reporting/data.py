@@ -137,6 +137,8 @@ class ReportData:
     # selection's per-fold calibration (reference.calibration), when it has one.
     folds: dict[int, dict[str, Any]] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)  # run_metadata()
+    keep_table: dict[str, Any] | None = None  # reporting.what_if.keep_table, with its setting
 
     @property
     def panel_groups(self) -> list[str]:
@@ -390,7 +392,58 @@ def collect(
         harmful=harmful,
         folds=folds,
         calibration=calibration,
+        metadata=run_metadata(layout, record, sid, out),
+        keep_table=_keep_table(tables, panel_column, plan_metric, options),
     )
+
+
+def run_metadata(layout: RunLayout, record, sid: str, selection: Path | None) -> dict[str, Any]:
+    """When the scores and the selection were made, how long each took, by which datafilter
+    and command, and the model's identity (from the run folder: no clock is read here, so the
+    same run gives the same page)."""
+    from datafilter.io.layout import STATE_DIR
+    from datafilter.io.markers import read_marker
+
+    score = read_marker(layout.root / STATE_DIR / "score" / sid / "summary.json") or {}
+    chosen = read_marker(layout.selection_record_path(selection)) if selection else None
+    scorer = record.scorers.get(sid, {}).get("scorer", {})
+    recipe = scorer.get("model_recipe") or {}
+    options = scorer.get("options") or {}
+    model = {
+        "scorer": f"{scorer.get('scorer', '?')} (version {scorer.get('version', '?')})",
+        "model": options.get("model"),
+        "checksums": recipe.get("checksums") or scorer.get("model_files"),
+    }
+    return {
+        "score": score.get("timing"),
+        "selection": (chosen or {}).get("timing"),
+        "model": {k: v for k, v in model.items() if v},
+    }
+
+
+def _keep_table(
+    tables: dict[str | None, list[dict[str, Any]]],
+    panel_column: str | None,
+    metric: str,
+    options: dict[str, Any],
+) -> dict[str, Any] | None:
+    """The what-if table (reporting.what_if) for the plan's metric and criterion."""
+    from datafilter.reporting.what_if import CRITERIA, keep_table
+
+    def rows_of(column: str | None) -> dict[str, dict[float, float]]:
+        out: dict[str, dict[float, float]] = defaultdict(dict)
+        for r in tables.get(column) or []:
+            if r["metric"] == metric and r["value"] is not None and math.isfinite(r["value"]):
+                out[ALL if column is None else r["group"]][float(r["quantile"])] = r["value"]
+        return out
+
+    criterion = options.get("criterion") if options.get("criterion") in CRITERIA else "medium"
+    overall = rows_of(None).get(ALL, {})
+    groups = rows_of(panel_column) if panel_column else {}
+    found = keep_table(overall, {ALL: overall, **groups}, criterion)
+    if found is None:
+        return None
+    return {**found, "criterion": criterion, "metric": metric, "column": panel_column}
 
 
 def _pct_label(q: float) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 from typing import Any
 
@@ -367,7 +368,8 @@ def _group_rows(m: dict[str, Any]) -> list[dict[str, Any]]:
 def _groups(data: ReportData, m: dict[str, Any] | None) -> str:
     if m is None:
         return _section(
-            "groups", '<p class="note">No selection yet: nothing was kept or dropped.</p>'
+            "groups",
+            '<p class="note">No selection yet: nothing was kept or dropped.</p>' + _what_if(data),
         )
     rows = _group_rows(m)
     column = m.get("report_by") or m.get("group_by")
@@ -419,7 +421,38 @@ def _groups(data: ReportData, m: dict[str, Any] | None) -> str:
     body.append(_table(headers, table_rows, {1, 2, 3, 4, 5, 6, 7, 8}))
     if len(rows) > 500:
         body.append(f'<p class="caption">{len(rows) - 500} more groups in manifest.json.</p>')
+    body.append(_what_if(data))
     return _section("groups", "".join(body))
+
+
+def _bound(value: float) -> str:
+    return "" if math.isinf(value) else f"{value:.4g}"
+
+
+def _what_if(data: ReportData) -> str:
+    """The keep-fraction table: each group's kept share at keep 0.3/0.5/0.7 with thresholds
+    over all documents (from the percentile tables)."""
+    t = data.keep_table
+    if not t:
+        return (
+            '<p class="caption">No what-if table: it needs the percentile table over all '
+            "documents (datafilter thresholds without --group-by).</p>"
+        )
+    keeps = list(t["bounds"])
+    by = f" per <b>{esc(t['column'])}</b>" if t.get("column") else ""
+    intro = (
+        f"<h3>What if: keep fractions</h3><p>The share of each group{by} that a "
+        f"<b>{esc(t['criterion'])}</b> band of <b>{esc(t['metric'])}</b> would keep with "
+        "thresholds over all documents, read from the percentile tables (to within a "
+        "percentile).</p>"
+    )
+    headers = ["group", *(f"keep {k:g}" for k in keeps)]
+    bounds = ["bounds", *(esc(f"{_bound(lo)} … {_bound(hi)}") for lo, hi in t["bounds"].values())]
+    rows = [bounds] + [
+        [_group(g), *(_pct(shares[k]) for k in keeps)]
+        for g, shares in sorted(t["shares"].items(), key=lambda item: item[0] != ALL)
+    ]
+    return intro + _table(headers, rows[:501], set(range(1, len(keeps) + 1)), narrow=True)
 
 
 def _harmful(data: ReportData) -> str:
@@ -617,6 +650,33 @@ def _raw(name: str, obj: Any) -> str:
     return f'<details><summary>{esc(name)}</summary><pre class="json">{_json(obj)}</pre></details>'
 
 
+def _metadata_pairs(meta: dict[str, Any]) -> list[tuple[str, str]]:
+    """When each stage ran, for how long, by which datafilter and command; the model."""
+    pairs = []
+    for stage in ("score", "selection"):
+        timing = meta.get(stage)
+        if not timing:
+            continue
+        pairs.append(
+            (
+                stage,
+                f"{esc(timing.get('started', '?'))} · {_v(timing.get('seconds', '?'))} s · "
+                f"datafilter {esc(timing.get('datafilter', '?'))}",
+            )
+        )
+        if timing.get("command"):
+            pairs.append((f"{stage} command", f"<code>{esc(timing['command'])}</code>"))
+    model = meta.get("model") or {}
+    if model.get("scorer"):
+        pairs.append(("scorer", esc(model["scorer"])))
+    if model.get("model"):
+        pairs.append(("model", f"<code>{esc(model['model'])}</code>"))
+    if model.get("checksums"):
+        pairs.append(("model files (sha256)", f"<code>{esc(_compact(model['checksums']))}</code>"))
+    pairs.append(("report written by", f"datafilter {esc(__version__)}"))
+    return pairs
+
+
 def _config(data: ReportData, m: dict[str, Any] | None) -> str:
     rec = data.record
     entry = rec.scorers.get(data.scorer_id, {})
@@ -654,7 +714,8 @@ def _config(data: ReportData, m: dict[str, Any] | None) -> str:
                 "<br>".join(f"<code>{esc(p)}</code>" for p in data.threshold_tables),
             )
         )
-    body = ["<h3>Run and scorer</h3>", _kv(pairs)]
+    body = ["<h3>Run metadata</h3>", _kv(_metadata_pairs(data.metadata))]
+    body += ["<h3>Run and scorer</h3>", _kv(pairs)]
     if m is not None:
         sel = m.get("selector") or {}
         sel_pairs = [

@@ -38,11 +38,15 @@ CHARS_PER_TOKEN = 4
 
 
 class CausalLMOptions(ScorerOptions):
-    model: Path
+    model: Path = Field(description="model folder (Hugging Face layout, or convert-gguf)")
     max_length: int | None = Field(None, ge=2, description="window; default: context size - 1")
     overlap: int = Field(0, ge=0, description="context tokens carried into each next window")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights' type (auto: bfloat16 on a GPU, float32 on CPU)"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where to run (auto: CUDA when present)"
+    )
     num_gpus: float = Field(0.0, ge=0, description="GPUs per Ray actor (set 1 on GPU clusters)")
     max_tokens_per_batch: int | None = Field(
         None, ge=16, description="tokens per forward/engine call; default: from device memory"

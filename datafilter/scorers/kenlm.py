@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from datafilter.errors import MissingDependencyError, ModelError
 from datafilter.io.hash_cache import cached_sha256, folder_sha256
@@ -38,13 +39,19 @@ WORD_CACHE_SIZE = 1 << 19
 
 
 class KenlmOptions(ScorerOptions):
-    model: Path
-    mode: Literal["per_line", "ccnet_compat"] = "per_line"
+    model: Path = Field(description="model folder (train-kenlm or import-kenlm)")
+    mode: Literal["per_line", "ccnet_compat"] = Field(
+        "per_line", description="score each line, or the whole document as one line (CCNet)"
+    )
     # "word": pieces cached per word (fast); "line": SentencePiece on each whole line, exactly
     # its own segmentation, ties included (~3x slower).
-    segmentation: Literal["word", "line"] = "word"
+    segmentation: Literal["word", "line"] = Field(
+        "word", description="pieces cached per word (fast), or SentencePiece on each line"
+    )
     # When given, must equal the model's recipe: a guard against scoring with the wrong recipe.
-    normalization: NormalizationRecipe | None = None
+    normalization: NormalizationRecipe | None = Field(
+        None, description="must equal the model's recipe when given (a guard)"
+    )
 
 
 class KenlmScorer(Scorer):

@@ -34,7 +34,9 @@ DEFAULT_CALL_TOKENS = 8192
 
 
 class VllmOptions(CausalLMOptions):
-    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    gpu_memory_utilization: float = Field(
+        0.85, gt=0, le=1, description="share of GPU memory vLLM may take"
+    )
     enforce_eager: bool | None = Field(None, description="default: eager on CPU, graphs on GPU")
 
 

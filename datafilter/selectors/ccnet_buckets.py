@@ -15,9 +15,13 @@ Bucket = Literal["head", "middle", "tail"]
 
 
 class CcnetBucketsOptions(SelectorOptions):
-    keep: list[Bucket] = Field(["head", "middle", "tail"], min_length=1)
-    cuts: tuple[float, float] = (0.3, 0.6)
-    metric: Literal["ppl", "bpb"] = "ppl"
+    keep: list[Bucket] = Field(
+        ["head", "middle", "tail"], min_length=1, description="buckets whose documents are kept"
+    )
+    cuts: tuple[float, float] = Field(
+        (0.3, 0.6), description="percentiles (fractions) between head, middle and tail"
+    )
+    metric: Literal["ppl", "bpb"] = Field("ppl", description="bucket by perplexity or bits/byte")
 
     @model_validator(mode="after")
     def _cuts_ordered(self) -> CcnetBucketsOptions:

@@ -51,10 +51,18 @@ class HarmfulOutlierOptions(SelectorOptions):
         None, description="Parquet of labelled documents (id column, 0/1 'harmful'): calibrate"
     )
     labels_id_column: str = Field("id", description="the id column of the labels file")
-    target_precision: float = Field(0.9, gt=0, lt=1)
-    confidence: float = Field(0.95, ge=0.5, lt=1)
-    clean_scorer_id: str | None = None
-    action: Literal["drop", "flag"] = "drop"
+    target_precision: float = Field(
+        0.9, gt=0, lt=1, description="calibrated mode: precision the cut must reach"
+    )
+    confidence: float = Field(
+        0.95, ge=0.5, lt=1, description="calibrated mode: confidence of that precision"
+    )
+    clean_scorer_id: str | None = Field(
+        None, description="scores of a clean-text model: rank by ln ppl_clean - ln ppl_harmful"
+    )
+    action: Literal["drop", "flag"] = Field(
+        "drop", description="drop flagged documents, or keep them with a flag column"
+    )
     bins: int = Field(1024, ge=16, le=65536, description="histogram bins per group")
     min_separation: float = Field(2.0, gt=0, description="Ashman's D the two modes need")
     min_share: float = Field(0.002, ge=0, lt=1, description="smallest harmful mode, share")

@@ -20,9 +20,11 @@ from datafilter.selectors.order import at_or_above, at_or_below
 
 
 class PerplexityBandOptions(SelectorOptions):
-    criterion: Literal["low", "medium", "high"] = "medium"
+    criterion: Literal["low", "medium", "high"] = Field(
+        "medium", description="which band of the ranking is kept: lowest, middle or highest"
+    )
     keep: float = Field(0.5, ge=0.0, le=1.0, description="fraction of documents kept per group")
-    metric: Literal["ppl", "bpb"] = "ppl"
+    metric: Literal["ppl", "bpb"] = Field("ppl", description="rank by perplexity or bits/byte")
 
 
 def band_ranks(n: int, keep: float, criterion: str) -> tuple[int, int]:

@@ -32,11 +32,19 @@ DEFAULT_STEPWISE_TARGET = 0.5
 
 
 class PerplexitySamplingOptions(SelectorOptions):
-    method: Literal["gaussian", "stepwise"] = "gaussian"
-    factor: float | None = Field(None, gt=0)
-    target_keep: float | None = Field(None, gt=0, le=1)
-    width: float = Field(4.5, gt=0)
-    action: Literal["drop", "flag"] = "drop"
+    method: Literal["gaussian", "stepwise"] = Field(
+        "gaussian", description="shape of the keep probability over perplexity"
+    )
+    factor: float | None = Field(
+        None, gt=0, description="scale of the keep probability (default: 0.78, or solved)"
+    )
+    target_keep: float | None = Field(
+        None, gt=0, le=1, description="expected kept fraction: the factor is solved for it"
+    )
+    width: float = Field(4.5, gt=0, description="gaussian: width of the favoured middle")
+    action: Literal["drop", "flag"] = Field(
+        "drop", description="drop unsampled documents, or keep them with a flag column"
+    )
     sample_size: int = Field(200_000, ge=100, description="documents per group to solve on")
 
 

@@ -8,11 +8,16 @@ is the stage's own function with the config's section as its options.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from datafilter.config import RunConfig, load_config
 from datafilter.io import storage
+from datafilter.io.layout import RunLayout
+from datafilter.io.owned import MANIFEST
 from datafilter.progress import progress_state, set_enabled
 from datafilter.runtime import RuntimeOptions
 from datafilter.stages.score import run_score
@@ -38,41 +43,81 @@ def run_config(config: str | Path | RunConfig, *, progress: bool = True) -> dict
 
 
 def _run(cfg: RunConfig) -> dict[str, Any]:
+    """The steps in order; a labelled result: each step's counts, ``seconds`` per step and
+    ``outputs`` (the paths each step wrote)."""
     results: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    outputs: dict[str, Any] = {}
+    started = time.monotonic()
     if cfg.storage:
         storage.configure(cfg.storage)
+    if not cfg.demo_corpus:  # else the input is made by the first step
+        check_config_columns(cfg)
     check_paths(cfg)
     if cfg.demo_corpus:
         from datafilter.demo_corpus import build_demo_corpus
 
-        step = cfg.demo_corpus
-        corpus = build_demo_corpus(Path(step.output), seed=step.seed, n_shards=step.n_shards)
-        results["demo_corpus"] = str(corpus.root)
+        with _timed(seconds, "demo_corpus"):
+            step = cfg.demo_corpus
+            corpus = build_demo_corpus(Path(step.output), seed=step.seed, n_shards=step.n_shards)
+        results["demo_corpus"] = outputs["demo_corpus"] = str(corpus.root)
+        check_config_columns(cfg)
     if cfg.train_kenlm:
         from datafilter.kenlm.train import train_kenlm
 
-        step = cfg.train_kenlm
-        recipe = train_kenlm(
-            step.input,
-            step.output,
-            text_columns=step.text_columns,
-            options=step.training(),
-            overwrite=step.overwrite,
-            log=log.info,
-        )
+        with _timed(seconds, "train_kenlm"):
+            step = cfg.train_kenlm
+            recipe = train_kenlm(
+                step.input,
+                step.output,
+                text_columns=step.text_columns,
+                options=step.training(),
+                overwrite=step.overwrite,
+                log=log.info,
+            )
         results["train_kenlm"] = recipe.training
-    results["score"] = score_step(cfg, cfg.ray)
+        outputs["model"] = str(step.output)
+    with _timed(seconds, "score"):
+        results["score"] = score_step(cfg, cfg.ray)
+    layout = RunLayout.at(cfg.run_dir)
+    outputs["scores"] = str(layout.scores_dir(results["score"]["scorer_id"]))
     if cfg.combine:
         from datafilter.stages.combine import run_combine
 
-        combined = run_combine(cfg.run_dir, cfg.combine)
+        with _timed(seconds, "combine"):
+            combined = run_combine(cfg.run_dir, cfg.combine)
         results["combine"] = {k: combined[k] for k in ("scorer_id", "scored", "rejected")}
-    summaries, plan = thresholds_step(cfg)
-    results["thresholds"] = [summary["n_docs"] for summary in summaries]
-    manifest = select_step(cfg, cfg.ray, plan)
+        outputs["combined_scores"] = str(layout.scores_dir(combined["scorer_id"]))
+    with _timed(seconds, "thresholds"):
+        summaries, plan = thresholds_step(cfg)
+    results["thresholds"] = [
+        {
+            "group_by": s.get("group_by"),
+            "documents": s.get("n_docs"),
+            "table": str(layout.thresholds_path(s["scorer"], s.get("group_by"))),
+        }
+        for s in summaries
+    ]
+    outputs["thresholds"] = [t["table"] for t in results["thresholds"]]
+    outputs["plan"] = plan or cfg.select.plan
+    with _timed(seconds, "select"):
+        manifest = select_step(cfg, cfg.ray, plan)
     results["select"] = manifest["totals"]
-    results["groups_read_kept"] = {g: [c["read"], c["kept"]] for g, c in manifest["groups"].items()}
-    return results
+    results["groups"] = {
+        g: {"read": c["read"], "kept": c["kept"]} for g, c in manifest["groups"].items()
+    }
+    outputs["selection"] = str(storage.location(cfg.select.output))
+    outputs["manifest"] = str(storage.location(cfg.select.output) / MANIFEST)
+    seconds["total"] = round(time.monotonic() - started, 3)
+    return {**results, "seconds": seconds, "outputs": outputs}
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], step: str) -> Iterator[None]:
+    """Record the block's wall-clock seconds under ``step``."""
+    started = time.monotonic()
+    yield
+    seconds[step] = round(time.monotonic() - started, 3)
 
 
 def check_paths(cfg: RunConfig) -> None:
@@ -116,6 +161,21 @@ def check_paths(cfg: RunConfig) -> None:
         cfg.select.overwrite,
         "select.overwrite: true",
     )
+
+
+def check_config_columns(cfg: RunConfig) -> None:
+    """Before any step runs: every column the config names is in the first input shard."""
+    from datafilter.validation import check_columns
+
+    columns: dict[str, str | None] = {
+        "score.text_column": cfg.score.text_column,
+        "score.id_column": cfg.score.id_column,
+        "select.group_by": cfg.select.group_by,
+        "select.report_by": cfg.select.report_by,
+    }
+    for i, group_by in enumerate(cfg.thresholds.group_by):
+        columns[f"thresholds.group_by[{i}]"] = group_by
+    check_columns(cfg.input, columns)
 
 
 def score_step(cfg: RunConfig, runtime: RuntimeOptions | None = None) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from datafilter.io.record import (
 )
 from datafilter.io.shards import iter_batches, open_shard, read_ahead, require_column, scan_input
 from datafilter.io.storage import AnyPath, ObjectPath, is_remote, location
+from datafilter.io.timing import StageClock
 from datafilter.pause_points import pause_point
 from datafilter.runtime import RuntimeOptions
 from datafilter.scorers import make_scorer
@@ -55,6 +56,7 @@ from datafilter.scorers.columns import (
     score_schema,
 )
 from datafilter.stages.jobs import drive, raise_failures
+from datafilter.validation import check_columns
 
 log = logging.getLogger(__name__)
 
@@ -363,10 +365,18 @@ def run_score(
     run folder holding foreign files be used (they are left alone). ``verify_inputs`` hashes
     every input shard to decide whether its scores are still valid, instead of trusting an
     unchanged file signature (size, mtime, ctime, inode)."""
+    clock = StageClock()
     layout = RunLayout.at(run_dir)
     the_scorer = make_scorer(opts.scorer, opts.options)
     scan = scan_input(input)
     shards = scan.shards
+    # Before any work: the columns against the first shard's schema (one line, not one per
+    # shard); then the paths, the run folder and the model.
+    check_columns(
+        input,
+        {"text_column": opts.text_column, "id_column": opts.id_column},
+        shard=shards[0].path if shards else None,
+    )
     model = getattr(the_scorer.options, "model", None)
     refuse_overlaps(
         [place("run folder", layout.root)],
@@ -378,8 +388,11 @@ def run_score(
     settings = opts.settings
     entry = {"scorer": the_scorer.describe(), "settings": settings.model_dump(mode="json")}
     with run_lock(layout.lock_path):
-        record = _updated_record(layout, str(location(input)), settings)
-        if record.scorers.get(sid, entry) != entry and not opts.overwrite:
+        record = _updated_record(layout, str(location(input)), settings, opts.overwrite)
+        # Other settings under this scorer id: refused once it has scores (a start that
+        # failed before any shard was scored leaves nothing to protect).
+        other = record.scorers.get(sid, entry) != entry
+        if other and not opts.overwrite and _any_scored(layout, sid):
             raise ConfigError(
                 f"{layout.scores_dir(sid)} holds scores made with other settings; use another "
                 "--scorer-id to keep both, or --overwrite to replace them"
@@ -412,7 +425,7 @@ def run_score(
         cpus, gpus = resources.num_cpus, resources.num_gpus
         failures = drive(jobs, factory, runtime, "score", num_cpus=cpus, num_gpus=gpus)
         remove_temp_files(layout.scores_dir(sid))  # left by workers that died mid-shard
-        summary = _record_summary(layout, sid, shards, failures)
+        summary = _record_summary(layout, sid, shards, failures, clock, bool(jobs))
     raise_failures(failures, len(shards), "score")
     return summary
 
@@ -426,22 +439,42 @@ def require_run_folder(layout: RunLayout, overwrite: bool) -> None:
         refuse_foreign_files(layout.root, "run folder", ["scores", "thresholds", "report.html"])
 
 
-def _updated_record(layout: RunLayout, input_path: str, settings: ScoreSettings) -> RunRecord:
+def _updated_record(
+    layout: RunLayout, input_path: str, settings: ScoreSettings, overwrite: bool = False
+) -> RunRecord:
+    """The run folder's record for this input and these columns. A record of another input or
+    other columns is replaced when no shard was ever scored under it (a start that failed) or
+    with ``overwrite`` (its scores no longer count); else refused."""
     record = load_record(layout)
+    wanted = (input_path, settings.text_column, settings.id_column)
+    other = record is not None and (record.input, record.text_column, record.id_column) != wanted
+    if other and (overwrite or not _any_scored(layout)):
+        record = None
     if record is None:
         return RunRecord(
             input=input_path, text_column=settings.text_column, id_column=settings.id_column
         )
     if record.input != input_path:
         raise ConfigError(
-            f"run folder {layout.root} belongs to input {record.input}; use another run folder"
+            f"run folder {layout.root} belongs to input {record.input}; use another run folder, "
+            "or --overwrite to start it again"
         )
     if (record.text_column, record.id_column) != (settings.text_column, settings.id_column):
         raise ConfigError(
             f"run folder {layout.root} was scored with text column {record.text_column!r} and id "
-            f"column {record.id_column!r}; use the same columns or another run folder"
+            f"column {record.id_column!r}; use the same columns, another run folder, or "
+            "--overwrite to start it again"
         )
     return record
+
+
+def _any_scored(layout: RunLayout, scorer_id: str | None = None) -> bool:
+    """Whether any shard of this run folder (of ``scorer_id``'s scores, if given) has finished
+    scores (a completion record)."""
+    folder = layout.root / STATE_DIR / "score"
+    if scorer_id is not None:
+        folder = folder / scorer_id
+    return folder.exists() and any(True for _ in folder.rglob("*.done.json"))
 
 
 def _score_worker(name: str, options: dict[str, Any], settings: ScoreSettings):
@@ -456,12 +489,23 @@ def _score_worker(name: str, options: dict[str, Any], settings: ScoreSettings):
     return partial(score_shard, scorer=scorer, settings=settings)
 
 
-def _record_summary(layout: RunLayout, sid: str, shards, failures: dict[str, str]):
-    """Count the finished shards and write ``summary.json``. When shards failed (e.g. the
-    store became unreachable), a failure here is logged so it does not hide their errors."""
+def _record_summary(
+    layout: RunLayout,
+    sid: str,
+    shards,
+    failures: dict[str, str],
+    clock: StageClock,
+    scored: bool,
+):
+    """Count the finished shards and write ``summary.json`` with the timing of the last run
+    that scored shards. When shards failed (e.g. the store became unreachable), a failure here
+    is logged so it does not hide their errors."""
+    path = layout.root / STATE_DIR / "score" / sid / "summary.json"
     try:
         summary = _summary(layout, sid, shards, failures)
-        write_json(layout.root / STATE_DIR / "score" / sid / "summary.json", summary)
+        previous = read_marker(path) if not scored else None
+        summary["timing"] = (previous or {}).get("timing") or clock.record()
+        write_json(path, summary)
     except OSError as exc:
         if not failures:
             raise

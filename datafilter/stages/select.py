@@ -38,6 +38,7 @@ from datafilter.io.owned import MANIFEST, claim, is_select_output
 from datafilter.io.record import finished_score_markers, require_record, resolve_scorer_id
 from datafilter.io.shards import iter_batches, open_shard
 from datafilter.io.storage import AnyPath, location, remove_tree
+from datafilter.io.timing import StageClock
 from datafilter.pause_points import pause_point
 from datafilter.reference.calibration import fold_maps
 from datafilter.runtime import RuntimeOptions
@@ -52,6 +53,7 @@ from datafilter.stages.plan import (
     read_plan,
     thresholds_command,
 )
+from datafilter.validation import check_columns
 
 log = logging.getLogger(__name__)
 
@@ -363,10 +365,14 @@ def run_select(
     group column), or ``opts.plan``; a missing plan, or one made from other scores or for other
     options, is refused with the command that makes the right one. ``overwrite`` lets an
     output folder holding foreign files be used (they are never replaced or deleted)."""
+    clock = StageClock()
     layout = RunLayout.at(run_dir)
     out = location(opts.output)
     dropped_dir = location(opts.write_dropped) if opts.write_dropped else None
+    if opts.plan is None:
+        make_selector(opts.selector, opts.options)  # a typo in its options: one line, now
     record = require_record(layout)
+    check_columns(record.input, {"group_by": opts.group_by, "report_by": opts.report_by})
     writes = [place("output folder", out)]
     if dropped_dir is not None:
         writes.append(place("dropped folder", dropped_dir))
@@ -380,6 +386,8 @@ def run_select(
         )
     request, path, data = _find_plan(layout, record, opts)
     the_selector = make_selector(request.selector, request.options)
+    if request.group_by != opts.group_by:  # the plan's own group column
+        check_columns(record.input, {"group_by (the plan's)": request.group_by})
     sid = request.scorer_id
     # Shared: other selections and thresholds may read the scores too, but no score run can
     # replace them until this selection is written.
@@ -483,8 +491,11 @@ def run_select(
             }
         manifest["plan"] = {"path": str(path), "request": request.key, "sha256": body_digest(data)}
         write_json(out / MANIFEST, manifest)
+        record_path = layout.selection_record_path(out)
+        previous = None if jobs else read_marker(record_path)
+        timing = (previous or {}).get("timing") or clock.record()  # the last run that wrote
         write_json(
-            layout.selection_record_path(out), {"output": str(out), "selector": request.selector}
+            record_path, {"output": str(out), "selector": request.selector, "timing": timing}
         )
     t = manifest["totals"]
     log.info(

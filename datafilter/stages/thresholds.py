@@ -47,9 +47,11 @@ from datafilter.io.record import (
 from datafilter.io.storage import AnyPath, ObjectPath
 from datafilter.pause_points import pause_point
 from datafilter.reference.calibration import fold_calibration, fold_maps
+from datafilter.progress import heartbeat
 from datafilter.scorers.columns import METRICS
 from datafilter.selectors import Selector, make_selector
 from datafilter.stages.plan import PlanRequest, plan_path, write_plan
+from datafilter.validation import check_columns
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +108,10 @@ def run_thresholds(run_dir: str | AnyPath, opts: ThresholdsOptions) -> dict[str,
     extra_ids = selector.extra_scorers() if selector else []
     for x in extra_ids:
         resolve_scorer_id(record, x)
+    check_columns(record.input, {"group_by": opts.group_by})  # one line before any scan
     qs = sorted(set(PERCENTILES) | {float(q) for q in opts.quantiles})
-    with run_lock(layout.lock_path, shared=True):  # no score run replaces the scores meanwhile
+    # No score run replaces the scores meanwhile; off a terminal a line every few seconds.
+    with run_lock(layout.lock_path, shared=True), heartbeat("thresholds", log.info):
         refuse_overlaps([place("run folder", layout.root)], input_places(record.input))
         checked = finished_score_markers(layout, record, sid)
         pairs = [(shard, path) for shard, path, _ in checked]

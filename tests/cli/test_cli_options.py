@@ -95,10 +95,15 @@ def test_a_config_file_flags_over_it_and_set(run, tmp_path) -> None:
 def test_unknown_keys_and_prefixes_are_refused(run, tmp_path) -> None:
     proc = run_cli("thresholds", "--run", run, "--group", "domain")  # a prefix of --group-by
     assert proc.returncode == 2 and "unrecognized arguments: --group domain" in proc.stderr
+    assert proc.stderr.startswith("usage: datafilter thresholds ")  # the command's own usage
+    assert "did you mean '--group-by'?" in proc.stderr
     config = tmp_path / "bad.yaml"
     config.write_text("group_by: domain\nquantile: [0.5]\n")
     proc = run_cli("thresholds", "--run", run, "-c", config)
     assert proc.returncode == 2
-    assert "invalid options for thresholds: quantile: Extra inputs" in proc.stderr
+    assert "invalid options for thresholds: unknown option 'quantile'; valid options: " in (
+        proc.stderr
+    )
+    assert "did you mean 'quantiles'?" in proc.stderr
     proc = run_cli("select", "--run", run, "--executor", "local")
     assert proc.returncode == 2 and "required: --output" in proc.stderr

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers_corpus import LOCAL, run_cli
+from helpers_corpus import LOCAL, log_lines, run_cli
 
 torch = pytest.importorskip("torch", reason="train-reference needs the torch extra")
 pytest.importorskip("transformers")
@@ -53,6 +53,16 @@ def test_loss_decreases(one_fold):
     assert not (folder / "checkpoint.pt").exists()
     record = json.loads((out / "crossfit.json").read_text())
     assert record["folds"] == 1 and record["cross_fitted"] is False
+
+
+def test_step_lines_say_the_time_left(tmp_path, demo_corpus):
+    with log_lines() as lines:
+        train_reference(demo_corpus.reference_dir, tmp_path / "m", fraction=0.1, steps=4,
+                        log_every=1)  # fmt: skip
+    steps = [line for line in lines if " step " in line]
+    assert steps[0].startswith("train-reference: fold 0/1 step 1/4 ")
+    assert all(line.endswith(" s left") for line in steps[:-1]), steps
+    assert "left" not in steps[-1]
 
 
 def test_held_out_news_beats_other_distributions(one_fold, demo_corpus):

@@ -110,7 +110,9 @@ def test_missing_id_column_names_the_file(tmp_path, texts, kenlm_model_dir):
     bad = write_shard(inp / "a.parquet", {"text": texts[:3]})
     with pytest.raises(DatafilterError) as info:
         _score(inp, run, kenlm_model_dir, id_column="doc")
-    assert f"{bad}: column 'doc' not found; columns are text" in str(info.value)
+    assert str(info.value) == (
+        f"{bad}: id_column 'doc': no such column in the first input shard; its columns are text"
+    )
 
 
 # --------------------------------------------------------------------------- rejected rows
@@ -319,7 +321,10 @@ def test_cli_unknown_scorer_and_unknown_option_key(tmp_path, texts, kenlm_model_
     proc = run_cli(*common, "--model", kenlm_model_dir, "--set", "bogus=1")
     assert proc.returncode == 2
     assert len(proc.stderr.splitlines()) == 1
-    assert proc.stderr.startswith("datafilter: error: invalid options for scorer 'kenlm': bogus:")
+    assert proc.stderr.startswith(
+        "datafilter: error: invalid options for scorer 'kenlm': unknown option 'bogus'; "
+        "valid options: "
+    )
 
 
 def test_unknown_selector_and_selector_option(tmp_path, texts, kenlm_model_dir):
