@@ -46,8 +46,8 @@ from datafilter.io.record import (
 )
 from datafilter.io.storage import AnyPath, ObjectPath
 from datafilter.pause_points import pause_point
-from datafilter.reference.calibration import fold_calibration, fold_maps
 from datafilter.progress import heartbeat
+from datafilter.reference.calibration import fold_calibration, fold_maps
 from datafilter.scorers.columns import METRICS
 from datafilter.selectors import Selector, make_selector
 from datafilter.stages.plan import PlanRequest, plan_path, write_plan

@@ -38,6 +38,8 @@ def _options(name: str, root) -> tuple[dict, str | None]:
         return {"clean_scorer_id": "kenlm"}, None
     if name == "perplexity_sampling":
         return {"target_keep": 0.5}, None
+    if name == "perplexity_range":  # ppl = exp(combined value): below the typical document
+        return {"max": 1.0}, None
     return {}, None
 
 
