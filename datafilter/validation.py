@@ -121,7 +121,7 @@ def check_columns(input: Any, columns: dict[str, str | None], shard: Any = None)
     """Every named column is in the first input shard's schema: else one InputError naming the
     option, the column, the shard, the columns it has and the likely intended one. ``columns``
     maps an option's name (``"--text-column"``) to the column it names (None: not used)."""
-    from datafilter.io.shards import open_parquet
+    from datafilter.io.shards import open_shard
 
     wanted = {flag: col for flag, col in columns.items() if col is not None}
     if not wanted:
@@ -129,7 +129,7 @@ def check_columns(input: Any, columns: dict[str, str | None], shard: Any = None)
     path = shard if shard is not None else first_shard(input)
     if path is None:
         return  # no shards: the stage says so itself
-    names = open_parquet(path).schema_arrow.names
+    names = open_shard(path).schema_arrow.names  # Parquet or JSONL
     for flag, column in wanted.items():
         if column not in names:
             raise InputError(

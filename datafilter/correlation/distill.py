@@ -27,7 +27,7 @@ from datafilter.io.atomic import atomic_path, write_json, write_table
 from datafilter.io.layout import RunLayout
 from datafilter.io.markers import file_fingerprint
 from datafilter.io.record import finished_score_shards, require_record, resolve_scorer_id
-from datafilter.io.shards import open_parquet
+from datafilter.io.shards import open_parquet, open_shard
 from datafilter.selectors.order import at_or_before
 from datafilter.selectors.random_keys import uniform
 
@@ -142,7 +142,7 @@ def _training_rows(pairs, domain: DomainSpec, weight, labelled, max_per_label: i
     """Up to ``max_per_label`` documents per label, those with the smallest (seed, id) keys."""
     parts = []
     for index, (shard, score_path) in enumerate(pairs):
-        names = domains_of(open_parquet(shard.path).read(columns=[domain.column])[domain.column],
+        names = domains_of(open_shard(shard.path).read(columns=[domain.column])[domain.column],
                            domain)  # fmt: skip
         scores = pq.read_table(score_path, columns=["id_hash", "reject_reason"])
         valid = np.array([r is None for r in scores["reject_reason"].to_pylist()], dtype=bool)
@@ -170,7 +170,7 @@ def _write_examples(pairs, text_column: str, chosen, mask: np.ndarray, path: Pat
             picked = mask & (chosen["shard"] == index)
             if not picked.any():
                 continue
-            texts = open_parquet(shard.path).read(columns=[text_column])[text_column]
+            texts = open_shard(shard.path).read(columns=[text_column])[text_column]
             rows = chosen["row"][picked]
             for text, label in zip(texts.take(pa.array(rows)).to_pylist(),
                                    chosen["label"][picked], strict=True):  # fmt: skip

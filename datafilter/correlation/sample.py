@@ -24,7 +24,7 @@ from datafilter.errors import ConfigError, InputError
 from datafilter.io.atomic import remove_temp_files, write_json, write_table
 from datafilter.io.guard import input_places, place, refuse_overlaps, require_own_folder
 from datafilter.io.markers import file_fingerprint
-from datafilter.io.shards import Shard, discover_shards, open_parquet, require_column
+from datafilter.io.shards import Shard, discover_shards, open_shard, require_column
 from datafilter.scorers.columns import id_hash
 from datafilter.selectors.random_keys import uniform
 
@@ -85,7 +85,7 @@ def sample_per_domain(
     write_json(out / SUMMARY_NAME, {"pending": True, "shards": sorted(claimed)})
     for shard in shards:
         if shard.rel in rows_of:
-            table = open_parquet(shard.path).read().take(pa.array(rows_of[shard.rel]))
+            table = open_shard(shard.path).read().take(pa.array(rows_of[shard.rel]))
             write_table(out / shard.rel, table)
     for rel in (previous or {}).get("shards", []):
         if rel not in rows_of and (out / rel).is_file():
@@ -122,7 +122,7 @@ def _choose(
     available: Counter[str] = Counter()
     kept = {k: np.empty(0, dtype=t) for k, t in _FIELDS.items()}
     for index, shard in enumerate(shards):
-        pf = open_parquet(shard.path)
+        pf = open_shard(shard.path)
         columns = [domain.column] + ([id_column] if id_column else [])
         for column in columns:
             require_column(pf, column, shard.path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from datafilter.errors import InputError
-from datafilter.io.shards import discover_shards, open_parquet, require_column
+from datafilter.io.shards import discover_shards, is_shard_name, open_shard, require_column
 
 TEXT_SUFFIXES = {".txt", ".text"}
 
@@ -21,12 +21,12 @@ def iter_texts(
         path = Path(item).expanduser()
         if path.is_file() and path.suffix in TEXT_SUFFIXES:
             yield from _iter_text_file(path)
-        elif path.is_dir() and not any(path.rglob("*.parquet")):
+        elif path.is_dir() and not any(is_shard_name(p.name) for p in path.rglob("*")):
             for file in sorted(p for p in path.rglob("*") if p.suffix in TEXT_SUFFIXES):
                 yield from _iter_text_file(file)
         else:
             for shard in discover_shards(path):
-                yield from _iter_parquet(shard.path, text_columns, batch_rows)
+                yield from _iter_shard(shard.path, text_columns, batch_rows)
 
 
 def _iter_text_file(path: Path) -> Iterator[str]:
@@ -41,8 +41,8 @@ def _iter_text_file(path: Path) -> Iterator[str]:
         ) from None
 
 
-def _iter_parquet(path: Path, columns: list[str], batch_rows: int) -> Iterator[str]:
-    pf = open_parquet(path)
+def _iter_shard(path: Path, columns: list[str], batch_rows: int) -> Iterator[str]:
+    pf = open_shard(path)  # Parquet or JSONL
     for column in columns:
         kind = require_column(pf, column, path)
         if pa.types.is_dictionary(kind):

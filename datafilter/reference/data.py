@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from datafilter.errors import ConfigError, InputError
-from datafilter.io.shards import discover_shards, open_parquet, require_column
+from datafilter.io.shards import discover_shards, open_shard, require_column
 from datafilter.reference.crossfit import sample_key, text_hash
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def read_candidates(
     n_read = 0
     for source in inputs:
         for shard in discover_shards(source):
-            pf = open_parquet(shard.path)
+            pf = open_shard(shard.path)
             require_column(pf, text_column, shard.path)
             use_id = id_column if id_column and id_column in pf.schema_arrow.names else None
             columns = [text_column] + ([use_id] if use_id else [])

@@ -53,7 +53,7 @@ from datafilter.io.record import (
     score_check,
     score_marker_fields,
 )
-from datafilter.io.shards import Shard, open_parquet, require_column
+from datafilter.io.shards import Shard, open_parquet, open_shard, require_column
 from datafilter.scorers.columns import SCORE_SCHEMA
 from datafilter.stages.select import group_keys
 from datafilter.stages.thresholds import duckdb_temp, score_stats
@@ -271,7 +271,7 @@ def _write_shard(
     batches = {sid: r.iter_batches(BATCH_ROWS, columns=columns) for sid, r in readers.items()}
     groups_in = None
     if opts.group_by is not None:
-        pf = open_parquet(shard.path)
+        pf = open_shard(shard.path)
         require_column(pf, opts.group_by, shard.path)
         groups_in = pf.iter_batches(BATCH_ROWS, columns=[opts.group_by])
     rejected: Counter[str] = Counter()
