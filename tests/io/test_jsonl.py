@@ -123,3 +123,17 @@ def test_a_bad_json_line_is_one_error_naming_file_and_line(tmp_path: Path, kenlm
     (folder / "list.jsonl").write_text('{"text": "a"}\n[1, 2]\n')
     with pytest.raises(InputError, match=r"list\.jsonl: line 2: a JSON list, expected an object"):
         JsonlShard(folder / "list.jsonl")
+
+
+def test_training_inputs_read_jsonl_shards_as_parquet_ones(tmp_path) -> None:
+    """train-kenlm's text stream (io.texts) reads a folder of JSONL shards, gzip and zstd
+    included, like a folder of Parquet shards: every non-empty text, none dropped."""
+    from datafilter.io.texts import iter_texts
+
+    rows = [{"text": f"document number {i}"} for i in range(7)] + [{"text": " "}]
+    folder = tmp_path / "jsonl"
+    folder.mkdir()
+    for suffix, codec in SUFFIXES.items():
+        _write_jsonl(folder / f"part{suffix}", rows, codec, blank_lines=False)
+    texts = list(iter_texts([folder], ["text"]))
+    assert texts == [r["text"] for r in rows[:7]] * len(SUFFIXES)
