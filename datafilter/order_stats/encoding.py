@@ -1,0 +1,116 @@
+"""Order-preserving integer keys for float64 scores, and DuckDB's ``quantile_cont`` arithmetic.
+
+``encode`` maps each double to a uint64 whose unsigned order is DuckDB's ``ORDER BY`` order:
+negative numbers below positive ones, ``-0.0`` equal to ``0.0``, every NaN equal and above
+``+inf``; a null (a missing value, ordered ``NULLS LAST``) maps to the largest key, ``NULL_KEY``.
+Radix buckets over these keys are contiguous value ranges, so counting rows per bucket locates
+any order statistic exactly.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+SIGN = np.uint64(1 << 63)
+LOW63 = np.int64((1 << 63) - 1)
+NAN_KEY = np.uint64(0xFFF8000000000000)  # the key of every NaN (the canonical quiet NaN's)
+INF_KEY = np.uint64(0xFFF0000000000000)  # +inf; keys above it up to NAN_KEY are never produced
+NEG_NAN_LIMIT = np.uint64(0x000FFFFFFFFFFFFF)  # keys below it come from NaNs with the sign set
+NULL_KEY = np.uint64(0xFFFFFFFFFFFFFFFF)
+MAX_KEY = NULL_KEY
+
+
+def encode(values: np.ndarray) -> np.ndarray:
+    """uint64 keys of float64 ``values`` in DuckDB's sort order (see the module docstring)."""
+    x = np.asarray(values, dtype=np.float64) + 0.0  # -0.0 + 0.0 is +0.0
+    bits = x.view(np.int64)
+    # Negative doubles: flip all bits (larger magnitude = smaller); positive: set the sign bit.
+    keys = (bits ^ ((bits >> 63) & LOW63)).view(np.uint64) ^ SIGN
+    nan = np.isnan(x)
+    if nan.any():
+        keys[nan] = NAN_KEY
+    return keys
+
+
+def decode(keys: np.ndarray) -> np.ndarray:
+    """float64 values of keys made by ``encode`` (``NULL_KEY`` decodes to NaN)."""
+    k = np.asarray(keys, dtype=np.uint64)
+    bits = (k ^ SIGN).view(np.int64)
+    out = (bits ^ ((bits >> 63) & LOW63)).view(np.float64).copy()
+    out[k == NULL_KEY] = np.nan
+    return out
+
+
+def decode_one(key: int) -> float:
+    return float(decode(np.array([key], dtype=np.uint64))[0])
+
+
+def quantile_ranks(n: int, q: float) -> tuple[int, int, float]:
+    """``quantile_cont``'s ranks for ``n`` values: floor and ceiling of ``rn = (n - 1) * q``
+    (computed in float64, as DuckDB does) and the fraction ``rn - floor(rn)``."""
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile {q!r} is not between 0 and 1")
+    rn = float(np.float64(n - 1) * np.float64(q))
+    lo = int(np.floor(rn))
+    hi = int(np.ceil(rn))
+    return lo, hi, rn - lo
+
+
+def interpolate(lo: float, hi: float, d: float, fused: bool = True) -> float:
+    """DuckDB's linear interpolation of doubles, ``lo * (1 - d) + hi * d``.
+
+    DuckDB's x86-64 wheels compile it with a fused multiply-add, ``fma(lo, 1 - d, hi * d)``
+    (one rounding of ``lo * (1 - d) + round(hi * d)``); ``fused=False`` is the plain two-rounding
+    form of builds without FMA. :func:`duckdb_fuses_interpolation` tells which one the
+    installed DuckDB uses."""
+    c = 1.0 - d
+    p = hi * d
+    if not fused or not (np.isfinite(lo) and np.isfinite(p) and np.isfinite(c)):
+        return float(np.float64(lo) * np.float64(c) + np.float64(p))
+    try:
+        return float(Fraction(lo) * Fraction(c) + Fraction(p))  # exact, then rounded once
+    except OverflowError:
+        return float(np.float64(lo) * np.float64(c) + np.float64(p))
+
+
+_FUSED: bool | None = None
+
+
+def duckdb_fuses_interpolation() -> bool:
+    """Whether the installed DuckDB's ``quantile_cont`` rounds ``lo * (1 - d) + hi * d`` once
+    (a fused multiply-add) or twice; probed once on values where the two differ. Without DuckDB,
+    fused (what its x86-64 and arm64 wheels do)."""
+    global _FUSED
+    if _FUSED is None:
+        _FUSED = _probe_duckdb()
+    return _FUSED
+
+
+# Two sorted values and a quantile whose interpolation rounds differently fused and unfused
+# (found by search; checked below, so a wrong pair only falls back to the default).
+_PROBE = (-126.5, -118.3, 0.544, 97)
+
+
+def _probe_duckdb() -> bool:
+    a, b, q, n = _PROBE
+    _, _, d = quantile_ranks(n, q)
+    fused, plain = interpolate(a, b, d, True), interpolate(a, b, d, False)
+    if fused == plain:
+        return True
+    try:
+        import duckdb
+    except ImportError:
+        return True
+    lo, _, _ = quantile_ranks(n, q)
+    values = [a] * (lo + 1) + [b] * (n - lo - 1)
+    con = duckdb.connect()
+    try:
+        got = con.execute(
+            "SELECT quantile_cont(v, $q) FROM (SELECT unnest($v::DOUBLE[]) AS v)",
+            {"q": q, "v": values},
+        ).fetchall()[0][0]
+    finally:
+        con.close()
+    return got != plain
