@@ -9,7 +9,7 @@ any order statistic exactly.
 
 from __future__ import annotations
 
-from fractions import Fraction
+import contextlib
 
 import numpy as np
 
@@ -65,14 +65,39 @@ def interpolate(lo: float, hi: float, d: float, fused: bool = True) -> float:
     (one rounding of ``lo * (1 - d) + round(hi * d)``); ``fused=False`` is the plain two-rounding
     form of builds without FMA. :func:`duckdb_fuses_interpolation` tells which one the
     installed DuckDB uses."""
-    c = 1.0 - d
-    p = hi * d
-    if not fused or not (np.isfinite(lo) and np.isfinite(p) and np.isfinite(c)):
-        return float(np.float64(lo) * np.float64(c) + np.float64(p))
-    try:
-        return float(Fraction(lo) * Fraction(c) + Fraction(p))  # exact, then rounded once
-    except OverflowError:
-        return float(np.float64(lo) * np.float64(c) + np.float64(p))
+    one = np.array([lo], dtype=np.float64)
+    return float(interpolate_many(one, np.array([hi], np.float64), np.array([d], np.float64),
+                                  np.zeros(1, bool), fused)[0])
+
+
+def interpolate_many(
+    lo: np.ndarray, hi: np.ndarray, d: np.ndarray, same_rank: np.ndarray, fused: bool = True
+) -> np.ndarray:
+    """``interpolate`` of each element; where ``same_rank`` (floor and ceiling of the rank are
+    one row), ``lo`` itself, as DuckDB returns it without interpolating."""
+    out = np.array(lo, dtype=np.float64, copy=True)
+    todo = np.flatnonzero(~np.asarray(same_rank, dtype=bool))
+    if not len(todo):
+        return out
+    a, c = lo[todo], 1.0 - d[todo]
+    p = hi[todo] * d[todo]
+    plain = a * c + p
+    if not fused:
+        out[todo] = plain
+        return out
+    finite = np.isfinite(a) & np.isfinite(c) & np.isfinite(p)
+    exact = plain.copy()
+    rows = np.flatnonzero(finite)
+    for k, x, y, z in zip(rows.tolist(), a[rows].tolist(), c[rows].tolist(), p[rows].tolist(),
+                          strict=True):
+        # The exact x * y + z as a fraction of integers; int / int rounds correctly, once.
+        nx, dx = x.as_integer_ratio()
+        ny, dy = y.as_integer_ratio()
+        nz, dz = z.as_integer_ratio()
+        with contextlib.suppress(OverflowError):  # beyond the largest double: plain's inf
+            exact[k] = (nx * ny * dz + nz * dx * dy) / (dx * dy * dz)
+    out[todo] = exact
+    return out
 
 
 _FUSED: bool | None = None

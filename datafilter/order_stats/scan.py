@@ -78,6 +78,7 @@ class GroupCodes:
         self.names: list[str] = ["<rejected>"]  # index = code
         self._code_of: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._local = threading.local()  # each reader thread's last dictionary and its codes
 
     def code(self, name: str) -> int:
         with self._lock:
@@ -103,13 +104,25 @@ class GroupCodes:
             return np.full(len(chunk), self.code(self.null_label), dtype=np.int32)
         if not pa.types.is_dictionary(chunk.type):
             chunk = pc.dictionary_encode(chunk)
-        names = chunk.dictionary.cast(pa.string()).to_pylist()
+        lut = self._lut(chunk.dictionary)
+        indices = chunk.indices
+        if indices.null_count:
+            indices = pc.fill_null(indices, len(lut) - 1)  # the last entry: a null row
+        return lut[indices.to_numpy(zero_copy_only=False)]
+
+    def _lut(self, dictionary: pa.Array) -> np.ndarray:
+        """Codes of a dictionary's entries, then the null group's (cached: the row groups of
+        a shard, and often of all shards, share one dictionary)."""
+        cached = getattr(self._local, "last", None)
+        if cached is not None and cached[0].equals(dictionary):
+            return cached[1]
+        names = dictionary.cast(pa.string()).to_pylist()
         with self._lock:
             table = [self._code(self.null_label if v is None else v) for v in names]
-            table.append(self._code(self.null_label))  # index -1: a null row
+            table.append(self._code(self.null_label))
         lut = np.asarray(table, dtype=np.int32)
-        indices = pc.fill_null(chunk.indices, -1).to_numpy(zero_copy_only=False)
-        return lut[indices]
+        self._local.last = (dictionary, lut)
+        return lut
 
 
 def check_group_column(schema: pa.Schema, column: str, path: str) -> None:

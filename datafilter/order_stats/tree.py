@@ -2,149 +2,158 @@
 
 A row's full sort key is four unsigned words: the metric's key (``encoding.encode``), the id
 hash, the rank of its score file's name, and its ``row`` (sign-flipped so unsigned order is
-signed order). Every row lands in one *slot*: first a cell of the metric's :class:`Grid`; a slot
-that needed a closer look in an earlier pass became a *node* whose own slots split its range
-further (``bucket`` nodes: equal sub-ranges of one word; ``values`` nodes: single values of a
-word, found by counting the distinct words of a range). Slot codes: ``-1`` not needed, ``>= 0``
-a leaf (work of the current pass), ``<= -2`` the node ``-(code + 2)``.
+signed order). Every row lands in one *slot*: first a cell of the metric's grid; a slot that
+needed a closer look in an earlier pass became a *node* whose own slots split its range further
+(``bucket`` nodes: equal sub-ranges of one word; ``values`` nodes: single values of one word,
+found by counting the distinct words of a range). Slot codes: ``IGNORE`` (-1) not needed,
+``>= 0`` a leaf (work of the current pass), ``<= -2`` the node ``-(code + 2)``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
-WORDS = 4  # metric key, id_hash, score file rank, row
 WORD_MAX = (1 << 64) - 1
 IGNORE = -1
+SIGN = np.uint64(1 << 63)
 
 
-@dataclass
-class Node:
-    dim: int
-    base: int  # its first slot
-    lo: int = 0  # bucket nodes: slot i holds words [lo + i << shift, lo + (i + 1) << shift)
-    shift: int = 0
-    top: int = 0  # slots - 1
-    values: np.ndarray | None = None  # values nodes: slot i holds exactly values[i]
-
-
-@dataclass
 class Tree:
     """The slots of one metric: ``root_slots`` grid cells, then the slots of each node."""
 
-    root_slots: int
-    slot_to: np.ndarray = field(init=False)
-    nodes: list[Node] = field(default_factory=list)
+    def __init__(self, root_slots: int):
+        self.slot_to = np.full(root_slots, IGNORE, dtype=np.int64)
+        self.dim = np.zeros(0, dtype=np.int64)
+        self.base = np.zeros(0, dtype=np.int64)
+        self.lo = np.zeros(0, dtype=np.uint64)
+        self.shift = np.zeros(0, dtype=np.uint64)
+        self.top = np.zeros(0, dtype=np.uint64)
+        self.values: dict[int, np.ndarray] = {}  # values nodes: node -> its sorted words
 
-    def __post_init__(self) -> None:
-        self.slot_to = np.full(self.root_slots, IGNORE, dtype=np.int64)
-        self._arrays: tuple[np.ndarray, ...] | None = None
+    @property
+    def n_nodes(self) -> int:
+        return len(self.dim)
 
-    def add_bucket_node(self, slot: int, dim: int, lo: int, shift: int, top: int) -> Node:
-        node = Node(dim, len(self.slot_to), lo=lo, shift=shift, top=top)
-        return self._attach(slot, node, top + 1)
+    def add_bucket_nodes(
+        self, slots: np.ndarray, dims: np.ndarray, los: np.ndarray, shifts: np.ndarray,
+        tops: np.ndarray,
+    ) -> np.ndarray:
+        """Turn ``slots`` into bucket nodes; returns each node's first slot."""
+        sizes = tops.astype(np.int64) + 1
+        return self._attach(slots, dims, los, shifts.astype(np.uint64), tops.astype(np.uint64),
+                            sizes)
 
-    def add_values_node(self, slot: int, dim: int, values: np.ndarray) -> Node:
-        node = Node(dim, len(self.slot_to), values=np.asarray(values, dtype=np.uint64))
-        return self._attach(slot, node, len(values))
+    def add_values_node(self, slot: int, dim: int, values: np.ndarray) -> int:
+        """Turn ``slot`` into a values node (slot i: rows whose word is ``values[i]``)."""
+        values = np.asarray(values, dtype=np.uint64)
+        base = self._attach(
+            np.array([slot]), np.array([dim]), np.zeros(1, np.uint64), np.zeros(1, np.uint64),
+            np.zeros(1, np.uint64), np.array([len(values)]),
+        )
+        self.values[self.n_nodes - 1] = values
+        return int(base[0])
 
-    def _attach(self, slot: int, node: Node, n_slots: int) -> Node:
-        self.slot_to[slot] = -(len(self.nodes) + 2)
-        self.nodes.append(node)
-        self.slot_to = np.concatenate([self.slot_to, np.full(n_slots, IGNORE, dtype=np.int64)])
-        self._arrays = None
-        return node
+    def _attach(self, slots, dims, los, shifts, tops, sizes) -> np.ndarray:
+        first = self.n_nodes
+        bases = len(self.slot_to) + np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self.slot_to[np.asarray(slots, dtype=np.int64)] = -(first + np.arange(len(slots)) + 2)
+        self.slot_to = np.concatenate(
+            [self.slot_to, np.full(int(np.sum(sizes)), IGNORE, dtype=np.int64)]
+        )
+        self.dim = np.concatenate([self.dim, np.asarray(dims, dtype=np.int64)])
+        self.base = np.concatenate([self.base, bases])
+        self.lo = np.concatenate([self.lo, np.asarray(los, dtype=np.uint64)])
+        self.shift = np.concatenate([self.shift, shifts])
+        self.top = np.concatenate([self.top, tops])
+        return bases
 
     def reset_leaves(self) -> None:
         """Forget the leaves of the last pass (nodes stay)."""
         self.slot_to[self.slot_to >= 0] = IGNORE
 
-    def _node_arrays(self) -> tuple[np.ndarray, ...]:
-        if self._arrays is None:
-            nodes = self.nodes
-            self._arrays = (
-                np.array([n.dim for n in nodes], dtype=np.int64),
-                np.array([n.base for n in nodes], dtype=np.int64),
-                np.array([n.lo for n in nodes], dtype=np.uint64),
-                np.array([n.shift for n in nodes], dtype=np.uint64),
-                np.array([n.top for n in nodes], dtype=np.uint64),
-                np.array([n.values is not None for n in nodes], dtype=bool),
-            )
-        return self._arrays
-
-    def route(
-        self, rows: np.ndarray, ref: np.ndarray, words: WordSource
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Follow ``rows`` (batch row indices) from their grid slots' codes ``ref`` (not
-        IGNORE) down the nodes: the rows that reach a leaf, and their leaf ids."""
-        if not self.nodes:
-            return rows, ref
-        dims, bases, los, shifts, tops, is_values = self._node_arrays()
+    def route(self, ref: np.ndarray, words: WordSource) -> tuple[np.ndarray, np.ndarray]:
+        """Follow rows from their grid slots' codes ``ref`` (none IGNORE) down the nodes:
+        the positions (into ``ref``) of the rows that reach a leaf, and their leaf ids."""
+        pos = np.arange(len(ref))
+        if not self.n_nodes:
+            return pos, ref
+        ref = ref.copy()
         while True:
-            inner = ref <= -2
-            if not inner.any():
-                return rows, ref
-            at = np.flatnonzero(inner)
-            node = -(ref[at] + 2)
-            slot = np.empty(len(at), dtype=np.int64)
-            for dim in np.unique(dims[node]).tolist():
-                in_dim = dims[node] == dim
-                word = words.get(dim, rows[at[in_dim]])
-                nd = node[in_dim]
-                bucket = ~is_values[nd]
-                out = np.empty(len(nd), dtype=np.int64)
-                if bucket.any():
-                    n = nd[bucket]
-                    offset = (word[bucket] - los[n]) >> shifts[n]
-                    out[bucket] = bases[n] + np.minimum(offset, tops[n]).astype(np.int64)
-                for k in np.unique(nd[~bucket]).tolist():
-                    mine = nd == k
-                    values = self.nodes[k].values
-                    assert values is not None
-                    pos = np.searchsorted(values, word[mine])
-                    hit = (pos < len(values)) & (values[np.minimum(pos, len(values) - 1)]
-                                                == word[mine])
-                    out[mine] = np.where(hit, self.nodes[k].base + pos, -1)
-                slot[in_dim] = out
+            inner = np.flatnonzero(ref <= -2)
+            if not len(inner):
+                return pos, ref
+            node = -(ref[inner] + 2)
+            slot = np.full(len(inner), -1, dtype=np.int64)
+            dims = self.dim[node]
+            for dim in np.unique(dims).tolist():
+                here = np.flatnonzero(dims == dim)
+                nd = node[here]
+                word = words.get(dim, pos[inner[here]])
+                is_values = np.isin(nd, list(self.values)) if self.values else None
+                bucket = here if is_values is None else here[~is_values]
+                if len(bucket):
+                    n = node[bucket]
+                    w = word if is_values is None else word[~is_values]
+                    offset = np.minimum((w - self.lo[n]) >> self.shift[n], self.top[n])
+                    slot[bucket] = self.base[n] + offset.astype(np.int64)
+                if is_values is not None and is_values.any():
+                    for k in np.unique(nd[is_values]).tolist():
+                        mine = nd == k
+                        values = self.values[k]
+                        at = np.searchsorted(values, word[mine])
+                        hit = (at < len(values)) & (
+                            values[np.minimum(at, len(values) - 1)] == word[mine]
+                        )
+                        slot[here[mine]] = np.where(hit, self.base[k] + at, -1)
+            new_ref = np.full(len(inner), IGNORE, dtype=np.int64)
             found = slot >= 0
-            new_ref = np.full(len(at), IGNORE, dtype=np.int64)
             new_ref[found] = self.slot_to[slot[found]]
-            ref[at] = new_ref
+            ref[inner] = new_ref
             keep = ref != IGNORE
-            rows, ref = rows[keep], ref[keep]
+            pos, ref = pos[keep], ref[keep]
 
 
 class WordSource:
-    """The four key words of the rows of one batch, computed on demand for a subset."""
+    """The four key words of the rows of one batch that passed the grid (``rows``: their
+    indices in the batch), by position among them."""
 
-    def __init__(self, keys: np.ndarray, id_hash: np.ndarray | None, file_rank: int,
-                 row: np.ndarray | None, key_rows: np.ndarray):
-        self._keys = keys  # metric keys of key_rows (the rows that reach the tree past the grid)
-        self._position = key_rows
+    def __init__(self, keys: np.ndarray, rows: np.ndarray, id_hash: np.ndarray | None,
+                 file_rank: int, row: np.ndarray | None):
+        self.keys = keys
+        self._rows = rows
         self._id = id_hash
         self._file = file_rank
         self._row = row
 
-    def get(self, dim: int, rows: np.ndarray) -> np.ndarray:
+    def get(self, dim: int, pos: np.ndarray) -> np.ndarray:
         if dim == 0:
-            return self._keys[np.searchsorted(self._position, rows)]
+            return self.keys[pos]
         if dim == 1:
             assert self._id is not None
-            return self._id[rows]
+            return self._id[self._rows[pos]]
         if dim == 2:
-            return np.full(len(rows), self._file, dtype=np.uint64)
+            return np.full(len(pos), self._file, dtype=np.uint64)
         assert self._row is not None
-        return row_word(self._row[rows])
+        return row_word(self._row[self._rows[pos]])
 
 
 def row_word(row: np.ndarray) -> np.ndarray:
     """Signed int64 rows as unsigned words in the same order."""
-    return row.astype(np.int64).view(np.uint64) ^ np.uint64(1 << 63)
+    return np.asarray(row, dtype=np.int64).view(np.uint64) ^ SIGN
 
 
 def word_to_row(word: int) -> int:
     """The signed row of a word made by ``row_word``."""
     value = word ^ (1 << 63)
     return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def bit_length(values: np.ndarray) -> np.ndarray:
+    """``int.bit_length`` of each uint64."""
+    v = np.asarray(values, dtype=np.uint64)
+    out = np.zeros(len(v), dtype=np.uint64)
+    for step in (32, 16, 8, 4, 2, 1):
+        s = np.uint64(step)
+        higher = (v >> (out + s - np.uint64(1)) >> np.uint64(1)) != 0
+        out += np.where(higher, s, np.uint64(0))
+    return out + (v != 0).astype(np.uint64)
