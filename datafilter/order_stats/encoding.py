@@ -85,19 +85,56 @@ def interpolate_many(
     if not fused:
         out[todo] = plain
         return out
-    finite = np.isfinite(a) & np.isfinite(c) & np.isfinite(p)
-    exact = plain.copy()
-    rows = np.flatnonzero(finite)
+    exact, unsure = _fma(a, c, p)
+    exact = np.where(np.isfinite(exact) | ~unsure, exact, plain)
+    rows = np.flatnonzero(unsure & np.isfinite(a) & np.isfinite(c) & np.isfinite(p))
     for k, x, y, z in zip(rows.tolist(), a[rows].tolist(), c[rows].tolist(), p[rows].tolist(),
                           strict=True):
         # The exact x * y + z as a fraction of integers; int / int rounds correctly, once.
         nx, dx = x.as_integer_ratio()
         ny, dy = y.as_integer_ratio()
         nz, dz = z.as_integer_ratio()
-        with contextlib.suppress(OverflowError):  # beyond the largest double: plain's inf
+        exact[k] = plain[k]  # beyond the largest double: the plain form's infinity
+        with contextlib.suppress(OverflowError):
             exact[k] = (nx * ny * dz + nz * dx * dy) / (dx * dy * dz)
     out[todo] = exact
     return out
+
+
+def _two_sum(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``s = fl(x + y)`` and its exact error ``e``: ``x + y == s + e`` (Knuth)."""
+    s = x + y
+    v = s - x
+    return s, (x - (s - v)) + (y - v)
+
+
+def _split(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    t = 134217729.0 * x  # 2**27 + 1 (Veltkamp)
+    hi = t - (t - x)
+    return hi, x - hi
+
+
+def _fma(a: np.ndarray, c: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``a * c + p`` rounded once, in double-double arithmetic; ``unsure`` marks the rare
+    elements whose result lies too near a rounding boundary (or out of the safe range) to
+    trust, for an exact computation."""
+    with np.errstate(all="ignore"):
+        x = a * c
+        ah, al = _split(a)
+        ch, cl = _split(c)
+        y = ((ah * ch - x) + ah * cl + al * ch) + al * cl  # a * c == x + y exactly (Dekker)
+        s, e = _two_sum(x, p)  # x + p == s + e
+        t, err = _two_sum(e, y)  # the rest, e + y == t + err
+        r, z = _two_sum(s, t)  # s + t == r + z; the exact sum is r + z + err
+        magnitude = np.abs(r)
+        up = np.spacing(magnitude)
+        down = magnitude - np.nextafter(magnitude, 0.0)
+        toward_zero = (z < 0) == (r > 0)
+        half_gap = np.where(toward_zero, down, up) / 2
+        safe = (np.abs(a) < 1e290) & (np.abs(c) < 1e290) & (np.abs(p) < 1e290) & (
+            magnitude > 1e-290)
+        unsure = ~safe | ~(np.abs(z) + np.abs(err) < half_gap * (1 - 2.0**-20))
+    return r, unsure
 
 
 _FUSED: bool | None = None

@@ -499,10 +499,19 @@ class OrderStats:
             leaf_bits = max(1, int(len(lv) - 1).bit_length())
             if leaf_bits + width <= 64:
                 lv.distinct_bits = width
-                if (lv.distinct & lv.full).any():
-                    lv.id_bits = max(0, min(ID_BITS, 64 - leaf_bits - width))
+                n_full = int((lv.distinct & lv.full).sum())
+                if n_full:
+                    # About 32 distinct keys per range, each split 2**id_bits ways, within
+                    # the cap on distinct entries.
+                    room = self._distinct_cap() // (n_full * 32)
+                    wanted = max(0, min(ID_BITS, room.bit_length() - 1))
+                    lv.id_bits = max(0, min(wanted, 64 - leaf_bits - width))
             else:
                 lv.distinct[:] = False
+
+    def _distinct_cap(self) -> int:
+        """Distinct entries one worker keeps per metric (an eighth of the budget in all)."""
+        return max(1 << 12, self.memory_budget // 8 // DISTINCT_ENTRY_BYTES // (self.workers + 1))
 
     def _pass(self, targets: dict[str, _Targets], plans: dict[str, _Leaves]) -> None:
         """Stream the shards once for the leaves; then settle or narrow their targets."""
@@ -513,9 +522,7 @@ class OrderStats:
             tree.slot_to[lv.slot] = np.arange(len(lv))
         need_keys = any(lv.full.any() or (lv.dim > 0).any() for lv in plans.values())
         columns = [*plans, *(["id_hash", "row"] if need_keys else [])]
-        distinct_cap = max(1 << 12, self.memory_budget // 8 // DISTINCT_ENTRY_BYTES
-                           // (self.workers + 1))
-        shared = _PassShared(plans, distinct_cap)
+        shared = _PassShared(plans, self._distinct_cap())
 
         def work(state: _PassState, index: int) -> None:
             for batch in read_shard(self.shards, index, columns, self.groups, self.batch_rows):
