@@ -9,8 +9,9 @@ smallest). Written once and reused when ``meta.json`` matches.
 Scores have heavy ties: ppl is lognormal (median e^6 ~ 403, sigma 0.8) rounded to 0.1, and two
 clusters of rows share one value exactly (boilerplate-like): 3 % at ppl 235.0 and 5 % at 691.0,
 near the 25th and 75th percentiles, where a band plan keeping the middle half cuts (so its cuts
-fall inside ties); bpb is derived from ppl and shares its ties. 0.5 % of rows are rejected (NaN scores and a reason). ``id_hash`` is random
-and ``row`` the position, as the score stage writes them; ``doc_id`` is ``<shard>-<row>``.
+fall inside ties); bpb is derived from ppl and shares its ties. 0.5 % of rows are rejected
+(NaN scores and a reason). ``id_hash`` is random and ``row`` the position, as the score stage
+writes them; ``doc_id`` is ``<shard>-<row>``.
 Input shards hold only the group column (thresholds read nothing else from them).
 """
 

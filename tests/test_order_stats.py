@@ -350,3 +350,26 @@ def test_shards_on_object_storage(tmp_path, s3_bucket) -> None:
     names = {Path(r).name: r for r in remote[0]}
     for (g, r), (value, id_hash, file, row) in local.keys_at_ranks(wanted, "ppl").items():
         assert keys[(g, r)] == (value, id_hash, names[Path(file).name], row)
+
+
+@pytest.mark.parametrize("log", [True, False], ids=["log", "linear"])
+def test_histograms_equal_score_stats(tmp_path, log) -> None:
+    from datafilter.thresholds import ScoreFiles, ScoreStats
+
+    corpus = write_corpus(tmp_path, seed=12)
+    files = ScoreFiles(list(corpus.shards.score_files), list(corpus.shards.input_files))
+    old = ScoreStats(files, "domain")
+    new = OrderStats(corpus.shards, ("ppl",), batch_rows=500)
+    for metric in ("ppl", "bpb"):
+        got, want = new.histogram(metric, 30, log), old.histogram(metric, 30, log)
+        assert list(got) == list(want)
+        for g in want:
+            assert np.array_equal(got[g][0], want[g][0]) and np.array_equal(got[g][1], want[g][1])
+        edges, counts = new.shared_histogram(metric, 20, log)
+        want_edges, want_counts = old.shared_histogram(metric, 20, log)
+        assert np.array_equal(edges, want_edges) and list(counts) == list(want_counts)
+        assert all(np.array_equal(counts[g], want_counts[g]) for g in want_counts)
+    edges, counts = new.shared_histogram("ppl", 10, True, lo=3.0, hi=6.0)
+    want_edges, want_counts = old.shared_histogram("ppl", 10, True, lo=3.0, hi=6.0)
+    assert np.array_equal(edges, want_edges)
+    assert all(np.array_equal(counts[g], want_counts[g]) for g in want_counts)

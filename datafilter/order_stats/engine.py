@@ -39,6 +39,7 @@ from datafilter.order_stats.encoding import (
     interpolate_many,
 )
 from datafilter.order_stats.grid import Grid
+from datafilter.order_stats.histograms import histograms
 from datafilter.order_stats.scan import (
     REJECTED,
     Batch,
@@ -64,6 +65,7 @@ KEY_ROW_BYTES = 64  # of a full-key rank: leaf id and four words, and the sort's
 DISTINCT_ENTRY_BYTES = 32  # a distinct entry and its count, and merge space
 DISTINCT_MIN_ROWS = 1 << 15  # value ranges with fewer rows are only counted over sub-ranges
 ID_BITS = 12  # id_hash bits counted with each distinct key of a full-key range
+LOCAL_HIST_CELLS = 1 << 22  # sub-range counts up to this size are kept per worker
 
 
 @dataclass
@@ -368,6 +370,35 @@ class OrderStats:
             for i in range(len(t))
         }
 
+    def histogram(
+        self, metric: str = "ppl", bins: int = 100, log: bool = True
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per group: ``bins + 1`` edges from the smallest to the largest finite value of the
+        metric (of its natural log, over positive values, with ``log``) and the counts
+        (``ScoreStats.histogram``'s bins), in two streaming passes."""
+        ranges, counts = histograms(self.shards, self.groups, metric, bins, log, False,
+                                    self.workers, self.batch_rows)
+        names = self.groups.names
+        return {
+            names[c]: (np.linspace(*ranges[c], bins + 1), counts[c])
+            for c in sorted(counts, key=names.__getitem__)
+        }
+
+    def shared_histogram(
+        self, metric: str = "ppl", bins: int = 60, log: bool = True,
+        lo: float | None = None, hi: float | None = None,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``bins + 1`` edges shared by all groups (from ``lo`` to ``hi``, else the smallest to
+        the largest finite value; values outside fall in the end bins) and each group's counts
+        (``ScoreStats.shared_histogram``'s bins)."""
+        ranges, counts = histograms(self.shards, self.groups, metric, bins, log, True,
+                                    self.workers, self.batch_rows, lo, hi)
+        if not counts:
+            return np.linspace(0.0, 1.0, bins + 1), {}
+        names = self.groups.names
+        edges = np.linspace(*next(iter(ranges.values())), bins + 1)
+        return edges, {names[c]: counts[c] for c in sorted(counts, key=names.__getitem__)}
+
     # ---------------------------------------------------------------- resolution ----------------
     def _resolve(self, targets: dict[str, _Targets], approx: bool) -> None:
         """Find every target's key: place it in its grid cell, then pass until all are known."""
@@ -456,8 +487,13 @@ class OrderStats:
         collect = np.zeros(len(cost), dtype=bool)
         collect[order[fits]] = True
         n_count = int((~collect).sum())
-        cells_budget = self.memory_budget // 4 // 8  # one shared count per sub-range
-        per_leaf_bits = int(max(4, min(16, np.log2(max(1, cells_budget // max(1, n_count))))))
+        # Sub-ranges per counted leaf: enough that the next pass can collect what the wanted
+        # ranks' sub-ranges hold (if the rows spread), within the budget's quarter for counts.
+        rows_after = float((cost[~collect] / 16).sum())  # about the rows they hold
+        need = max(1.0, rows_after * 2 / max(1, self.memory_budget // 2 // PACKED_ROW_BYTES))
+        cells_budget = self.memory_budget // 4 // 8
+        most = np.log2(max(2, cells_budget // max(1, n_count)))
+        per_leaf_bits = int(max(4, min(16, most, np.ceil(np.log2(need)) + 2)))
         for k, lv in enumerate(plans.values()):
             mine = collect[owner == k]
             lv.action = np.where(mine, COLLECT, COUNT).astype(np.int8)
@@ -759,7 +795,8 @@ class _PassShared:
 
     def __init__(self, plans: dict[str, _Leaves], distinct_cap: int):
         self.lock = threading.Lock()
-        self.hist = {m: np.zeros(lv.hist_size, dtype=np.int64) for m, lv in plans.items()}
+        self.hist = {m: np.zeros(lv.hist_size if lv.hist_size > LOCAL_HIST_CELLS else 0,
+                                 dtype=np.int64) for m, lv in plans.items()}
         self.dropped = {m: np.zeros(len(lv), dtype=bool) for m, lv in plans.items()}
         self.cap = distinct_cap  # distinct entries one worker keeps per metric
 
@@ -809,6 +846,9 @@ class _PassState:
         # Per metric: packed rows; (leaf, key) rows; (leaf, four words) rows.
         self.collect: dict[str, tuple[list, list, list]] = {m: ([], [], []) for m in plans}
         self.distinct = {m: _Distinct() for m in plans}
+        # Small counts are kept per worker (no lock); large ones shared, added under a lock.
+        self.hist = {m: np.zeros(lv.hist_size if lv.hist_size <= LOCAL_HIST_CELLS else 0,
+                                 dtype=np.int64) for m, lv in plans.items()}
 
     def add(self, metric: str, batch: Batch, owner: OrderStats, file_rank: int) -> None:
         grid, tree, lv = owner.grids[metric], owner._trees[metric], self.plans[metric]
@@ -866,15 +906,16 @@ class _PassState:
                 if keep.any():
                     self._add_distinct(metric, lf[keep], offset[keep], pos[here[keep]],
                                        words, lv)
-        hist = self.shared.hist[metric]
-        local = None
-        if len(slots) * 8 > len(hist):
-            local = np.bincount(slots, minlength=len(hist))
-        with self.shared.lock:
-            if local is not None:
-                hist += local
+        local = self.hist[metric]
+        if len(local):
+            if len(slots) * 8 > len(local):
+                local += np.bincount(slots, minlength=len(local))
             else:
-                np.add.at(hist, slots, 1)
+                np.add.at(local, slots, 1)
+            return
+        hist = self.shared.hist[metric]
+        with self.shared.lock:
+            np.add.at(hist, slots, 1)
 
     def _add_distinct(self, metric: str, leaf: np.ndarray, offset: np.ndarray, pos: np.ndarray,
                       words: WordSource, lv: _Leaves) -> None:
@@ -946,6 +987,12 @@ def _merge(metric: str, states: list[_PassState], shared: _PassShared, lv: _Leav
     del packed
     pairs, full = join(1, 2), join(2, 5)
     n = len(packed_rows) + len(pairs[0]) + len(full[0])
+    hist = shared.hist[metric]
+    if not len(hist):
+        hist = np.zeros(lv.hist_size, dtype=np.int64)
+        for state in states:
+            hist += state.hist[metric]
+            state.hist[metric] = np.zeros(0, dtype=np.int64)
     ok = lv.distinct & ~shared.dropped[metric]
     distinct = None
     if ok.any():
@@ -959,7 +1006,7 @@ def _merge(metric: str, states: list[_PassState], shared: _PassShared, lv: _Leav
         distinct = (distinct[0][keep], distinct[1][keep])
     for state in states:
         state.distinct[metric] = _Distinct()
-    return _Merged(shared.hist[metric], packed_rows, pairs, full, n, distinct, ok)
+    return _Merged(hist, packed_rows, pairs, full, n, distinct, ok)
 
 
 def _pick_collected(t: _Targets, idx: np.ndarray, member: np.ndarray, lv: _Leaves,
