@@ -216,6 +216,11 @@ def test_the_same_as_score_stats(tmp_path) -> None:
         assert all(same_bits(got[g], want[g]) for g in got)
     wanted = {g: sorted({0, n // 2, n - 1}) for g, n in new.counts().items()}
     assert new.keys_at_ranks(wanted, "ppl") == old.keys_at_ranks(wanted, "ppl")
+    fast = ScoreStats(files, "domain")  # its numpy fast path interpolates as numpy does
+    for metric in ("ppl", "bpb"):
+        got = new.quantiles(QS, metric, formula="numpy")
+        want = fast.quantiles(QS, metric)
+        assert list(got) == list(want) and all(same_bits(got[g], want[g]) for g in want)
 
 
 def test_approximate_quantiles_state_their_rank_error(tmp_path) -> None:

@@ -284,17 +284,26 @@ class OrderStats:
         return metric
 
     def quantiles(
-        self, qs: Sequence[float], metric: str = "ppl", approx: bool = False
+        self, qs: Sequence[float], metric: str = "ppl", approx: bool = False,
+        formula: str = "duckdb",
     ) -> dict[str, list[float]]:
         """Per group (sorted by name), DuckDB's ``quantile_cont(metric, qs)`` over the group's
         non-null values: bit for bit (exact), or estimated from pass 1 (``approx``; then
-        ``last_rank_error[(metric, group)]`` bounds how many ranks off each estimate is)."""
-        return self.quantiles_many({metric: qs}, approx)[metric]
+        ``last_rank_error[(metric, group)]`` bounds how many ranks off each estimate is).
+
+        ``formula``: ``duckdb`` interpolates between the two order statistics as DuckDB
+        does, ``lo * (1 - d) + hi * d`` (see ``encoding.interpolate``); ``numpy`` as
+        ``numpy.quantile`` and ``columnar_stats`` do, ``lo + (hi - lo) * d`` (1 ulp apart at
+        times)."""
+        return self.quantiles_many({metric: qs}, approx, formula)[metric]
 
     def quantiles_many(
-        self, wanted: Mapping[str, Sequence[float]], approx: bool = False
+        self, wanted: Mapping[str, Sequence[float]], approx: bool = False,
+        formula: str = "duckdb",
     ) -> dict[str, dict[str, list[float]]]:
         """``quantiles`` of several metrics, found in the same passes."""
+        if formula not in ("duckdb", "numpy"):
+            raise ValueError(f"formula must be 'duckdb' or 'numpy', not {formula!r}")
         self._ensure_pass1()
         codes = np.array(self._sorted_codes(), dtype=np.int64)
         plans = {}
@@ -325,8 +334,13 @@ class OrderStats:
             ia = np.searchsorted(packed, (groups << 40) | lo)
             ib = np.searchsorted(packed, (groups << 40) | hi)
             values = decode(t.key[:, 0])
-            result = interpolate_many(values[ia].ravel(), values[ib].ravel(), d.ravel(),
-                                      (lo == hi).ravel(), self._fused).reshape(lo.shape)
+            a, b = values[ia], values[ib]
+            if formula == "numpy":
+                with np.errstate(invalid="ignore"):
+                    result = np.where(lo == hi, a, a + (b - a) * d)
+            else:
+                result = interpolate_many(a.ravel(), b.ravel(), d.ravel(), (lo == hi).ravel(),
+                                          self._fused).reshape(lo.shape)
             names = [self.groups.names[c] for c in present.tolist()]
             out[metric] = dict(zip(names, result.tolist(), strict=True))
             if approx:
