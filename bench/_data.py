@@ -46,11 +46,11 @@ def prepare(
 ) -> BenchData:
     """Build or reuse the demo corpus, the model and a pool of about ``mb`` MB (10^6 bytes)."""
     from datafilter.demo_corpus import build_demo_corpus
-    from datafilter.kenlm_train import KenlmTrainingOptions, train_kenlm
+    from datafilter.kenlm.train import KenlmTrainingOptions, train_kenlm
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    demo = build_demo_corpus(out / "demo", seed=seed, log=log)
+    demo = build_demo_corpus(out / "demo", seed=seed)
     model_dir = out / f"model-o{order}-v{vocab_size}-seed{seed}"
     train_kenlm(
         [demo.reference_dir],

@@ -5,7 +5,7 @@ line at a time: strip, lowercase, NFD-decompose and drop combining marks charact
 character, a regex for digits, a per-character dictionary lookup for the unicode punctuation
 and a per-character category test for the non-printing characters, every step applied to
 every line. It follows the same recipe flags and produces the same output as
-``datafilter.normalize.normalize`` (the bench checks that), so the two loops score identical
+``datafilter.kenlm.normalize.normalize`` (the bench checks that), so the two loops score identical
 text and only the normaliser's speed differs.
 
 For the ``ccnet`` recipe the non-printing characters are CCNet's two-range class (U+0000-U+001F,
@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from datafilter.normalize import PUNCTUATION_TABLES, NormalizationRecipe
+from datafilter.kenlm.normalize import PUNCTUATION_TABLES, NormalizationRecipe
 
 DIGITS = re.compile(r"\d")
 C0_C1 = re.compile("[\x00-\x1f\x7f-\x9f]")

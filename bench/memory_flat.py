@@ -172,8 +172,9 @@ def run_pipeline(
         log_file,
     )
     duckdb = ["--memory-limit", args.duckdb_memory_limit] if args.duckdb_memory_limit else []
+    plan = ["--selector", "perplexity_band", "--set", "keep=0.5"]
     thresholds = measure(
-        "thresholds", [*cli, "thresholds", "--run", str(run_dir), *duckdb], args, log_file
+        "thresholds", [*cli, "thresholds", "--run", str(run_dir), *plan, *duckdb], args, log_file
     )
     select = measure(
         f"select ({executor})",
@@ -188,7 +189,6 @@ def run_pipeline(
             "keep=0.5",
             "--report-by",
             "domain",
-            *duckdb,
             *runtime,
         ],
         args,
@@ -246,7 +246,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--duckdb-memory-limit",
         default=None,
-        help="thresholds/select --memory-limit, e.g. 64MB (default: DuckDB's, 80%% of RAM)",
+        help="thresholds --memory-limit, e.g. 64MB (default: DuckDB's, 80%% of RAM)",
     )
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between samples")
     parser.add_argument("--pss-every", type=int, default=5, help="PSS every N samples (5)")

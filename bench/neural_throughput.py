@@ -90,7 +90,7 @@ def ensure_model(model: Path) -> float | None:
     """Convert SmolLM2's GGUF into ``model`` unless already there; seconds, or None if reused."""
     if (model / "config.json").is_file():
         return None
-    from datafilter.convert_gguf import convert_gguf, smollm2_gguf
+    from datafilter.reference.gguf import convert_gguf, smollm2_gguf
 
     started = time.perf_counter()
     convert_gguf(smollm2_gguf(), model, log=lambda m: print(m, file=sys.stderr))
@@ -102,7 +102,7 @@ def load_docs(out: Path, n: int, seed: int) -> list[str]:
 
     from datafilter.demo_corpus import build_demo_corpus
 
-    demo = build_demo_corpus(out / "demo", seed=seed, log=lambda m: print(m, file=sys.stderr))
+    demo = build_demo_corpus(out / "demo", seed=seed)
     texts = pq.read_table(demo.pool_dir, columns=["text"])["text"].to_pylist()
     if n > len(texts):
         raise SystemExit(f"--docs {n}: the demo pool has {len(texts)} documents")

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from datafilter.perplexity_correlation import projections
+from datafilter.correlation import projections
 
 
 def package_l2_returns(estimate: np.ndarray, tau: np.ndarray, atol: float) -> bool:

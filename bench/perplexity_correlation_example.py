@@ -47,17 +47,17 @@ import yaml
 from pyarrow import csv
 
 from datafilter import api
+from datafilter.correlation import estimators
 from datafilter.demo_corpus import build_demo_corpus
-from datafilter.kenlm_train import KenlmTrainingOptions, train_kenlm
-from datafilter.perplexity_correlation import estimators
+from datafilter.kenlm.train import KenlmTrainingOptions, train_kenlm
 from datafilter.runtime import RuntimeOptions
-from datafilter.score_columns import id_hash
+from datafilter.scorers.columns import id_hash
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "perplexity_correlation.yaml"
 DEFAULT_OUT = "demo-run/corr"
 NEURAL_ID = "neural"
-LOCAL = RuntimeOptions(executor="local", progress=False)
+LOCAL = RuntimeOptions(executor="local")
 SENTENCE = re.compile(r"(?<=[.!?])\s+")
 WORD = re.compile(r"^[A-Za-z]+$")
 
@@ -77,7 +77,7 @@ def _by_hash(ids: list[str]) -> np.ndarray:
 
 def prepare_data(out: Path) -> dict[str, Path]:
     """The corpus to select from, the training text of the zoo and the held-out news."""
-    corpus = build_demo_corpus(out / "demo-corpus", log=log)
+    corpus = build_demo_corpus(out / "demo-corpus")
     pool = pq.read_table(corpus.pool_dir)
     reference = pq.read_table(corpus.reference_dir)
     u = _by_hash(pool["id"].to_pylist())
@@ -163,8 +163,8 @@ def run_benchmark(out: Path, models: dict[str, dict], n_sentences: int) -> Path:
     results = {}
     for name, spec in models.items():
         api.score(out / "bench" / "input", out / "bench" / "run", scorer=spec["scorer"],
-                  options=spec["options"], scorer_id=name, id_column="id", runtime=LOCAL,
-                  log=quiet)  # fmt: skip
+                  options=spec["options"], scorer_id=name, id_column="id",
+                  runtime=LOCAL)  # fmt: skip
         scores = pq.read_table(out / "bench" / "run" / "scores" / name / "pairs.parquet")
         logprob = dict(zip(scores["doc_id"].to_pylist(), scores["logprob_sum"].to_pylist(),
                            strict=True))  # fmt: skip

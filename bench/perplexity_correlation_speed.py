@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 
-from datafilter.perplexity_correlation import estimators, projections
+from datafilter.correlation import estimators, projections
 
 
 def _best(fn, repeat: int) -> tuple[float, np.ndarray]:

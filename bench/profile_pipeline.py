@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     prof_dir.mkdir(parents=True, exist_ok=True)
     run_dir = out / "runs" / f"profile-{args.executor}"
     shutil.rmtree(run_dir, ignore_errors=True)
-    runtime = RuntimeOptions(executor=args.executor, num_actors=args.actors, progress=False)
+    runtime = RuntimeOptions(executor=args.executor, num_actors=args.actors)
 
     def score() -> float:
         t0 = time.perf_counter()
@@ -227,7 +227,6 @@ def main(argv: list[str] | None = None) -> int:
             options={"model": str(data.model_dir)},
             id_column="id",
             runtime=runtime,
-            log=lambda m: None,
         )
         return time.perf_counter() - t0
 

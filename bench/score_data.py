@@ -67,7 +67,7 @@ def _write_shard(job: tuple[str, int, int, int, int]) -> None:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from datafilter.score_columns import SCORE_SCHEMA
+    from datafilter.scorers.columns import SCORE_SCHEMA
 
     folder, i, n, groups, seed = job
     rng = np.random.default_rng([seed, i])

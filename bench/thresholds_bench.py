@@ -79,7 +79,7 @@ def _band_ranks(counts: dict[str, int]) -> dict[str, list[int]]:
 
 def run_child(folder: Path, case: str, method: str, result_path: Path) -> dict:
     """One case by one method, in this (fresh) process; results saved for the agreement."""
-    from datafilter.thresholds import PERCENTILES
+    from datafilter.aggregate import PERCENTILES
 
     kind, group_by = CASES[case]
     scores, inputs = _files(folder)
@@ -113,7 +113,8 @@ def run_child(folder: Path, case: str, method: str, result_path: Path) -> dict:
                                   "share": errors[worst] / counts[worst[1]],
                                   "median_share": shares[len(shares) // 2]}
     else:
-        from datafilter.thresholds import ScoreFiles, ScoreStats, threshold_table
+        from datafilter.aggregate import ScoreFiles, ScoreStats
+        from datafilter.stages.thresholds import threshold_table
 
         stats = ScoreStats(ScoreFiles(scores, inputs), group_by)
         counts = stats.counts()

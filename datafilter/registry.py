@@ -46,6 +46,14 @@ class Registry(Generic[T]):
         return getattr(importlib.import_module(module_name), attr)
 
 
+def as_list(value: Any) -> Any:
+    """A before-validator: one path (or string) given where a list is expected becomes a list
+    of one."""
+    from pathlib import PurePath
+
+    return [value] if isinstance(value, str | PurePath) else value
+
+
 def strict_validate(model: type[M], values: Any) -> M:
     """Validate as JSON values are validated in pydantic's strict mode: no ``true`` for a
     number, no ``"0.5"`` for a float (a string stays a string), but a string for a path or an

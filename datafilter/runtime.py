@@ -32,7 +32,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
-from datafilter import library_logs, ray_reaper
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from datafilter import logs, ray_reaper
 from datafilter.errors import ConfigError, DatafilterError, MissingDependencyError, OutputError
 from datafilter.progress import StageProgress
 
@@ -45,15 +47,35 @@ LOCAL_BELOW = 8_000_000  # auto: input shards under this many bytes run in this 
 RAY_WORKER_NICENESS = "RAY_worker_niceness"  # Ray's config override (case-sensitive)
 
 
-@dataclass(frozen=True)
-class RuntimeOptions:
-    """Where and how wide to run: the executor, a Ray address, workers, progress display."""
+class RuntimeOptions(BaseModel):
+    """Where and how wide the score and select stages run (the ``ray:`` section of a run
+    config; the CLI's runtime flags)."""
 
-    executor: Executor = "auto"
-    address: str | None = None
-    num_actors: int | None = None  # worker processes or Ray actors (default: fill the CPUs)
-    progress: bool = True
-    local_below: int = LOCAL_BELOW  # auto: input bytes under which a stage runs in-process
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    executor: Executor = Field(
+        "auto",
+        description="auto: ray with an address, local (in this process) below --local-below or "
+        "for one shard, ray for GPU scorers, else process (a pool of worker processes)",
+    )
+    address: str | None = Field(
+        None, description="Ray cluster to run on (default: RAY_ADDRESS); implies ray"
+    )
+    num_actors: int | None = Field(
+        None, ge=1, description="worker processes or Ray actors (default: one per CPU)"
+    )
+    local_below: int = Field(
+        LOCAL_BELOW,
+        ge=0,
+        description="auto: input shards smaller than this in total run in this process "
+        "(bytes, or a size such as 8MB)",
+        json_schema_extra={"metavar": "SIZE"},
+    )
+
+    @field_validator("local_below", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> Any:
+        return parse_size(value) if isinstance(value, str) else value
 
 
 @dataclass(frozen=True)
@@ -187,7 +209,7 @@ def run_tasks(
         else:
             outcomes = _run_here(tasks, factory)
         say(choice.line(stage))
-    with StageProgress(stage, len(tasks), say, enabled=options.progress) as progress:
+    with StageProgress(stage, len(tasks), say) as progress:
         for outcome in outcomes:
             progress.shard_done(outcome.result)
             yield outcome
@@ -224,7 +246,7 @@ def _worker_setup(
 
     for key, value in env.items():
         os.environ.setdefault(key, value)
-    library_logs.configure(verbose)
+    logs.configure(verbose)
     storage.configure(storage_options)  # the driver's object-storage settings
 
 
@@ -246,7 +268,7 @@ def _run_in_processes(
     # Each worker's math libraries get its share of the cores, as Ray gives its actors.
     threads = str(max(1, int(num_cpus)))
     env = {name: threads for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    setup = partial(_worker_setup, storage.current_options(), library_logs.is_verbose(), env)
+    setup = partial(_worker_setup, storage.current_options(), logs.is_verbose(), env)
 
     def on_retry(index: int, how: str) -> None:
         log(f"{stage}: {_task_name(tasks[index], index)}: its worker process died ({how}); "
@@ -304,7 +326,7 @@ def ensure_ray(address: str | None, log: Log | None = None) -> Any:
     if ray.is_initialized():
         return ray
     address = address or os.environ.get("RAY_ADDRESS")
-    verbose = library_logs.is_verbose()
+    verbose = logs.is_verbose()
     if not verbose:
         # Ray's C++ core prints its errors and warnings on stderr (the ones that matter come
         # back as exceptions); at "fatal" only a crash is printed.
@@ -367,7 +389,7 @@ def _run_on_ray(
         slots = resources.get("CPU", 1) / max(num_cpus, 0.001)
     size = max(1, min(len(tasks), options.num_actors or int(slots) or 1))
     log(Choice("ray", size, _why_ray(options)).line(stage))
-    setup = partial(_worker_setup, storage.current_options(), library_logs.is_verbose(), {})
+    setup = partial(_worker_setup, storage.current_options(), logs.is_verbose(), {})
     # An actor that dies (killed, out of memory, node lost) is restarted; the call it was
     # running is retried once on it, then fails. Its shard's temporary file is removed by the
     # stage; nothing half-written is ever kept under a shard's name.

@@ -1,4 +1,4 @@
-"""A data-prep DAG on Luigi: score -> thresholds -> select, each task one call of the Python API.
+"""A data-prep DAG on Luigi: score -> thresholds -> select, each task one stage of the library.
 
     python pipelines/dag_luigi.py configs/demo.yaml            # the three tasks, local scheduler
     PYTHONPATH=pipelines luigi --module dag_luigi Select --config configs/demo.yaml \
@@ -8,7 +8,11 @@ Parameters come from a ``datafilter run`` config: its ``input``, ``run_dir`` and
 ``thresholds``, ``select`` and ``ray`` sections. The config's ``demo_corpus`` and
 ``train_kenlm`` steps are not tasks here (build the corpus and the model first).
 
-Idempotent per task. Each task writes a small JSON result (the API call's summary and a
+The edge thresholds -> select carries a file: ``Thresholds`` makes the percentile tables and the
+plan of the config's ``select:`` section (``RUN_DIR/thresholds/plans/...json``), and ``Select``
+applies the plan named in ``Thresholds``' result, never another.
+
+Idempotent per task. Each task writes a small JSON result (the stage's summary and a
 fingerprint of what it was computed from) under ``RUN_DIR/_dag/`` when its stage has finished.
 Luigi counts a task as done when that file exists and its fingerprint matches the task's
 inputs now (its config section, the input shards' sizes and mtimes for ``Score``, the
@@ -34,31 +38,38 @@ import luigi
 from datafilter.config import RunConfig, load_config
 from datafilter.io.markers import file_fingerprint
 from datafilter.io.shards import discover_shards
-from datafilter.pipeline import runtime_options, score_step, select_step, thresholds_step
+from datafilter.stages.run import score_step, select_step, thresholds_step
 
 STATE_DIR = "_dag"  # under the run folder; names starting with '_' are never read as input
 
 
 def score_task(cfg: RunConfig) -> dict[str, Any]:
     """Score every input shard (finished shards are skipped); the stage's summary."""
-    return score_step(cfg, runtime_options(cfg))
+    return score_step(cfg)
 
 
 def thresholds_task(cfg: RunConfig) -> dict[str, Any]:
-    """Percentile tables for each ``thresholds.group_by`` entry; documents per table."""
-    summaries = thresholds_step(cfg)
+    """Percentile tables for each ``thresholds.group_by`` entry, and the select section's plan;
+    documents per table and the plan's path."""
+    summaries, plan = thresholds_step(cfg)
     return {
         "n_docs": {
             group_by or "(global)": summary["n_docs"]
             for group_by, summary in zip(cfg.thresholds.group_by, summaries, strict=True)
-        }
+        },
+        "plan": plan,
     }
 
 
-def select_task(cfg: RunConfig) -> dict[str, Any]:
-    """Write the filtered shards and the manifest (finished shards are skipped); its totals."""
-    manifest = select_step(cfg, runtime_options(cfg))
-    return {"totals": manifest["totals"], "output": str(Path(cfg.select.output).resolve())}
+def select_task(cfg: RunConfig, plan: str | None = None) -> dict[str, Any]:
+    """Apply ``plan`` (the thresholds task's): the filtered shards and the manifest (finished
+    shards are skipped); its totals."""
+    manifest = select_step(cfg, plan=plan)
+    return {
+        "totals": manifest["totals"],
+        "output": str(Path(cfg.select.output).resolve()),
+        "plan": manifest["plan"],
+    }
 
 
 def _digest(*parts: Any) -> str:
@@ -143,7 +154,8 @@ class Select(_StageTask):
         return _digest(self.cfg().select.model_dump(mode="json"), self.upstream())
 
     def body(self, cfg: RunConfig) -> dict[str, Any]:
-        return select_task(cfg)
+        upstream = self.requires().stored()  # the edge: the plan file Thresholds made
+        return select_task(cfg, upstream["result"]["plan"] if upstream else None)
 
 
 def build(config: str | Path, *, state_dir: str = "", workers: int = 1) -> luigi.LuigiStatusCode:

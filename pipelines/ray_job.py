@@ -57,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     from datafilter.config import load_config
     from datafilter.errors import ConfigError, DatafilterError
-    from datafilter.pipeline import run
+    from datafilter.logs import setup_cli
     from datafilter.runtime import ensure_ray
+    from datafilter.stages.run import run_config
+
+    setup_cli()  # datafilter's lines (stages, progress) into the job's log
 
     try:
         cfg = load_config(args.config)
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             from datafilter.progress import set_enabled
 
             set_enabled(True)
-        result = run(cfg)
+        result = run_config(cfg)
     except DatafilterError as exc:
         print(f"ray_job: error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian/Ubuntu packages needed to build KenLM's lmplz and build_binary
-# (see `python -m datafilter.kenlm_tools` / `datafilter setup-kenlm`).
+# (see `python -m datafilter.kenlm.tools` / `datafilter setup-kenlm`).
 # Idempotent: does nothing when every package is already installed.
 set -euo pipefail
 

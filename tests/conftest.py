@@ -11,6 +11,7 @@ deliberately partial set-up, e.g. ``DATAFILTER_SETUP_NEURAL=0``).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -53,6 +54,18 @@ def _quiet(_message: str) -> None:
     pass
 
 
+@pytest.fixture(autouse=True)
+def _datafilter_logger_as_it_was():
+    """A test that runs ``cli.main`` in this process configures the ``datafilter`` logger (a
+    handler printing on stderr, a level): undo it, so later tests see the library's default."""
+    logger = logging.getLogger("datafilter")
+    handlers, level = list(logger.handlers), logger.level
+    yield
+    for handler in [h for h in logger.handlers if h not in handlers]:
+        logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory: pytest.TempPathFactory) -> DemoCorpus:
     """The demo corpus: ``reference/`` and ``pool/`` (4 shards: id, text, source, domain,
@@ -60,7 +73,7 @@ def demo_corpus(tmp_path_factory: pytest.TempPathFactory) -> DemoCorpus:
     from datafilter.demo_corpus import build_demo_corpus
 
     try:
-        return build_demo_corpus(tmp_path_factory.mktemp("shared") / "corpus", log=_quiet)
+        return build_demo_corpus(tmp_path_factory.mktemp("shared") / "corpus")
     except MissingDependencyError as exc:
         pytest.skip(f"demo corpus unavailable: {exc}")
 
@@ -68,7 +81,7 @@ def demo_corpus(tmp_path_factory: pytest.TempPathFactory) -> DemoCorpus:
 @pytest.fixture(scope="session")
 def kenlm_model_dir(tmp_path_factory: pytest.TempPathFactory, demo_corpus: DemoCorpus) -> Path:
     """A small KenLM model folder (order 3, 2000 pieces) trained on the demo reference set."""
-    from datafilter.kenlm_train import KenlmTrainingOptions, train_kenlm
+    from datafilter.kenlm.train import KenlmTrainingOptions, train_kenlm
 
     model = tmp_path_factory.mktemp("shared-model") / "model"
     options = KenlmTrainingOptions(order=3, vocab_size=2000, memory="256M")

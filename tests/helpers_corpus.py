@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,68 @@ from datafilter.demo_corpus import DemoCorpus
 from datafilter.runtime import RuntimeOptions
 
 # In-process execution without Ray: fast and deterministic, for most tests.
-LOCAL = RuntimeOptions(executor="local", progress=False)
+LOCAL = RuntimeOptions(executor="local")
+PLAN_KEYS = ("selector", "options", "scorer_id", "group_by")
 
 
 def quiet(_message: str) -> None:
     pass
+
+
+class _Lines(logging.Handler):
+    def __init__(self, lines: list[str], callback: Callable[[str], None] | None):
+        super().__init__(logging.DEBUG)
+        self.lines, self.callback = lines, callback
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        self.lines.append(message)
+        if self.callback is not None:
+            self.callback(message)
+
+
+@contextmanager
+def log_lines(callback: Callable[[str], None] | None = None) -> Iterator[list[str]]:
+    """The lines datafilter logs inside the block (info and up); ``callback`` sees each as it is
+    logged (an exception it raises stops the stage there)."""
+    lines: list[str] = []
+    logger = logging.getLogger("datafilter")
+    handler = _Lines(lines, callback)
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def plan_and_select(run: Path, out: Path, *, runtime: Any = LOCAL, **options: Any) -> dict:
+    """The selection's plan (``thresholds --selector --no-table``), then the selection: what
+    ``select`` did alone before the plan was the thresholds stage's file."""
+    from datafilter import api
+
+    plan = {k: options[k] for k in PLAN_KEYS if k in options}
+    plan.setdefault("selector", "perplexity_band")
+    api.thresholds(run, table=False, **plan)
+    return api.select(run, out, runtime=runtime, **options)
+
+
+def select_args(*args: str | os.PathLike) -> list[str]:
+    """The ``thresholds`` arguments that make the plan of a ``select`` command line."""
+    args = [str(a) for a in args]
+    keep = {"--run", "--selector", "--set", "--group-by", "--scorer-id", "--storage-option"}
+    plan = []
+    for i, arg in enumerate(args):
+        name = arg.split("=", 1)[0]
+        if name in keep and "=" in arg:
+            plan.append(arg)
+        elif name in keep and i + 1 < len(args):
+            plan += [arg, args[i + 1]]
+    if "--selector" not in [a.split("=", 1)[0] for a in plan]:
+        plan += ["--selector", "perplexity_band"]
+    return ["thresholds", "--no-table", *plan]
 
 
 def real_texts(corpus: DemoCorpus, n: int | None = None) -> list[str]:
@@ -96,6 +155,13 @@ def run_cli(*args: str | os.PathLike, timeout: float = 120) -> subprocess.Comple
     return subprocess.run(
         cli_command(*args), capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+def run_cli_select(*args: str | os.PathLike, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``datafilter select ARGS`` after the ``thresholds`` command that makes its plan (the
+    thresholds command's process is returned when it fails)."""
+    proc = run_cli(*select_args(*args), timeout=timeout)
+    return proc if proc.returncode else run_cli("select", *args, timeout=timeout)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 60, poll: float = 0.002) -> None:

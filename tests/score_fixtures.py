@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from datafilter.score_columns import SCORE_SCHEMA, id_hash
-from datafilter.thresholds import ScoreFiles
+from datafilter.aggregate import ScoreFiles
+from datafilter.scorers.columns import SCORE_SCHEMA, id_hash
 
 
 def write_scored_shards(

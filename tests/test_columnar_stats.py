@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 from score_fixtures import write_scored_shards
 
+from datafilter.aggregate import PERCENTILES, ScoreStats
 from datafilter.errors import InputError
-from datafilter.thresholds import PERCENTILES, ScoreStats
 
 QS = [*PERCENTILES, 0.333, 0.0001, 0.9999]
 

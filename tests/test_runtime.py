@@ -105,9 +105,10 @@ def _factory(fail_build: bool = False):
     return run
 
 
-def test_the_process_pool_builds_each_worker_once_and_keeps_errors_as_data() -> None:
+def test_the_process_pool_builds_each_worker_once_and_keeps_errors_as_data(monkeypatch) -> None:
+    monkeypatch.setenv("DATAFILTER_PROGRESS", "0")  # no progress line however long it takes
     tasks = [f"t{i}" for i in range(10)] + ["bad"]
-    options = RuntimeOptions(executor="process", num_actors=2, progress=False)
+    options = RuntimeOptions(executor="process", num_actors=2)
     log: list[str] = []
     outcomes = list(run_tasks(tasks, _factory, options, stage="test", log=log.append))
     assert log == ["test: executor process, 2 worker processes (--executor process)"]
@@ -123,7 +124,7 @@ def test_the_process_pool_builds_each_worker_once_and_keeps_errors_as_data() -> 
 
 
 def test_a_worker_that_cannot_build_stops_the_stage_with_its_error() -> None:
-    options = RuntimeOptions(executor="process", num_actors=2, progress=False)
+    options = RuntimeOptions(executor="process", num_actors=2)
     from functools import partial
 
     with pytest.raises(ModelError, match="the model folder is broken"):
@@ -353,20 +354,20 @@ def test_with_an_address_the_command_names_the_cluster_it_joins(
 def test_library_logs_are_quiet_unless_verbose(monkeypatch) -> None:
     import duckdb
 
-    from datafilter import library_logs
+    from datafilter import logs
 
-    for key in (*library_logs.QUIET_ENV, library_logs.VERBOSE_ENV):
+    for key in (*logs.QUIET_ENV, logs.VERBOSE_ENV):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "info")  # the user's own choice is kept
     try:
-        library_logs.configure(False)
+        logs.configure(False)
         assert os.environ["VLLM_LOGGING_LEVEL"] == "ERROR"
         assert os.environ["TRANSFORMERS_VERBOSITY"] == "info"
-        con = library_logs.quiet_duckdb(duckdb.connect())
+        con = logs.quiet_duckdb(duckdb.connect())
         assert con.execute("SELECT current_setting('enable_progress_bar')").fetchone() == (False,)
-        library_logs.configure(True)
-        assert library_logs.is_verbose() and os.environ[library_logs.VERBOSE_ENV] == "1"
-        con = library_logs.quiet_duckdb(duckdb.connect())
+        logs.configure(True)
+        assert logs.is_verbose() and os.environ[logs.VERBOSE_ENV] == "1"
+        con = logs.quiet_duckdb(duckdb.connect())
         assert con.execute("SELECT current_setting('enable_progress_bar')").fetchone() == (True,)
     finally:
-        library_logs.configure(False)
+        logs.configure(False)

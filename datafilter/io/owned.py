@@ -13,7 +13,7 @@ warning, and no longer counted as datafilter's.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import logging
 
 from datafilter.io.atomic import write_json
 from datafilter.io.content import current_record
@@ -21,6 +21,8 @@ from datafilter.io.guard import refuse_foreign_files
 from datafilter.io.layout import STATE_DIR
 from datafilter.io.markers import read_marker
 from datafilter.io.storage import AnyPath
+
+log = logging.getLogger(__name__)
 
 LEDGER = "owned.json"
 MANIFEST = "manifest.json"
@@ -63,7 +65,7 @@ def owned_files(out: AnyPath) -> set[str]:
     return listed
 
 
-def claim(out: AnyPath, names: set[str], log: Callable[[str], None]) -> None:
+def claim(out: AnyPath, names: set[str]) -> None:
     """Make ``out`` hold only ``names`` of datafilter's: refuse if one of them is a foreign
     file, delete the earlier selections' files that are not among them (when they still hold
     the bytes recorded), and list ``names`` in the ledger before anything is written."""
@@ -75,10 +77,10 @@ def claim(out: AnyPath, names: set[str], log: Callable[[str], None]) -> None:
         if not path.exists():
             continue
         if any(current_record(path, r.get("output")) is not None for r in records.get(rel, [])):
-            log(f"select: removing {rel}: its input shard is gone")
+            log.info(f"select: removing {rel}: its input shard is gone")
             path.unlink()
         else:
-            log(
+            log.warning(
                 f"select: warning: leaving {rel}: its input shard is gone but it does not hold "
                 "the bytes a selection wrote there (changed since, or unfinished); delete it "
                 "yourself if it is not needed"

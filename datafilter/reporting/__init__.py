@@ -5,46 +5,53 @@ documents at each decile and around each threshold, and the run's configuration.
 matplotlib (``pip install 'datafilter[report]'``); nothing on the page needs the network.
 
 (This package is ``datafilter.reporting``, not ``datafilter.report``, so that importing it
-never shadows the public function ``datafilter.report``.)
+never shadows the public function ``datafilter.report``, which calls :func:`write_report`.)
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
+import logging
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from datafilter.errors import ConfigError
 from datafilter.io.atomic import write_bytes
 from datafilter.io.layout import RunLayout
 from datafilter.io.storage import is_remote
 
+log = logging.getLogger(__name__)
+
 REPORT_NAME = "report.html"
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+class ReportOptions(BaseModel):
+    """``datafilter report``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    selection: str | None = Field(
+        None, description="select output folder (default: the run's most recent)"
+    )
+    output: str | None = Field(
+        None, description="HTML file to write (default: RUN_DIR/report.html)"
+    )
+    scorer_id: str | None = Field(None, description="scores to show (default: the run's only one)")
 
 
-def report(
-    run_dir: str | Path,
-    *,
-    selection: str | Path | None = None,
-    output: str | Path | None = None,
-    scorer_id: str | None = None,
-    log: Callable[[str], None] = _stderr,
-) -> dict[str, Any]:
+def write_report(run_dir: str | Path, opts: ReportOptions) -> dict[str, Any]:
     """Write the HTML report of ``run_dir`` (default ``RUN_DIR/report.html``), atomically.
 
     ``selection`` is a ``datafilter select`` output folder; by default the most recent one
     made from the run, and none if there is none (the page then shows the scores only).
     """
     from datafilter.reporting.data import collect
-    from datafilter.reporting.plots import _matplotlib
+    from datafilter.reporting.plots import require_matplotlib
     from datafilter.reporting.render import render, sections
 
-    _matplotlib()  # fail early, with the extra to install, when matplotlib is missing
+    require_matplotlib()  # fail early, with the extra to install, when matplotlib is missing
+    selection, output, scorer_id = opts.selection, opts.output, opts.scorer_id
     layout = RunLayout.at(run_dir)
     if is_remote(layout.root) or (selection is not None and is_remote(selection)):
         raise ConfigError(
@@ -56,7 +63,7 @@ def report(
     data = collect(layout.root, selection=selection, scorer_id=scorer_id)
     page = render(data).encode("utf-8")
     write_bytes(path, page)
-    log(
+    log.info(
         f"report: {sum(data.counts.values())} scored documents"
         + (f", selection {data.selection}" if data.selection else ", no selection")
         + f" -> {path}"
@@ -74,7 +81,7 @@ def report(
 def _refuse_foreign_target(path: Path, layout: RunLayout) -> None:
     """The page replaces only an earlier report, never an input or another file."""
     from datafilter.io.guard import input_places, place, refuse_overlaps
-    from datafilter.run_record import require_record
+    from datafilter.io.record import require_record
 
     refuse_overlaps([place("report file", path)], input_places(require_record(layout).input))
     if path.is_dir():

@@ -1,6 +1,6 @@
 """Everything a run report shows, collected from the run folder and the selection's manifest.
 
-Statistics come from DuckDB through :class:`~datafilter.thresholds.ScoreStats` (histograms,
+Statistics come from DuckDB through :class:`~datafilter.aggregate.ScoreStats` (histograms,
 documents at given ranks or near given values), so memory stays bounded on big runs; the texts
 of the few sampled documents are read from their input shards, one row group at a time.
 """
@@ -17,17 +17,17 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from datafilter.aggregate import ALL, NULL_GROUP, ScoredDoc, ScoreFiles, ScoreStats
 from datafilter.errors import ConfigError, InputError
 from datafilter.io.layout import RunLayout
-from datafilter.reporting.harmful import collect_harmful
-from datafilter.run_record import (
+from datafilter.io.record import (
     RunRecord,
     finished_score_shards,
     require_record,
     resolve_scorer_id,
 )
-from datafilter.score_columns import METRICS
-from datafilter.thresholds import ALL, NULL_GROUP, ScoredDoc, ScoreFiles, ScoreStats
+from datafilter.reporting.harmful import collect_harmful
+from datafilter.scorers.columns import METRICS
 
 DECILES = [i / 10 for i in range(11)]
 # Percentiles drawn on the histograms (from the thresholds tables) besides any extra quantile

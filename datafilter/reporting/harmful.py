@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from datafilter.thresholds import ScoreStats
+from datafilter.aggregate import ScoreStats
 
 SELECTOR = "harmful_outlier"
 BINS = 80

@@ -23,7 +23,7 @@ MARK_COLORS = ("#8172b3", "#dd8452", "#937860", "#da8bc3", "#64b5cd", "#8c8c8c")
 PERCENTILE_COLOR = "#6b7280"
 
 
-def _matplotlib():
+def require_matplotlib():
     try:
         import matplotlib
     except ImportError:
@@ -49,7 +49,7 @@ def _matplotlib():
 
 
 def _figure(width: float, height: float):
-    _matplotlib()
+    require_matplotlib()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

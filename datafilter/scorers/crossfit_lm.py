@@ -1,7 +1,7 @@
 """Cross-fitted scoring with the k reference models of ``datafilter train-reference``.
 
 ``model`` is the folder holding ``crossfit.json`` and ``fold-0 .. fold-{k-1}``. Each document is
-scored by fold model ``(fold(text) + 1) % k`` (:func:`~datafilter.reference_train.scoring_fold`):
+scored by fold model ``(fold(text) + 1) % k`` (:func:`~datafilter.reference.scoring_fold`):
 documents of fold j were only eligible for model j's training sample, so no document is scored
 by a model that could have trained on it. With k = 1 the single model scores every document,
 which is not cross-fitted. Each fold model runs with the ``torch`` backend and these options.
@@ -18,7 +18,7 @@ import numpy as np
 
 from datafilter.errors import ModelError
 from datafilter.io.hash_cache import folder_sha256
-from datafilter.reference_train.crossfit import scoring_fold
+from datafilter.reference.crossfit import scoring_fold
 from datafilter.scorers.base import BatchScores, Resources, Scorer
 from datafilter.scorers.causal_lm import CausalLMOptions
 from datafilter.scorers.torch_lm import TorchLMScorer

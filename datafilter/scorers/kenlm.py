@@ -26,9 +26,9 @@ import numpy as np
 
 from datafilter.errors import MissingDependencyError, ModelError
 from datafilter.io.hash_cache import cached_sha256, folder_sha256
-from datafilter.kenlm_model import RECIPE_FILE, KenlmRecipe, load_recipe, without_nul
-from datafilter.kenlm_native import load_native
-from datafilter.normalize import NormalizationRecipe, Normalizer
+from datafilter.kenlm.model import RECIPE_FILE, KenlmRecipe, load_recipe, without_nul
+from datafilter.kenlm.native import load_native
+from datafilter.kenlm.normalize import NormalizationRecipe, Normalizer
 from datafilter.scorers.base import BatchScores, Scorer, ScorerOptions
 
 LN10 = math.log(10.0)
@@ -146,7 +146,7 @@ class KenlmScorer(Scorer):
 
     def _units(self, text: str) -> list[str]:
         """The normalised, non-empty lines that get scored for one document (without NUL
-        characters, as in training: :func:`~datafilter.kenlm_model.without_nul`)."""
+        characters, as in training: :func:`~datafilter.kenlm.model.without_nul`)."""
         if self.options.mode == "ccnet_compat":
             line = without_nul(self._normalizer.line(text).replace("\n", " "))
             return [line] if line else []

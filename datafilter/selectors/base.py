@@ -11,7 +11,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
-    from datafilter.thresholds import ScoreStats
+    from datafilter.aggregate import ScoreStats
 
 
 class SelectorOptions(BaseModel):

@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
+from datafilter.aggregate import ScoreStats
 from datafilter.selectors.base import Decision, Selector, SelectorOptions
-from datafilter.thresholds import ScoreStats
 
 Bucket = Literal["head", "middle", "tail"]
 

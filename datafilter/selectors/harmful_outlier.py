@@ -8,10 +8,10 @@ document resembles harmful text, so documents below the cut are flagged (and dro
 - ``calibrated``: ``labels`` (Parquet: the id column and a 0/1 ``harmful`` column, a uniform
   random sample of a few hundred documents of the run): the cut with the most recall whose
   precision reaches ``target_precision`` with ``confidence`` (Clopper-Pearson lower bound), see
-  :mod:`datafilter.calibration`;
+  :mod:`datafilter.selectors.calibration`;
 - ``automatic`` (default): a separate low mode of the log-perplexity histogram, found by a
   two-Gaussian fit with guards against skewed and heavy-tailed single modes, see
-  :mod:`datafilter.bimodal`.
+  :mod:`datafilter.selectors.bimodal`.
 
 The plan records per group which mode decided, the fitted modes, the cut, the estimated share
 flagged and, when nothing is flagged, why (also printed as one warning line per group).
@@ -34,11 +34,11 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field, model_validator
 
-from datafilter.bimodal import LowMode, LowModeRules, find_low_mode
-from datafilter.calibration import Calibration, calibrate
+from datafilter.aggregate import ScoreStats
 from datafilter.errors import InputError
 from datafilter.selectors.base import Decision, Selector, SelectorOptions
-from datafilter.thresholds import ScoreStats
+from datafilter.selectors.bimodal import LowMode, LowModeRules, find_low_mode
+from datafilter.selectors.calibration import Calibration, calibrate
 
 MODES = ("automatic", "calibrated", "manual")
 

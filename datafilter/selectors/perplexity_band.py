@@ -14,8 +14,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from datafilter.aggregate import ScoreStats
 from datafilter.selectors.base import Decision, Selector, SelectorOptions
-from datafilter.thresholds import ScoreStats
+from datafilter.selectors.order import at_or_above, at_or_below
 
 
 class PerplexityBandOptions(SelectorOptions):
@@ -84,34 +85,9 @@ class PerplexityBand(Selector):
                 continue
             in_band = rows.copy()
             if params["lower"] is not None:
-                in_band &= _at_or_above(scores, plan["metric"], params["lower"])
+                in_band &= at_or_above(scores, plan["metric"], params["lower"])
             if params["upper"] is not None:
-                in_band &= _at_or_below(scores, plan["metric"], params["upper"])
+                in_band &= at_or_below(scores, plan["metric"], params["upper"])
             keep |= in_band
         keep &= ~np.isnan(values)
         return Decision(keep=keep, drop_reason=f"perplexity_band:{self.options.criterion}")
-
-
-def _compare(scores: dict[str, np.ndarray], metric: str, key: dict[str, Any]) -> np.ndarray:
-    """-1, 0 or 1 per row: its sort key (metric, id_hash, score shard, row) against ``key``."""
-    parts = (
-        (scores[metric], key["value"]),
-        (scores["id_hash"], np.uint64(key["id_hash"])),
-        (scores["score_file"], key["shard"]),
-        (scores["row"], key["row"]),
-    )
-    result = np.zeros(len(scores[metric]), dtype=np.int8)
-    undecided = np.ones(len(result), dtype=bool)
-    for mine, theirs in parts:
-        less, more = undecided & (mine < theirs), undecided & (mine > theirs)
-        result[less], result[more] = -1, 1
-        undecided &= ~(less | more)
-    return result
-
-
-def _at_or_above(scores: dict[str, np.ndarray], metric: str, key: dict[str, Any]) -> np.ndarray:
-    return _compare(scores, metric, key) >= 0
-
-
-def _at_or_below(scores: dict[str, np.ndarray], metric: str, key: dict[str, Any]) -> np.ndarray:
-    return _compare(scores, metric, key) <= 0

@@ -18,9 +18,10 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
+from datafilter.aggregate import ScoreStats
 from datafilter.errors import ConfigError
 from datafilter.selectors.base import Decision, Selector, SelectorOptions
-from datafilter.thresholds import ScoreStats
+from datafilter.selectors.order import at_or_before
 
 NOT_SELECTED = "perplexity_correlation:domain_not_selected"
 OVER_QUOTA = "perplexity_correlation:over_quota"
@@ -51,9 +52,9 @@ class PerplexityCorrelation(Selector):
         return columns
 
     def plan(self, stats: ScoreStats) -> dict[str, Any]:
-        from datafilter.perplexity_correlation.aggregate import ShardPair, amounts_per_domain
-        from datafilter.perplexity_correlation.domains import DomainSpec
-        from datafilter.perplexity_correlation.selection import load_weights
+        from datafilter.correlation.domains import DomainSpec
+        from datafilter.correlation.per_domain import ShardPair, amounts_per_domain
+        from datafilter.correlation.selection import load_weights
 
         if stats.group_by is None:
             raise ConfigError(
@@ -69,8 +70,7 @@ class PerplexityCorrelation(Selector):
                 f"{opts.weights} records no budget in {unit}; set budget=<amount in {unit}>"
             )
         spec = DomainSpec(stats.group_by, opts.domain_from)
-        # ScoreStats keeps the input -> score shard map privately; the pairs are all we need.
-        pairs = [ShardPair(i, s) for i, s in stats._score_file_of.items()]
+        pairs = [ShardPair(i, s) for i, s in stats.score_file_of.items()]
         quotas = weights.quotas(budget, unit)
         found = amounts_per_domain(pairs, spec, unit, None if opts.distill else quotas)
         plan: dict[str, Any] = {
@@ -84,7 +84,7 @@ class PerplexityCorrelation(Selector):
             "warnings": weights.mismatches(found, unit),
         }
         if opts.distill:
-            from datafilter.perplexity_correlation.distill import probability_plan
+            from datafilter.correlation.distill import probability_plan
 
             plan["distill"] = probability_plan(opts.distill, stats, unit, budget)
             plan["domains"] = {d: {"documents": e["documents"], "amount": e["amount"]}
@@ -109,14 +109,14 @@ class PerplexityCorrelation(Selector):
     def decide(
         self, scores: dict[str, np.ndarray], groups: np.ndarray, plan: dict[str, Any], seed: int
     ) -> Decision:
-        from datafilter.perplexity_correlation.selection import row_domains
+        from datafilter.correlation.selection import row_domains
 
         n = len(groups)
         domain = row_domains(groups, plan["domain_from"])
         weight = np.array([plan["weights"].get(d, 0.0) for d in domain], dtype=np.float64)
         columns: dict[str, np.ndarray] = {"corr_domain": domain, "corr_weight": weight}
         if "distill" in plan:
-            from datafilter.perplexity_correlation.distill import keep_by_probability
+            from datafilter.correlation.distill import keep_by_probability
 
             keep, p = keep_by_probability(scores, plan["distill"])
             columns["corr_p_include"] = p
@@ -131,28 +131,10 @@ class PerplexityCorrelation(Selector):
             "row": np.array([c["row"] for c in cutoffs], dtype=np.int64)[inverse],
         }
         cut = mode == "cut"
-        within = cut & _at_or_before(scores, last)
+        within = cut & at_or_before(scores, last)
         keep = (mode == "all") | within
         reason = np.where(cut & ~within, OVER_QUOTA, NOT_SELECTED).astype(object)
         return Decision(keep=keep, drop_reason=reason, columns=columns)
 
 
 _NO_CUTOFF = {"id_hash": 0, "shard": "", "row": 0}
-
-
-def _at_or_before(scores: dict[str, np.ndarray], last: dict[str, Any]) -> np.ndarray:
-    """Rows whose (id_hash, score shard, row) sorts at or before ``last`` (one key, or one per
-    row)."""
-    parts = (
-        (scores["id_hash"], np.asarray(last["id_hash"], dtype=np.uint64)),
-        (scores["score_file"], last["shard"]),
-        (scores["row"], last["row"]),
-    )
-    n = len(scores["row"])
-    result = np.ones(n, dtype=bool)
-    undecided = np.ones(n, dtype=bool)
-    for mine, theirs in parts:
-        less, more = undecided & (mine < theirs), undecided & (mine > theirs)
-        result[more] = False
-        undecided &= ~(less | more)
-    return result

@@ -22,10 +22,10 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
+from datafilter.aggregate import ScoreStats
 from datafilter.errors import ConfigError
 from datafilter.selectors.base import Decision, Selector, SelectorOptions
 from datafilter.selectors.random_keys import uniform
-from datafilter.thresholds import ScoreStats
 
 BERTIN_GAUSSIAN_FACTOR = 0.78
 DEFAULT_STEPWISE_TARGET = 0.5

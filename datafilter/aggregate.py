@@ -1,0 +1,550 @@
+"""The only module that talks to DuckDB: quantiles and order statistics over score shards.
+
+- :class:`Database`: one DuckDB connection (memory limit, spill folder, quiet progress bar),
+  queries with bound parameters, Arrow tables registered by name, and running out of memory
+  turned into one :class:`~datafilter.errors.ConfigError` line. Every other module that needs
+  SQL (the perplexity-correlation aggregates, fastText distillation) uses it.
+- :class:`ScoreSource`: the view ``scores(grp, ppl, bpb, id_hash, doc_id, row, score_file)``
+  over every valid scored row of one scorer (joined with other scorers' rows), built from the
+  score shards and, when grouping, the group column of the row-aligned input shards.
+- :class:`ScoreStats`: what the thresholds stage, the selectors' plans and the report read from
+  that view: :class:`Aggregates` (counts, quantiles, moments, histograms, samples) and
+  :class:`DocumentLookups` (documents at ranks, near values, by id).
+
+DuckDB is imported where a connection is made, so ``import datafilter`` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+
+from datafilter.columnar_stats import ColumnarScores
+from datafilter.errors import ConfigError, InputError
+from datafilter.logs import quiet_duckdb
+from datafilter.scorers.columns import METRICS
+
+ALL = "__all__"  # the one group when no group column is used
+NULL_GROUP = "__null__"  # documents whose group value is null
+PERCENTILES = [i / 100 for i in range(101)]
+
+
+class ScoredDoc(NamedTuple):
+    """One scored document: where its text is (input shard, row) and its scores."""
+
+    group: str
+    doc_id: str
+    input_file: str
+    row: int
+    value: float  # the metric the query ordered by
+    ppl: float
+    bpb: float
+    id_hash: int
+
+
+# The columns of a ScoredDoc after ``group`` and ``value``, from the scores view joined with
+# ``shard_map m`` (for the input file).
+_DOC_FIELDS = "s.doc_id, m.input_file, s.row, s.ppl, s.bpb, s.id_hash"
+
+
+@dataclass(frozen=True)
+class ScoreFiles:
+    """Score shards of one scorer and, row-aligned with each, the input shard it came from."""
+
+    score_files: list[str]
+    input_files: list[str]
+    # Other scorers' shards for the same inputs (scorer id -> files aligned with score_files).
+    extra: dict[str, list[str]] = field(default_factory=dict)
+
+
+_GROUPABLE = (
+    pa.types.is_string,
+    pa.types.is_large_string,
+    pa.types.is_integer,
+    pa.types.is_boolean,
+    pa.types.is_null,
+)
+
+
+def _quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class Database:
+    """One DuckDB connection: values are bound parameters, Arrow tables are registered by name,
+    and running out of memory is one ConfigError line (``hint`` says what to raise)."""
+
+    def __init__(
+        self,
+        *,
+        memory_limit: str | None = None,
+        temp_directory: str | None = None,
+        hint: str = "raise --memory-limit (config: memory_limit)",
+    ):
+        import duckdb
+
+        self.con = quiet_duckdb(duckdb.connect())
+        self.hint = hint
+        if memory_limit:
+            self.con.execute(f"SET memory_limit = '{_checked_size(memory_limit)}'")
+        if temp_directory:
+            self.con.execute("SET temp_directory = $dir", {"dir": temp_directory})
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple]:
+        """All rows of ``sql`` with ``params`` bound."""
+        import duckdb
+
+        try:
+            return self.con.execute(sql, params or {}).fetchall()
+        except duckdb.OutOfMemoryException as exc:
+            limit = self.con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+            raise ConfigError(
+                f"DuckDB ran out of memory within its limit of {limit} "
+                f"({str(exc).splitlines()[0]}); {self.hint}"
+            ) from None
+
+    def register(self, name: str, table: pa.Table) -> None:
+        """Make an Arrow table readable as ``name`` in queries."""
+        self.con.register(name, table)
+
+    def unregister(self, name: str) -> None:
+        self.con.unregister(name)
+
+
+@contextmanager
+def read_errors_named(what: str = "the scores") -> Iterator[None]:
+    """A read error of Arrow or DuckDB (which name the file in their messages) becomes one
+    InputError line instead of a traceback."""
+    import duckdb
+
+    try:
+        yield
+    except (pa.ArrowException, duckdb.IOException, duckdb.InvalidInputException) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot read {what}: {first}") from exc
+
+
+class ScoreSource:
+    """The view ``scores(grp, metric columns, id_hash, doc_id, row, score_file)`` over every
+    valid scored row, as a subquery re-read by each query (so memory stays bounded), and the
+    counts per group."""
+
+    def __init__(
+        self,
+        files: ScoreFiles,
+        group_by: str | None = None,
+        *,
+        memory_limit: str | None = None,
+        temp_directory: str | None = None,
+    ):
+        if not files.score_files:
+            raise InputError("no finished score shards to compute thresholds from")
+        self.group_by = group_by
+        self.extra_ids = list(files.extra)
+        self._score_file_of = dict(zip(files.input_files, files.score_files, strict=True))
+        self.db = Database(memory_limit=memory_limit, temp_directory=temp_directory)
+        if group_by is not None:
+            self._check_group_column(files.input_files)
+        from datafilter.io.staging import LocalCopies
+
+        self._copies = LocalCopies()
+        local = _local_files(self._copies, files, group_by)
+        self._source, self._params = self._source_query(local)
+        # Exact counts and quantiles of ppl/bpb without SQL (see columnar_stats); not with other
+        # scorers' columns, whose rejections also filter the rows.
+        self._columnar = (
+            None
+            if self.extra_ids
+            else ColumnarScores(local.score_files, local.input_files, group_by, ALL, NULL_GROUP)
+        )
+
+    @property
+    def con(self) -> Any:
+        """The DuckDB connection (benchmarks tune it)."""
+        return self.db.con
+
+    @property
+    def score_file_of(self) -> dict[str, str]:
+        """Input shard -> its score shard (as given, not local copies)."""
+        return dict(self._score_file_of)
+
+    def _source_query(self, files: ScoreFiles) -> tuple[str, dict[str, Any]]:
+        """The subquery over all valid scored rows; re-read per query so memory stays bounded."""
+        columns = {"score_file": files.score_files, "input_file": files.input_files}
+        columns.update({f"x{i}_file": files.extra[sid] for i, sid in enumerate(self.extra_ids)})
+        self.db.register("shard_map", pa.table(columns))
+        params: dict[str, Any] = {"scores": files.score_files}
+        select = ["s.ppl", "s.bpb", "s.id_hash", "s.doc_id", "s.row", "s.filename AS score_file"]
+        joins, valid = [], ["s.reject_reason IS NULL"]
+        grp = f"'{ALL}'"
+        if self.extra_ids:
+            joins.append("JOIN shard_map m ON s.filename = m.score_file")
+        if self.group_by is not None:
+            # Score shards are row-aligned with their input shards, in the same order: a
+            # positional scan of both reads the group column with no join (a hash join on
+            # (file, row) held every row in memory: 17 GB for 10^8 rows).
+            self._check_aligned(files)
+            column = _quote_identifier(self.group_by)
+            grp = f"coalesce(CAST(i.{column} AS VARCHAR), '{NULL_GROUP}')"
+            joins.insert(
+                0,
+                f"POSITIONAL JOIN (SELECT {column} FROM "
+                "read_parquet($inputs, union_by_name=true)) i",
+            )
+            params["inputs"] = files.input_files
+        for i, sid in enumerate(self.extra_ids):
+            joins.append(
+                f"JOIN read_parquet($x{i}, filename=true) e{i} "
+                f"ON e{i}.filename = m.x{i}_file AND e{i}.row = s.row"
+            )
+            select += [f"e{i}.ppl AS x{i}_ppl", f"e{i}.bpb AS x{i}_bpb"]
+            valid.append(f"e{i}.reject_reason IS NULL")
+            params[f"x{i}"] = files.extra[sid]
+        source = (
+            f"(SELECT {grp} AS grp, {', '.join(select)} "
+            f"FROM read_parquet($scores, filename=true) s {' '.join(joins)} "
+            f"WHERE {' AND '.join(valid)}) AS scores"
+        )
+        return source, params
+
+    def _check_aligned(self, files: ScoreFiles) -> None:
+        """Each score shard has as many rows as its input shard (from the Parquet footers)."""
+        rows = dict(
+            self.db.query(
+                "SELECT file_name, num_rows FROM parquet_file_metadata($files)",
+                {"files": [*files.score_files, *files.input_files]},
+            )
+        )
+        for score_file, input_file in zip(files.score_files, files.input_files, strict=True):
+            if rows[score_file] != rows[input_file]:
+                raise InputError(
+                    f"has {rows[input_file]} rows but its score shard {score_file} has "
+                    f"{rows[score_file]}: the score shard is not row-aligned with it; score it "
+                    "again",
+                    path=input_file,
+                )
+
+    def metric_sql(self, metric: str) -> str:
+        """SQL for a metric: ``ppl``/``bpb``, ``<scorer id>:ppl`` of an extra scorer, or
+        ``log_ratio:<scorer id>`` = ln(that scorer's ppl) - ln(ppl)."""
+        if metric in METRICS:
+            return metric
+        kind, _, sid = metric.partition(":")
+        if kind == "log_ratio" and sid in self.extra_ids:
+            return f"(ln(x{self.extra_ids.index(sid)}_ppl) - ln(ppl))"
+        sid, _, column = metric.rpartition(":")
+        if column in METRICS and sid in self.extra_ids:
+            return f"x{self.extra_ids.index(sid)}_{column}"
+        known = [
+            *METRICS,
+            *(f"{x}:ppl" for x in self.extra_ids),
+            *(f"log_ratio:{x}" for x in self.extra_ids),
+        ]
+        raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(known)}")
+
+    def _query(self, sql: str, extra: dict[str, Any] | None = None) -> list[tuple]:
+        """Run ``sql`` with ``{scores}`` replaced by the source subquery; values are bound."""
+        return self.db.query(sql.format(scores=self._source), {**self._params, **(extra or {})})
+
+    def _doc(self, *fields) -> ScoredDoc:
+        """A ScoredDoc naming its input shard as given (not by a local copy's name)."""
+        doc = _scored_doc(*fields)
+        return doc._replace(input_file=self._copies.name_of(doc.input_file))
+
+    def _check_group_column(self, input_files: list[str]) -> None:
+        from datafilter.io.shards import open_parquet
+        from datafilter.io.storage import location
+
+        for path in input_files:
+            schema = open_parquet(location(path)).schema_arrow
+            if self.group_by not in schema.names:
+                raise InputError(f"group column {self.group_by!r} not found", path=path)
+            kind = schema.field(self.group_by).type
+            if pa.types.is_dictionary(kind):
+                kind = kind.value_type
+            if not any(check(kind) for check in _GROUPABLE):
+                raise InputError(
+                    f"group column {self.group_by!r} has type {kind}; group by a string, integer "
+                    "or boolean column (other types print differently in DuckDB and Arrow)",
+                    path=path,
+                )
+
+    def counts(self) -> dict[str, int]:
+        """Valid scored documents per group."""
+        if self._columnar is not None:
+            return self._columnar.group_counts()
+        return dict(self._query("SELECT grp, count(*) FROM {scores} GROUP BY grp ORDER BY grp"))
+
+
+class Aggregates(ScoreSource):
+    """Per-group aggregates of a metric: quantiles, moments, histograms, a fixed sample."""
+
+    def quantiles(
+        self, qs: Sequence[float], metric: str = "ppl", approx: bool = False
+    ) -> dict[str, list[float]]:
+        """Per group, the quantiles ``qs`` of ``metric`` (exact by default)."""
+        col = self.metric_sql(metric)
+        if not approx and self._columnar is not None and metric in METRICS:
+            return self._columnar.quantiles(qs, metric)
+        fn = f"approx_quantile({col}, $qs::FLOAT[])" if approx else f"quantile_cont({col}, $qs)"
+        rows = self._query(
+            f"SELECT grp, {fn} FROM {{scores}} GROUP BY grp ORDER BY grp", {"qs": list(qs)}
+        )
+        return {g: [float(v) for v in vals] for g, vals in rows}
+
+    def moments(self, metric: str = "ppl") -> dict[str, dict[str, float]]:
+        """Per group: count, mean, min and max of ``metric`` and mean of its log."""
+        col = self.metric_sql(metric)
+        rows = self._query(
+            f"SELECT grp, count(*), avg({col}), min({col}), max({col}), avg(ln({col})) "
+            "FROM {scores} GROUP BY grp ORDER BY grp"
+        )
+        keys = ("n_docs", "mean", "min", "max", "mean_log")
+        return {r[0]: dict(zip(keys, r[1:], strict=True)) for r in rows}
+
+    def histogram(
+        self, metric: str = "ppl", bins: int = 100, log: bool = True
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per group: ``bins + 1`` edges from min to max of the (log of the) metric, and counts.
+
+        Non-finite values (and, with ``log``, non-positive ones) are left out.
+        """
+        col = self.metric_sql(metric)
+        x = f"ln({col})" if log else col
+        rows = self._query(
+            f"WITH v AS (SELECT grp, {x} AS x FROM {{scores}} WHERE isfinite({x})), "
+            "b AS (SELECT grp, min(x) AS lo, max(x) AS hi FROM v GROUP BY grp) "
+            "SELECT v.grp, b.lo, b.hi, CAST(least($bins - 1, CASE WHEN b.hi > b.lo THEN "
+            "floor((v.x - b.lo) / (b.hi - b.lo) * $bins) ELSE 0 END) AS INTEGER) AS bin, "
+            "count(*) FROM v JOIN b ON v.grp = b.grp GROUP BY ALL ORDER BY 1, 4",
+            {"bins": bins},
+        )
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for grp, lo, hi, b, n in rows:
+            if grp not in out:
+                out[grp] = (np.linspace(lo, hi, bins + 1), np.zeros(bins, dtype=np.int64))
+            out[grp][1][b] = n
+        return out
+
+    def shared_histogram(
+        self,
+        metric: str = "ppl",
+        bins: int = 60,
+        log: bool = True,
+        lo: float | None = None,
+        hi: float | None = None,
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``bins + 1`` edges shared by all groups (over ln(metric) with ``log``; from the
+        smallest to the largest value unless ``lo``/``hi`` are given; values outside fall in the
+        end bins) and each group's counts. Non-finite (and, with ``log``, non-positive) values
+        are left out."""
+        col = self.metric_sql(metric)
+        x = f"ln(CASE WHEN {col} > 0 THEN {col} END)" if log else col
+        rows = self._query(
+            f"WITH v AS (SELECT grp, {x} AS x FROM {{scores}} WHERE isfinite({x})), "
+            "b AS (SELECT coalesce(CAST($lo AS DOUBLE), min(x)) AS lo, "
+            "coalesce(CAST($hi AS DOUBLE), max(x)) AS hi FROM v) "
+            "SELECT v.grp, b.lo, b.hi, CAST(greatest(0, least($bins - 1, CASE WHEN b.hi > b.lo "
+            "THEN floor((v.x - b.lo) / (b.hi - b.lo) * $bins) ELSE 0 END)) AS INTEGER) AS bin, "
+            "count(*) FROM v, b GROUP BY ALL ORDER BY 1, 4",
+            {"bins": bins, "lo": lo, "hi": hi},
+        )
+        if not rows:
+            return np.linspace(0.0, 1.0, bins + 1), {}
+        counts: dict[str, np.ndarray] = {}
+        for grp, _, _, b, n in rows:
+            counts.setdefault(grp, np.zeros(bins, dtype=np.int64))[b] = n
+        return np.linspace(rows[0][1], rows[0][2], bins + 1), counts
+
+    def mean_std(self, metric: str) -> dict[str, tuple[float, float]]:
+        """Per group: mean and (population) standard deviation of the metric."""
+        col = self.metric_sql(metric)
+        rows = self._query(
+            f"SELECT grp, avg({col}), coalesce(stddev_pop({col}), 0) FROM {{scores}} "
+            f"WHERE isfinite({col}) GROUP BY grp ORDER BY grp"
+        )
+        return {g: (float(m), float(s)) for g, m, s in rows}
+
+    def sample(self, metric: str, n: int) -> dict[str, np.ndarray]:
+        """Per group: the metric of up to ``n`` documents, a fixed pseudo-random subset
+        (smallest id hashes), all of them when the group is smaller."""
+        col = self.metric_sql(metric)
+        rows = self._query(
+            f"SELECT grp, list(v) FROM (SELECT grp, {col} AS v, row_number() OVER "
+            "(PARTITION BY grp ORDER BY id_hash) AS rn FROM {scores}) WHERE rn <= $n "
+            "GROUP BY grp ORDER BY grp",
+            {"n": n},
+        )
+        return {g: np.array(v, dtype=np.float64) for g, v in rows}
+
+
+class DocumentLookups(ScoreSource):
+    """Single documents: at given ranks or quantiles of the ranking, near given values, by id."""
+
+    def nearest(
+        self, metric: str, values: dict[str, float], k: int = 5
+    ) -> dict[str, list[tuple[str, float]]]:
+        """Per group: the ``k`` (doc_id, metric) pairs closest to that group's value."""
+        if not values:
+            return {}
+        col = self.metric_sql(metric)
+        self.db.register(
+            "targets",
+            pa.table({"grp": list(values), "target": [float(v) for v in values.values()]}),
+        )
+        rows = self._query(
+            f"SELECT grp, doc_id, v FROM (SELECT scores.grp, doc_id, {col} AS v, row_number() "
+            f"OVER (PARTITION BY scores.grp ORDER BY abs({col} - target), id_hash) AS rn "
+            "FROM {scores} JOIN targets t ON scores.grp = t.grp) WHERE rn <= $k ORDER BY grp, rn",
+            {"k": k},
+        )
+        self.db.unregister("targets")
+        out: dict[str, list[tuple[str, float]]] = {}
+        for grp, doc_id, v in rows:
+            out.setdefault(grp, []).append((doc_id, float(v)))
+        return out
+
+    def lookup(self, metric: str, ids: Sequence[str]) -> list[tuple[str, str, float]]:
+        """(doc_id, group, metric) of each valid scored document whose id is in ``ids`` (a few
+        thousand at most: they are the build side of the join, the scores stream past)."""
+        if not ids:
+            return []
+        col = self.metric_sql(metric)
+        self.db.register("wanted_ids", pa.table({"wanted": pa.array(list(ids), pa.string())}))
+        rows = self._query(
+            f"SELECT doc_id, grp, {col} FROM {{scores}} "
+            "JOIN wanted_ids w ON scores.doc_id = w.wanted ORDER BY doc_id, grp"
+        )
+        self.db.unregister("wanted_ids")
+        return [(str(d), str(g), float(v)) for d, g, v in rows]
+
+    def keys_at_ranks(
+        self, wanted: dict[str, list[int]], metric: str = "ppl"
+    ) -> dict[tuple[str, int], tuple[float, int, str, int]]:
+        """The full sort key (metric, id_hash, score file, row) at each 0-based rank of each
+        group, ascending: unique per document even when ids and scores repeat."""
+        docs = self.documents_at_ranks(wanted, metric)
+        return {
+            key: (doc.value, doc.id_hash, self._score_file_of[doc.input_file], doc.row)
+            for key, doc in docs.items()
+        }
+
+    def documents_at_ranks(
+        self, wanted: dict[str, list[int]], metric: str = "ppl"
+    ) -> dict[tuple[str, int], ScoredDoc]:
+        """The document at each 0-based rank of each group, ordered by (metric, id_hash)."""
+        pairs = [(g, r) for g, ranks in wanted.items() for r in ranks]
+        if not pairs:
+            return {}
+        col = self.metric_sql(metric)
+        self.db.register(
+            "wanted_docs", pa.table({"grp": [g for g, _ in pairs], "rnk": [r for _, r in pairs]})
+        )
+        rows = self._query(
+            f"SELECT s.grp, s.rnk, s.v, {_DOC_FIELDS} FROM (SELECT *, {col} AS v, row_number() "
+            f"OVER (PARTITION BY grp ORDER BY {col}, id_hash, score_file, row) - 1 AS rnk "
+            "FROM {scores} "
+            "WHERE grp IN (SELECT grp FROM wanted_docs)) s "
+            "JOIN wanted_docs w ON s.grp = w.grp AND s.rnk = w.rnk "
+            "JOIN shard_map m ON m.score_file = s.score_file"
+        )
+        self.db.unregister("wanted_docs")
+        return {(g, int(r)): self._doc(g, v, *rest) for g, r, v, *rest in rows}
+
+    def documents_at_quantiles(
+        self, qs: Sequence[float], metric: str = "ppl"
+    ) -> dict[str, list[ScoredDoc]]:
+        """Per group, the document at each quantile ``q`` of the ranking (rank
+        ``round(q * (n - 1))``), e.g. one per decile with ``qs = 0, 0.1, ..., 1``."""
+        counts = self.counts()
+        ranks = {g: [round(q * (n - 1)) for q in qs] for g, n in counts.items()}
+        docs = self.documents_at_ranks({g: sorted(set(r)) for g, r in ranks.items()}, metric)
+        return {g: [docs[(g, r)] for r in rs] for g, rs in ranks.items()}
+
+    def documents_near(
+        self,
+        targets: dict[str, list[tuple[float, int | None]]],
+        metric: str = "ppl",
+        k: int = 3,
+    ) -> dict[tuple[str, int], list[ScoredDoc]]:
+        """For each group's targets (value, optional id_hash tie-breaker), by position in the
+        list: the ``k`` documents ranked just before the target and the ``k`` at or after it,
+        in ascending (metric, id_hash) order."""
+        items = [(g, i, v, h) for g, ts in targets.items() for i, (v, h) in enumerate(ts)]
+        if not items:
+            return {}
+        col = self.metric_sql(metric)
+        self.db.register(
+            "near_targets",
+            pa.table(
+                {
+                    "grp": [g for g, *_ in items],
+                    "idx": [i for _, i, *_ in items],
+                    "target": [float(v) for _, _, v, _ in items],
+                    "h": pa.array([h or 0 for *_, h in items], pa.uint64()),
+                }
+            ),
+        )
+        doc = (
+            "struct_pack(v := s.v, doc_id := s.doc_id, input_file := m.input_file, row := s.row, "
+            "ppl := s.ppl, bpb := s.bpb, id_hash := s.id_hash)"
+        )
+        key = "struct_pack(v := s.v, h := s.id_hash)"
+        before = "s.v < t.target OR (s.v = t.target AND s.id_hash < t.h)"
+        rows = self._query(
+            f"SELECT t.grp, t.idx, arg_max({doc}, {key}, $k) FILTER (WHERE {before}), "
+            f"arg_min({doc}, {key}, $k) FILTER (WHERE NOT ({before})) "
+            f"FROM (SELECT *, {col} AS v FROM {{scores}} WHERE isfinite({col})) s "
+            "JOIN shard_map m ON m.score_file = s.score_file "
+            "JOIN near_targets t ON s.grp = t.grp GROUP BY t.grp, t.idx",
+            {"k": k},
+        )
+        self.db.unregister("near_targets")
+        out: dict[tuple[str, int], list[ScoredDoc]] = {}
+        for g, i, below, above in rows:
+            docs = list(reversed(below or [])) + list(above or [])
+            out[(g, int(i))] = [self._doc(g, *d.values()) for d in docs]
+        return out
+
+
+class ScoreStats(Aggregates, DocumentLookups):
+    """Everything the thresholds stage, a selector's plan and the report read from the scores."""
+
+
+def _checked_size(value: str) -> str:
+    import re
+
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value.strip()):
+        raise ConfigError(f"memory limit {value!r} is not a size such as '4GB'")
+    return value.strip()
+
+
+def _local_files(copies, files: ScoreFiles, group_by: str | None) -> ScoreFiles:
+    """The same files as local paths DuckDB can read (remote ones copied; of a remote input
+    only its group column, and only when grouping)."""
+    inputs = files.input_files
+    if group_by is not None:
+        inputs = [copies.column(f, group_by) for f in inputs]
+    return ScoreFiles(
+        [copies.file(f) for f in files.score_files],
+        inputs,
+        {sid: [copies.file(f) for f in names] for sid, names in files.extra.items()},
+    )
+
+
+def _scored_doc(group, value, doc_id, input_file, row, ppl, bpb, id_hash) -> ScoredDoc:
+    return ScoredDoc(
+        str(group),
+        str(doc_id),
+        str(input_file),
+        int(row),
+        float(value),
+        float(ppl),
+        float(bpb),
+        int(id_hash),
+    )

@@ -1,0 +1,1 @@
+"""KenLM: the text normaliser, the model folder, the native line scorer, training and import."""
