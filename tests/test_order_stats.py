@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import duckdb
@@ -19,18 +20,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from datafilter.aggregate import duckdb_fuses_interpolation
 from datafilter.errors import InputError
-from datafilter.order_stats import OrderStats, ScoreShards
+from datafilter.order_stats import OrderStats as Engine
+from datafilter.order_stats import ScoreShards
 from datafilter.order_stats import scan as scan_module
 from datafilter.order_stats.encoding import (
     decode,
-    duckdb_fuses_interpolation,
     encode,
     interpolate,
     quantile_ranks,
 )
 from datafilter.scorers.columns import SCORE_SCHEMA
 
+# DuckDB's interpolation as the installed DuckDB rounds it (what formula='duckdb' matches).
+OrderStats = partial(Engine, fused=duckdb_fuses_interpolation())
 QS = [i / 100 for i in range(101)] + [0.333, 1 / 3, 0.0001, 0.9999]
 GROUP_NAMES = np.array(["news", "web", "", "wiki", None], dtype=object)
 
@@ -207,7 +211,7 @@ def test_the_same_as_score_stats(tmp_path) -> None:
     corpus = write_corpus(tmp_path, seed=11)
     files = ScoreFiles(list(corpus.shards.score_files), list(corpus.shards.input_files))
     old = ScoreStats(files, "domain")
-    old._columnar = None  # DuckDB's own quantile_cont
+    old._order = None  # DuckDB's own quantile_cont
     new = OrderStats(corpus.shards, ("ppl", "bpb"), memory_budget=10_000, batch_rows=400)
     assert new.counts() == old.counts()
     for metric in ("ppl", "bpb"):
@@ -216,7 +220,10 @@ def test_the_same_as_score_stats(tmp_path) -> None:
         assert all(same_bits(got[g], want[g]) for g in got)
     wanted = {g: sorted({0, n // 2, n - 1}) for g, n in new.counts().items()}
     assert new.keys_at_ranks(wanted, "ppl") == old.keys_at_ranks(wanted, "ppl")
-    fast = ScoreStats(files, "domain")  # its numpy fast path interpolates as numpy does
+    from datafilter.columnar_stats import ColumnarScores
+
+    # The in-memory numpy method ScoreStats used before (it interpolates as numpy does).
+    fast = ColumnarScores(files.score_files, files.input_files, "domain", "__all__", "__null__")
     for metric in ("ppl", "bpb"):
         got = new.quantiles(QS, metric, formula="numpy")
         want = fast.quantiles(QS, metric)

@@ -63,8 +63,8 @@ def interpolate(lo: float, hi: float, d: float, fused: bool = True) -> float:
 
     DuckDB's x86-64 wheels compile it with a fused multiply-add, ``fma(lo, 1 - d, hi * d)``
     (one rounding of ``lo * (1 - d) + round(hi * d)``); ``fused=False`` is the plain two-rounding
-    form of builds without FMA. :func:`duckdb_fuses_interpolation` tells which one the
-    installed DuckDB uses."""
+    form of builds without FMA. ``datafilter.aggregate.duckdb_fuses_interpolation`` tells
+    which one the installed DuckDB uses."""
     one = np.array([lo], dtype=np.float64)
     return float(interpolate_many(one, np.array([hi], np.float64), np.array([d], np.float64),
                                   np.zeros(1, bool), fused)[0])
@@ -137,42 +137,7 @@ def _fma(a: np.ndarray, c: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.nd
     return r, unsure
 
 
-_FUSED: bool | None = None
-
-
-def duckdb_fuses_interpolation() -> bool:
-    """Whether the installed DuckDB's ``quantile_cont`` rounds ``lo * (1 - d) + hi * d`` once
-    (a fused multiply-add) or twice; probed once on values where the two differ. Without DuckDB,
-    fused (what its x86-64 and arm64 wheels do)."""
-    global _FUSED
-    if _FUSED is None:
-        _FUSED = _probe_duckdb()
-    return _FUSED
-
-
 # Two sorted values and a quantile whose interpolation rounds differently fused and unfused
-# (found by search; checked below, so a wrong pair only falls back to the default).
-_PROBE = (-126.5, -118.3, 0.544, 97)
-
-
-def _probe_duckdb() -> bool:
-    a, b, q, n = _PROBE
-    _, _, d = quantile_ranks(n, q)
-    fused, plain = interpolate(a, b, d, True), interpolate(a, b, d, False)
-    if fused == plain:
-        return True
-    try:
-        import duckdb
-    except ImportError:
-        return True
-    lo, _, _ = quantile_ranks(n, q)
-    values = [a] * (lo + 1) + [b] * (n - lo - 1)
-    con = duckdb.connect()
-    try:
-        got = con.execute(
-            "SELECT quantile_cont(v, $q) FROM (SELECT unnest($v::DOUBLE[]) AS v)",
-            {"q": q, "v": values},
-        ).fetchall()[0][0]
-    finally:
-        con.close()
-    return got != plain
+# (found by search): ``datafilter.aggregate.duckdb_fuses_interpolation`` asks DuckDB for this
+# quantile (``PROBE_N`` values: ``PROBE_LOW`` up to the floor rank, ``PROBE_HIGH`` above).
+PROBE_LOW, PROBE_HIGH, PROBE_Q, PROBE_N = -126.5, -118.3, 0.544, 97

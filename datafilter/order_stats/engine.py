@@ -34,7 +34,6 @@ from datafilter.io.storage import location
 from datafilter.order_stats.encoding import (
     NULL_KEY,
     decode,
-    duckdb_fuses_interpolation,
     encode,
     interpolate_many,
 )
@@ -139,6 +138,8 @@ class OrderStats:
     ``metrics``: the score columns to rank by (all read in the same passes).
     ``memory_budget``: bytes for the grid histograms, collected rows and counts of a pass (the
     batches being read take about ``workers * batch_rows * 60`` bytes more).
+    ``fused``: whether ``formula='duckdb'`` interpolates with one rounding, as DuckDB's x86-64
+    and arm64 wheels do (``datafilter.aggregate.duckdb_fuses_interpolation`` asks DuckDB).
     """
 
     def __init__(
@@ -153,6 +154,7 @@ class OrderStats:
         pilot_shards: int = 32,
         grid_cells: int | None = None,
         distinct_min_rows: int = DISTINCT_MIN_ROWS,
+        fused: bool = True,
     ):
         if not shards.score_files:
             raise InputError("no finished score shards to compute order statistics from")
@@ -172,7 +174,7 @@ class OrderStats:
         self.passes: list[PassInfo] = []
         self.last_rank_error: dict[tuple[str, str], int] = {}
         self._pass1_done = False
-        self._fused = duckdb_fuses_interpolation()
+        self._fused = fused
 
     # ---------------------------------------------------------------- pass 1 -------------------
     def _ensure_pass1(self) -> None:

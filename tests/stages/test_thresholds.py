@@ -1,4 +1,4 @@
-"""DuckDB thresholds against numpy on synthetic score shards."""
+"""Thresholds (streaming order statistics, DuckDB) against numpy on synthetic score shards."""
 
 from __future__ import annotations
 
@@ -46,6 +46,17 @@ def test_approx_quantiles_are_close(shards) -> None:
     approx = stats.quantiles([0.1, 0.5, 0.9], "ppl", approx=True)[ALL]
     exact = np.quantile(np.concatenate(ppls), [0.1, 0.5, 0.9])
     np.testing.assert_allclose(approx, exact, rtol=0.05)
+
+
+def test_approx_table_states_its_rank_error(shards) -> None:
+    files, ppls, _ = shards
+    stats = ScoreStats(files, "domain")
+    _, summary = threshold_table(stats, "s", [0.1, 0.5, 0.9], approx=True)
+    assert summary["method"] == "approx"
+    errors = summary["max_rank_error"]
+    assert set(errors) == {"ppl", "bpb"} and set(errors["ppl"]) == {"news", "web", NULL_GROUP}
+    assert all(0 <= e <= summary["groups"][g]["n_docs"] for g, e in errors["ppl"].items())
+    assert len(stats._order.passes) == 1  # no exact pass after the first
 
 
 def test_keys_at_ranks_orders_by_value_then_hash(tmp_path) -> None:
