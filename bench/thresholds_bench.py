@@ -1,5 +1,6 @@
-"""Thresholds and band plans at 10^7, 10^8 and 10^9 scores: bounded-memory order statistics
-(``datafilter.order_stats``) beside today's method (``datafilter.thresholds.ScoreStats``).
+"""Thresholds and band plans at 10^7, 10^8 and 10^9 scores: the product's bounded-memory order
+statistics (``datafilter.aggregate.ScoreStats`` over ``datafilter.order_stats``) beside the
+method before issue 22 (every value sorted in memory, DuckDB windows).
 
 Run from the repository root (see bench/README.md)::
 
@@ -20,10 +21,13 @@ process tree (RSS summed over the child and its descendants, every 0.1 s, and th
   (keep 0.5, criterion medium) per group;
 - ``approx``: the thresholds' approximate mode (one pass; the rank error it states is printed).
 
-Methods: ``order_stats`` (new) and ``ScoreStats`` (today's: ``threshold_table`` with the
-numpy fast path, ``keys_at_ranks`` through DuckDB), the latter only up to ``--current-max``
-rows. ``agree``: the new results against today's of the same size, bit for bit (``-0.0`` and
-``0.0`` equal); where they differ, the largest difference in units in the last place.
+Methods: ``ScoreStats`` (what ``datafilter thresholds`` runs now: ``threshold_table`` and
+``keys_at_ranks`` through the streaming passes) and ``before`` (the method before: numpy sorts of
+every value, ``columnar_stats``, for the percentiles; DuckDB's window over every row for the band
+keys; DuckDB's ``approx_quantile`` for the approximate mode), the latter only up to
+``--current-max`` rows. ``agree``: the new results against the method before's of the same
+size, bit for bit (``-0.0`` and ``0.0`` equal); where they differ, the largest difference in
+units in the last place.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ CASES = {
     "approx global": ("approx", None),
     "approx groups": ("approx", "domain"),
 }
-METHODS = ("order_stats", "ScoreStats")
+METHODS = ("ScoreStats", "before")
 
 
 # ------------------------------------------------------------------------ child side ------------
@@ -77,55 +81,68 @@ def _band_ranks(counts: dict[str, int]) -> dict[str, list[int]]:
     return out
 
 
+class _InMemory:
+    """The percentile table's input as before issue 22: ``columnar_stats`` sorting every value."""
+
+    def __init__(self, old, group_by: str | None):
+        self.old, self.group_by, self.rank_error = old, group_by, {}
+
+    def counts(self) -> dict[str, int]:
+        return self.old.group_counts()
+
+    def quantiles_many(self, wanted: dict, approx: bool) -> dict:
+        return {m: self.old.quantiles(qs, m) for m, qs in wanted.items()}
+
+
 def run_child(folder: Path, case: str, method: str, result_path: Path) -> dict:
     """One case by one method, in this (fresh) process; results saved for the agreement."""
-    from datafilter.aggregate import PERCENTILES
+    from datafilter.aggregate import PERCENTILES, ScoreFiles, ScoreStats
+    from datafilter.stages.thresholds import threshold_table
 
     kind, group_by = CASES[case]
     scores, inputs = _files(folder)
     t0 = time.perf_counter()
     info: dict = {}
     arrays: dict[str, np.ndarray] = {}
-    if method == "order_stats":
-        from datafilter.order_stats import OrderStats, ScoreShards
-
-        shards = ScoreShards(scores, inputs, group_by)
-        metrics = ("ppl",) if kind == "band" else ("ppl", "bpb")
-        stats = OrderStats(shards, metrics)
-        counts = stats.counts()
-        if kind == "band":
-            keys = stats.keys_at_ranks(_band_ranks(counts), "ppl")
-        else:
-            # numpy's interpolation formula, as ScoreStats' fast path (DuckDB's fused one, the
-            # default, differs from it by 1 ulp at times): the comparison is then bit for bit.
-            q = stats.quantiles_many({"ppl": PERCENTILES, "bpb": PERCENTILES}, kind == "approx",
-                                     formula="numpy")
-        info["passes"] = [
-            {"seconds": round(p.seconds, 2), "collected": p.collected_rows,
-             "counted": p.counted_ranges, "by_distinct": p.settled_by_distinct}
-            for p in stats.passes
-        ]
-        if kind == "approx":
-            errors = stats.last_rank_error
-            shares = sorted(errors[k] / max(1, counts[k[1]]) for k in errors)
-            worst = max(errors, key=lambda k: errors[k] / max(1, counts[k[1]]))
-            info["rank_error"] = {"rows": errors[worst], "group": worst[1],
-                                  "share": errors[worst] / counts[worst[1]],
-                                  "median_share": shares[len(shares) // 2]}
-    else:
-        from datafilter.aggregate import ScoreFiles, ScoreStats
-        from datafilter.stages.thresholds import threshold_table
-
-        stats = ScoreStats(ScoreFiles(scores, inputs), group_by)
+    q: dict[str, dict[str, list[float]]] = {"ppl": {}, "bpb": {}}
+    stats = ScoreStats(ScoreFiles(scores, inputs), group_by)
+    if method == "ScoreStats":  # what `datafilter thresholds` runs: streaming order statistics
         counts = stats.counts()
         if kind == "band":
             keys = stats.keys_at_ranks(_band_ranks(counts), "ppl")
         else:
             table, _ = threshold_table(stats, "kenlm", PERCENTILES, kind == "approx")
-            t = table.to_pydict()
-            q = {"ppl": {}, "bpb": {}}
-            for g, m, v in zip(t["group"], t["metric"], t["value"], strict=True):
-                q[m].setdefault(g, []).append(v)
+        info["passes"] = [
+            {"seconds": round(p.seconds, 2), "collected": p.collected_rows,
+             "counted": p.counted_ranges, "by_distinct": p.settled_by_distinct}
+            for p in stats._order.passes
+        ]
+        if kind == "approx":
+            errors = stats.rank_error
+            shares = sorted(errors[k] / max(1, counts[k[1]]) for k in errors)
+            worst = max(errors, key=lambda k: errors[k] / max(1, counts[k[1]]))
+            info["rank_error"] = {"rows": errors[worst], "group": worst[1],
+                                  "share": errors[worst] / counts[worst[1]],
+                                  "median_share": shares[len(shares) // 2]}
+    else:  # before issue 22: every value sorted in memory (numpy), DuckDB windows and sketches
+        stats._order = None
+        if kind == "thresholds":
+            from datafilter.aggregate import ALL, NULL_GROUP
+            from datafilter.columnar_stats import ColumnarScores
+
+            old = ColumnarScores(scores, inputs, group_by, ALL, NULL_GROUP)
+            counts = old.group_counts()
+            table, _ = threshold_table(_InMemory(old, group_by), "kenlm", PERCENTILES, False)
+        else:
+            counts = stats.counts()
+            if kind == "band":
+                keys = stats.keys_at_ranks(_band_ranks(counts), "ppl")
+            else:
+                table, _ = threshold_table(stats, "kenlm", PERCENTILES, True)
+    if kind != "band" and not q["ppl"]:
+        t = table.to_pydict()
+        for g, m, v in zip(t["group"], t["metric"], t["value"], strict=True):
+            q[m].setdefault(g, []).append(v)
     seconds = time.perf_counter() - t0
     groups = sorted(counts)
     arrays["counts"] = np.array([counts[g] for g in groups], dtype=np.int64)
@@ -246,20 +263,20 @@ def main(argv: list[str] | None = None) -> int:
             results = {}
             for method in args.methods:
                 limit = args.current_max_band if case.startswith("band") else args.current_max
-                if method == "ScoreStats" and rows > limit:
+                if method == "before" and rows > limit:
                     continue
                 res = results[method] = run_case(folder, case, method, out)
                 detail = ""
-                if method == "order_stats":
+                if method == "ScoreStats":
                     times = "+".join(f"{p['seconds']:.0f}" for p in res["passes"])
                     detail = f"{len(res['passes'])} passes ({times} s)"
                     if "rank_error" in res:
                         e = res["rank_error"]
                         detail += (f", rank error <= {e['rows']:,} rows ({e['share']:.2%} of "
                                    f"group {e['group']}; median group {e['median_share']:.2%})")
-                if method == "ScoreStats" and "order_stats" in results:
+                if method == "before" and "ScoreStats" in results:
                     agree = "approximate" if case.startswith("approx") else compare(
-                        Path(results["order_stats"]["result"]), Path(res["result"]))
+                        Path(results["ScoreStats"]["result"]), Path(res["result"]))
                     detail = f"agree: {agree}"
                 peak = max(res["tree_rss"], res["hwm"])
                 print(f"{size:>6.0e}  {case:<18}{method:<12}{res['seconds']:>8.1f}"
