@@ -413,7 +413,10 @@ class Aggregates(ScoreSource):
 
     def sample(self, metric: str, n: int) -> dict[str, np.ndarray]:
         """Per group: the metric of up to ``n`` documents, a fixed pseudo-random subset
-        (smallest id hashes), all of them when the group is smaller."""
+        (smallest id hashes; ties by score file and row), all of them when the group is
+        smaller."""
+        if self._order is not None and metric in METRICS:
+            return self._order.sample(metric, n)
         col = self.metric_sql(metric)
         rows = self._query(
             f"SELECT grp, list(v) FROM (SELECT grp, {col} AS v, row_number() OVER "

@@ -77,6 +77,20 @@ def test_the_same_bits_as_the_in_memory_method(shards, group_by) -> None:
     assert new.keys_at_ranks(wanted) == _sql(ScoreStats(shards, group_by)).keys_at_ranks(wanted)
 
 
+@pytest.mark.parametrize("group_by", [None, "domain"])
+def test_the_sample_is_duckdbs_smallest_id_hashes(shards, group_by, monkeypatch) -> None:
+    from datafilter.order_stats import sample
+
+    monkeypatch.setattr(sample, "COMPACT_ROWS", 16)  # compact often
+    for n in (100, 5000):
+        new = ScoreStats(shards, group_by)
+        new._order.batch_rows = 50
+        got, want = new.sample("ppl", n), _sql(ScoreStats(shards, group_by)).sample("ppl", n)
+        assert list(got) == list(want)
+        for group in want:
+            assert np.array_equal(np.sort(got[group]), np.sort(want[group]), equal_nan=True)
+
+
 @pytest.mark.parametrize(
     "values",
     [[3, 1, 3, -2, None, 1], [True, False, None, True, True, False]],

@@ -39,6 +39,7 @@ from datafilter.order_stats.encoding import (
 )
 from datafilter.order_stats.grid import Grid
 from datafilter.order_stats.histograms import histograms
+from datafilter.order_stats.sample import smallest_hash_sample
 from datafilter.order_stats.scan import (
     REJECTED,
     Batch,
@@ -414,6 +415,14 @@ class OrderStats:
         names = self.groups.names
         edges = np.linspace(*next(iter(ranges.values())), bins + 1)
         return edges, {names[c]: counts[c] for c in sorted(counts, key=names.__getitem__)}
+
+    def sample(self, metric: str, n: int) -> dict[str, np.ndarray]:
+        """Per group (sorted by name): ``metric`` of up to ``n`` valid rows, a fixed
+        pseudo-random subset (smallest id hashes; ties by score file and row), in one pass."""
+        got = smallest_hash_sample(self.shards, self.groups, metric, n, self._file_rank,
+                                   self.workers, self.batch_rows)
+        names = self.groups.names
+        return {names[c]: got[c] for c in sorted(got, key=names.__getitem__)}
 
     # ---------------------------------------------------------------- resolution ----------------
     def _resolve(self, targets: dict[str, _Targets], approx: bool) -> None:
