@@ -9,7 +9,10 @@
   score shards and, when grouping, the group column of the row-aligned input shards.
 - :class:`ScoreStats`: what the thresholds stage, the selectors' plans and the report read from
   that view: :class:`Aggregates` (counts, quantiles, moments, histograms, samples) and
-  :class:`DocumentLookups` (documents at ranks, near values, by id).
+  :class:`DocumentLookups` (documents at ranks, near values, by id). Counts, quantiles, sort
+  keys at ranks and samples of ppl/bpb come from :mod:`datafilter.order_stats` (exact, in
+  streaming passes of bounded memory); the rest, and anything over other scorers' columns, from
+  DuckDB.
 
 DuckDB is imported where a connection is made, so ``import datafilter`` stays fast.
 """
