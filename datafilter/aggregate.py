@@ -439,6 +439,8 @@ class DocumentLookups(ScoreSource):
         """Per group: the ``k`` (doc_id, metric) pairs closest to that group's value."""
         if not values:
             return {}
+        if self._order is not None and metric in METRICS:
+            return self._nearest_streamed(metric, values, k)
         col = self.metric_sql(metric)
         self.db.register(
             "targets",
@@ -455,6 +457,29 @@ class DocumentLookups(ScoreSource):
         for grp, doc_id, v in rows:
             out.setdefault(grp, []).append((doc_id, float(v)))
         return out
+
+    def _nearest_streamed(
+        self, metric: str, values: dict[str, float], k: int
+    ) -> dict[str, list[tuple[str, float]]]:
+        """``nearest`` in one streaming pass; the ids of the few rows found are read from
+        their score shards."""
+        import pyarrow.parquet as pq
+
+        found = self._order.nearest(metric, values, k)
+        wanted: dict[str, set[int]] = {}
+        for docs in found.values():
+            for score_file, row, _ in docs:
+                wanted.setdefault(score_file, set()).add(row)
+        doc_ids: dict[tuple[str, int], str] = {}
+        for score_file, rows in wanted.items():
+            table = pq.ParquetFile(score_file).read(columns=["doc_id", "row"])
+            at = {r: i for i, r in enumerate(table.column("row").to_pylist()) if r in rows}
+            ids = table.column("doc_id")
+            for r in rows:
+                doc_ids[(score_file, r)] = str(ids[at[r]])
+        return {
+            g: [(doc_ids[(f, r)], v) for f, r, v in docs] for g, docs in found.items()
+        }
 
     def lookup(self, metric: str, ids: Sequence[str]) -> list[tuple[str, str, float]]:
         """(doc_id, group, metric) of each valid scored document whose id is in ``ids`` (a few

@@ -91,6 +91,18 @@ def test_the_sample_is_duckdbs_smallest_id_hashes(shards, group_by, monkeypatch)
             assert np.array_equal(np.sort(got[group]), np.sort(want[group]), equal_nan=True)
 
 
+@pytest.mark.parametrize("group_by", [None, "domain"])
+def test_the_nearest_documents_are_duckdbs(shards, group_by, monkeypatch) -> None:
+    from datafilter.order_stats import sample
+
+    monkeypatch.setattr(sample, "COMPACT_ROWS", 8)  # compact often
+    new, old = ScoreStats(shards, group_by), _sql(ScoreStats(shards, group_by))
+    groups = list(new.counts())
+    targets = {g: 120.0 + 7 * i for i, g in enumerate(groups[1:])} if group_by else {ALL: 150.0}
+    for k in (1, 5, 40):
+        assert new.nearest("ppl", targets, k) == old.nearest("ppl", targets, k)
+
+
 @pytest.mark.parametrize(
     "values",
     [[3, 1, 3, -2, None, 1], [True, False, None, True, True, False]],

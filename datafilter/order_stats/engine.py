@@ -39,7 +39,7 @@ from datafilter.order_stats.encoding import (
 )
 from datafilter.order_stats.grid import Grid
 from datafilter.order_stats.histograms import histograms
-from datafilter.order_stats.sample import smallest_hash_sample
+from datafilter.order_stats.sample import smallest_hash_sample, smallest_rows
 from datafilter.order_stats.scan import (
     REJECTED,
     Batch,
@@ -423,6 +423,28 @@ class OrderStats:
                                    self.workers, self.batch_rows)
         names = self.groups.names
         return {names[c]: got[c] for c in sorted(got, key=names.__getitem__)}
+
+    def nearest(
+        self, metric: str, values: Mapping[str, float], k: int
+    ) -> dict[str, list[tuple[str, int, float]]]:
+        """Per group of ``values`` (sorted by name): the score file, row and ``metric`` of its
+        ``k`` valid rows nearest that group's value, ordered by (distance, id_hash, score
+        file, row), in one pass."""
+        codes = {name: self.groups.code(name) for name in values}
+        targets = np.full(max(codes.values(), default=0) + 1, np.nan)
+        for name, code in codes.items():
+            targets[code] = float(values[name])
+        got = smallest_rows(self.shards, self.groups, metric, k, self._file_rank, self.workers,
+                            self.batch_rows, targets)
+        files = self.shards.score_files
+        by_rank = {int(self._file_rank[i]): str(files[i]) for i in range(len(files))}
+        out = {}
+        for name in sorted(values):
+            f, r, v = got.get(codes[name], (np.zeros(0), np.zeros(0), np.zeros(0)))
+            if len(v):
+                out[name] = [(by_rank[int(a)], int(b), float(c))
+                             for a, b, c in zip(f.tolist(), r.tolist(), v.tolist(), strict=True)]
+        return out
 
     # ---------------------------------------------------------------- resolution ----------------
     def _resolve(self, targets: dict[str, _Targets], approx: bool) -> None:

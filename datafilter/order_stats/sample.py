@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from datafilter.order_stats.encoding import NULL_KEY, encode
 from datafilter.order_stats.scan import (
     REJECTED,
     Batch,
@@ -24,22 +25,23 @@ COMPACT_ROWS = 1 << 20  # rows buffered beyond twice the kept ones before a comp
 
 
 class _Smallest:
-    """One worker's (or the merged) rows of smallest (id_hash, file rank, row) per group."""
+    """One worker's (or the merged) rows of smallest (key, id_hash, file rank, row) per group."""
 
     def __init__(self, n: int):
         self.n = n
-        self.parts: list[tuple[np.ndarray, ...]] = []  # code, id_hash, file rank, row, value
+        # code, key, id_hash, file rank, row, value
+        self.parts: list[tuple[np.ndarray, ...]] = []
         self.rows = 0
         self.kept = 0
-        self.limit = np.zeros(0, dtype=np.uint64)  # per code: largest id_hash still wanted
+        self.limit = np.zeros(0, dtype=np.uint64)  # per code: largest key still wanted
 
-    def add(self, codes: np.ndarray, hashes: np.ndarray, files: np.ndarray, rows: np.ndarray,
-            values: np.ndarray) -> None:
+    def add(self, codes: np.ndarray, keys: np.ndarray, hashes: np.ndarray, files: np.ndarray,
+            rows: np.ndarray, values: np.ndarray) -> None:
         self._grow(int(codes.max(initial=0)) + 1)
-        take = hashes <= self.limit[codes]
+        take = keys <= self.limit[codes]
         if not take.any():
             return
-        self.parts.append((codes[take], hashes[take], files[take], rows[take], values[take]))
+        self.parts.append(tuple(a[take] for a in (codes, keys, hashes, files, rows, values)))
         self.rows += int(take.sum())
         if self.rows > 2 * self.kept + COMPACT_ROWS:
             self.compact()
@@ -54,29 +56,61 @@ class _Smallest:
         """Sort the buffer and keep each group's first ``n`` rows."""
         if not self.parts:
             return
-        code, h, f, r, v = (np.concatenate([p[i] for p in self.parts]) for i in range(5))
-        order = np.lexsort((r, f, h, code))
-        code, h, f, r, v = code[order], h[order], f[order], r[order], v[order]
+        cols = [np.concatenate([p[i] for p in self.parts]) for i in range(6)]
+        code, key, h, f, r, _ = cols
+        order = np.lexsort((r, f, h, key, code))
+        cols = [c[order] for c in cols]
+        code = cols[0]
         starts = np.searchsorted(code, code, side="left")
         keep = np.arange(len(code)) - starts < self.n
-        code, h, f, r, v = code[keep], h[keep], f[keep], r[keep], v[keep]
-        self.parts = [(code, h, f, r, v)]
+        cols = [c[keep] for c in cols]
+        code, key = cols[0], cols[1]
+        self.parts = [tuple(cols)]
         self.rows = self.kept = len(code)
         self._grow(int(code.max(initial=0)) + 1)
         counts = np.bincount(code, minlength=len(self.limit))
         full = np.flatnonzero(counts >= self.n)
         if len(full):
             ends = np.searchsorted(code, full, side="right") - 1
-            self.limit[full] = h[ends]
+            self.limit[full] = key[ends]
 
-    def result(self) -> dict[int, np.ndarray]:
+    def result(self) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per group code: file ranks, rows and values of its rows, in order."""
         self.compact()
         if not self.parts:
             return {}
-        code, _, _, _, v = self.parts[0]
+        code, _, _, f, r, v = self.parts[0]
         cut = np.flatnonzero(np.r_[True, code[1:] != code[:-1]])
-        return {int(code[s]): v[s:e] for s, e in zip(cut, np.r_[cut[1:], len(code)],
-                                                        strict=True)}
+        return {int(code[s]): (f[s:e], r[s:e], v[s:e])
+                for s, e in zip(cut, np.r_[cut[1:], len(code)], strict=True)}
+
+
+def smallest_rows(
+    shards: ScoreShards,
+    groups: GroupCodes,
+    metric: str,
+    n: int,
+    file_rank: np.ndarray,
+    workers: int,
+    batch_rows: int,
+    targets: np.ndarray | None = None,
+) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per group code: the file ranks, rows and ``metric`` values (NaN where null) of its ``n``
+    valid rows of smallest (id_hash, score file, row), in that order (all of its rows when it
+    has fewer); with ``targets`` (per group code, NaN: none), of its ``n`` rows nearest the
+    group's target, ordered by (|value - target|, id_hash, score file, row), NaN and nulls
+    last."""
+
+    def work(state: _Smallest, index: int) -> None:
+        for batch in read_shard(shards, index, [metric, "id_hash", "row"], groups, batch_rows):
+            _add(state, batch, metric, int(file_rank[index]), targets)
+
+    states = run_workers(len(shards.score_files), work, lambda: _Smallest(n), workers)
+    merged = _Smallest(n)
+    for state in states:
+        state.compact()
+        merged.parts.extend(state.parts)
+    return merged.result()
 
 
 def smallest_hash_sample(
@@ -90,28 +124,31 @@ def smallest_hash_sample(
 ) -> dict[int, np.ndarray]:
     """Per group code: ``metric`` of its ``n`` valid rows of smallest (id_hash, score file,
     row), in that order (all of its rows when it has fewer; NaN where the metric is null)."""
-
-    def work(state: _Smallest, index: int) -> None:
-        for batch in read_shard(shards, index, [metric, "id_hash", "row"], groups, batch_rows):
-            _add(state, batch, metric, int(file_rank[index]))
-
-    states = run_workers(len(shards.score_files), work, lambda: _Smallest(n), workers)
-    merged = _Smallest(n)
-    for state in states:
-        state.compact()
-        merged.parts.extend(state.parts)
-        merged.limit = np.zeros(0, dtype=np.uint64)
-    return merged.result()
+    found = smallest_rows(shards, groups, metric, n, file_rank, workers, batch_rows)
+    return {code: values for code, (_, _, values) in found.items()}
 
 
-def _add(state: _Smallest, batch: Batch, metric: str, file_rank: int) -> None:
+def _add(state: _Smallest, batch: Batch, metric: str, file_rank: int,
+         targets: np.ndarray | None) -> None:
     valid = batch.codes != REJECTED
+    codes = batch.codes.astype(np.int64)
+    values = batch.columns[metric]
+    if targets is not None:
+        known = np.zeros(len(codes), dtype=bool)
+        inside = codes < len(targets)
+        known[inside] = ~np.isnan(targets[codes[inside]])
+        valid &= known
     if not valid.any():
         return
-    state.add(
-        batch.codes[valid].astype(np.int64),
-        batch.columns["id_hash"][valid],
-        np.full(int(valid.sum()), file_rank, dtype=np.int64),
-        batch.columns["row"][valid],
-        batch.columns[metric][valid],
-    )
+    codes, values = codes[valid], values[valid]
+    hashes = batch.columns["id_hash"][valid]
+    if targets is None:
+        keys = hashes
+    else:
+        with np.errstate(invalid="ignore"):
+            keys = encode(np.abs(values - targets[codes]))
+        null = batch.nulls[metric]
+        if null is not None:
+            keys[null[valid]] = NULL_KEY
+    state.add(codes, keys, hashes, np.full(len(codes), file_rank, dtype=np.int64),
+              batch.columns["row"][valid], values)
