@@ -1,29 +1,39 @@
-"""Thresholds at scale: exact (and approximate) percentiles 0..100 over 10^8 scores.
+"""Thresholds and band plans at 10^7, 10^8 and 10^9 scores: the product's bounded-memory order
+statistics (``datafilter.aggregate.ScoreStats`` over ``datafilter.order_stats``) beside the
+method before issue 22 (every value sorted in memory, DuckDB windows).
 
 Run from the repository root (see bench/README.md)::
 
-    python bench/thresholds_bench.py                       # 10^8 rows, 100 shards, 1,000 groups
-    python bench/thresholds_bench.py --rows 1e7 --shards 20    # a quick check
+    python bench/thresholds_bench.py --sizes 1e7 1e8 1e9        # the issue-22 figures
+    python bench/thresholds_bench.py --sizes 1e7                  # a quick look (~1 min)
+    python bench/thresholds_bench.py --sizes 1e7 1e8 --current-max 1e8 --cases thresholds
 
-The bench writes score-shaped Parquet files once (``OUT/thresholds-<rows>-<shards>/``, reused):
-score shards with the columns and types of ``datafilter score``'s output (ppl lognormal, bpb
-from it, 0.5 % rejected rows with NaN scores and a reason) and, row-aligned with each, an input
-shard with ``id`` and a ``domain`` column of ``--groups`` values (the group column). Score
-shard row groups hold ``--row-group-rows`` rows: 65,536 by default; ``--row-group-rows 512`` is
-what ``score_stage.py`` writes today (one row group per 512-row batch), several times slower to
-read (see bench/README.md).
+Data (``bench/score_data.py``): score shards of 10^6 rows each (score stage schema, 65,536-row
+row groups, heavy ties) and row-aligned input shards with a ``domain`` column of ``--groups``
+values, written once under ``--out`` and reused (10^9 rows: ~30 GB, ~15-25 minutes on 2
+cores). Each (size, case, method) runs in a fresh child process; a thread samples the child's
+process tree (RSS summed over the child and its descendants, every 0.1 s, and the child's own
+``VmHWM``, exact). Cases:
 
-Each case runs in a fresh child process, through datafilter's own code:
-``ScoreStats(ScoreFiles(...), group_by)`` and ``threshold_table(stats, ..., PERCENTILES,
-approx)``, what ``datafilter thresholds`` runs (the counts, then percentiles 0..100 of ppl and
-bpb per group). Reported per case: wall seconds, the child's peak RSS (``VmHWM``: Python,
-pyarrow and DuckDB together) and DuckDB's own peak (``duckdb_memory()`` sampled every 0.1 s from
-a second cursor). Exact results are checked against numpy on a sample of groups.
+- ``thresholds``: counts and percentiles 0..100 of ppl and bpb per group, what ``datafilter
+  thresholds`` computes; ``global`` (no group column) and ``groups`` (``domain``);
+- ``band``: counts and the full sort keys at the two ends of a ``perplexity_band`` plan
+  (keep 0.5, criterion medium) per group;
+- ``approx``: the thresholds' approximate mode (one pass; the rank error it states is printed).
+
+Methods: ``ScoreStats`` (what ``datafilter thresholds`` runs now: ``threshold_table`` and
+``keys_at_ranks`` through the streaming passes) and ``before`` (the method before: numpy sorts of
+every value, ``columnar_stats``, for the percentiles; DuckDB's window over every row for the band
+keys; DuckDB's ``approx_quantile`` for the approximate mode), the latter only up to
+``--current-max`` rows. ``agree``: the new results against the method before's of the same
+size, bit for bit (``-0.0`` and ``0.0`` equal); where they differ, the largest difference in
+units in the last place.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -33,239 +43,264 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-GEN_FORMAT = 1
+try:
+    from bench.memory_flat import Peak, TreeSampler
+    from bench.score_data import data_dir, generate
+except ImportError:  # run as a script: bench/ is on sys.path
+    from memory_flat import Peak, TreeSampler
+    from score_data import data_dir, generate
+
 CASES = {
-    "exact, global": (None, False),
-    "exact, per group": ("domain", False),
-    "approx, global": (None, True),
-    "approx, per group": ("domain", True),
+    "thresholds global": ("thresholds", None),
+    "thresholds groups": ("thresholds", "domain"),
+    "band global": ("band", None),
+    "band groups": ("band", "domain"),
+    "approx global": ("approx", None),
+    "approx groups": ("approx", "domain"),
 }
+METHODS = ("ScoreStats", "before")
 
 
-def _gen_dir(out: Path, rows: int, shards: int, groups: int, rg: int) -> Path:
-    return out / f"thresholds-{rows:g}rows-{shards}shards-{groups}groups-rg{rg}"
-
-
-def generate(folder: Path, rows: int, shards: int, groups: int, rg: int, seed: int = 0) -> dict:
-    """Write (or reuse) the score and input shards; return their description."""
-    from datafilter.scorers.columns import SCORE_SCHEMA
-
-    meta_path = folder / "meta.json"
-    wanted = {"format": GEN_FORMAT, "rows": rows, "shards": shards, "groups": groups, "rg": rg}
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if {k: meta.get(k) for k in wanted} == wanted:
-            return meta
-    shutil.rmtree(folder, ignore_errors=True)
-    (folder / "scores").mkdir(parents=True)
-    (folder / "input").mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    names = pa.array([f"g{g:04d}" for g in range(groups)], pa.string())
-    t0 = time.perf_counter()
-    per = [rows // shards + (1 if i < rows % shards else 0) for i in range(shards)]
-    start = 0
-    for i, n in enumerate(per):
-        doc_id = pc.binary_join_element_wise(
-            "d", pa.array(np.arange(start, start + n)).cast(pa.string()), ""
-        )
-        n_tokens = rng.integers(20, 2000, size=n)
-        n_bytes = n_tokens * 4 + rng.integers(0, 4, size=n)
-        ppl = rng.lognormal(6.0, 0.8, size=n)
-        logprob = -np.log(ppl) * n_tokens
-        rejected = rng.random(n) < 0.005
-        ppl[rejected] = np.nan
-        logprob[rejected] = np.nan
-        n_tokens[rejected] = 0
-        scores = pa.table(
-            {
-                "doc_id": doc_id,
-                "row": np.arange(n, dtype=np.int64),
-                "id_hash": pa.array(rng.integers(0, 2**63, size=n, dtype=np.uint64)),
-                "logprob_sum": logprob,
-                "n_tokens": n_tokens.astype(np.int64),
-                "n_bytes": n_bytes.astype(np.int64),
-                "ppl": ppl,
-                "bpb": -logprob / (np.log(2) * n_bytes),
-                "reject_reason": pa.array(np.where(rejected, "empty_text", None), pa.string()),
-            },
-            schema=SCORE_SCHEMA,
-        )
-        domain = names.take(pa.array(rng.integers(0, groups, size=n)))
-        name = f"part-{i:05d}.parquet"
-        pq.write_table(
-            scores, folder / "scores" / name, row_group_size=rg, compression="zstd"
-        )  # the score stage's compression
-        pq.write_table(
-            pa.table({"id": doc_id, "domain": domain}),
-            folder / "input" / name,
-            compression="zstd",
-        )
-        start += n
-        print(f"# generated shard {i + 1}/{shards}", file=sys.stderr, flush=True)
-    meta = {**wanted, "files": [f"part-{i:05d}.parquet" for i in range(shards)]}
-    meta["seconds"] = round(time.perf_counter() - t0, 1)
-    meta["bytes"] = sum(p.stat().st_size for p in folder.rglob("*.parquet"))
-    meta_path.write_text(json.dumps(meta, indent=1))
-    return meta
-
-
-def _peak_rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def run_case(folder: Path, case: str, threads: int | None, memory_limit: str | None) -> dict:
-    """In the child: one threshold_table call, timed, with DuckDB's memory sampled."""
-    import threading
-
-    from datafilter.aggregate import PERCENTILES, ScoreFiles, ScoreStats, threshold_table
-
-    group_by, approx = CASES[case]
+# ------------------------------------------------------------------------ child side ------------
+def _files(folder: Path) -> tuple[list[str], list[str]]:
     meta = json.loads((folder / "meta.json").read_text())
-    files = ScoreFiles(
-        score_files=[str(folder / "scores" / n) for n in meta["files"]],
-        input_files=[str(folder / "input" / n) for n in meta["files"]],
+    return (
+        [str(folder / "scores" / n) for n in meta["files"]],
+        [str(folder / "input" / n) for n in meta["files"]],
     )
+
+
+def _band_ranks(counts: dict[str, int]) -> dict[str, list[int]]:
+    from datafilter.selectors.perplexity_band import band_ranks
+
+    out = {}
+    for group, n in counts.items():
+        start, stop = band_ranks(n, 0.5, "medium")
+        out[group] = sorted({start, stop - 1})
+    return out
+
+
+class _InMemory:
+    """The percentile table's input as before issue 22: ``columnar_stats`` sorting every value."""
+
+    def __init__(self, old, group_by: str | None):
+        self.old, self.group_by, self.rank_error = old, group_by, {}
+
+    def counts(self) -> dict[str, int]:
+        return self.old.group_counts()
+
+    def quantiles_many(self, wanted: dict, approx: bool) -> dict:
+        return {m: self.old.quantiles(qs, m) for m, qs in wanted.items()}
+
+
+def run_child(folder: Path, case: str, method: str, result_path: Path) -> dict:
+    """One case by one method, in this (fresh) process; results saved for the agreement."""
+    from datafilter.aggregate import PERCENTILES, ScoreFiles, ScoreStats
+    from datafilter.stages.thresholds import threshold_table
+
+    kind, group_by = CASES[case]
+    scores, inputs = _files(folder)
     t0 = time.perf_counter()
-    stats = ScoreStats(files, group_by, memory_limit=memory_limit)
-    if threads:
-        stats.con.execute(f"SET threads = {int(threads)}")
-    duck_peak = 0
-    stop = threading.Event()
-    probe = stats.con.cursor()
+    info: dict = {}
+    arrays: dict[str, np.ndarray] = {}
+    q: dict[str, dict[str, list[float]]] = {"ppl": {}, "bpb": {}}
+    stats = ScoreStats(ScoreFiles(scores, inputs), group_by)
+    if method == "ScoreStats":  # what `datafilter thresholds` runs: streaming order statistics
+        counts = stats.counts()
+        if kind == "band":
+            keys = stats.keys_at_ranks(_band_ranks(counts), "ppl")
+        else:
+            table, _ = threshold_table(stats, "kenlm", PERCENTILES, kind == "approx")
+        info["passes"] = [
+            {"seconds": round(p.seconds, 2), "collected": p.collected_rows,
+             "counted": p.counted_ranges, "by_distinct": p.settled_by_distinct}
+            for p in stats._order.passes
+        ]
+        if kind == "approx":
+            errors = stats.rank_error
+            shares = sorted(errors[k] / max(1, counts[k[1]]) for k in errors)
+            worst = max(errors, key=lambda k: errors[k] / max(1, counts[k[1]]))
+            info["rank_error"] = {"rows": errors[worst], "group": worst[1],
+                                  "share": errors[worst] / counts[worst[1]],
+                                  "median_share": shares[len(shares) // 2]}
+    else:  # before issue 22: every value sorted in memory (numpy), DuckDB windows and sketches
+        stats._order = None
+        if kind == "thresholds":
+            from datafilter.aggregate import ALL, NULL_GROUP
+            from datafilter.columnar_stats import ColumnarScores
 
-    def sample() -> None:
-        nonlocal duck_peak
-        while not stop.wait(0.1):
-            used = probe.execute("SELECT sum(memory_usage_bytes) FROM duckdb_memory()").fetchone()
-            duck_peak = max(duck_peak, int(used[0] or 0))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    table, summary = threshold_table(stats, "kenlm", PERCENTILES, approx)
+            old = ColumnarScores(scores, inputs, group_by, ALL, NULL_GROUP)
+            counts = old.group_counts()
+            table, _ = threshold_table(_InMemory(old, group_by), "kenlm", PERCENTILES, False)
+        else:
+            counts = stats.counts()
+            if kind == "band":
+                keys = stats.keys_at_ranks(_band_ranks(counts), "ppl")
+            else:
+                table, _ = threshold_table(stats, "kenlm", PERCENTILES, True)
+    if kind != "band" and not q["ppl"]:
+        t = table.to_pydict()
+        for g, m, v in zip(t["group"], t["metric"], t["value"], strict=True):
+            q[m].setdefault(g, []).append(v)
     seconds = time.perf_counter() - t0
-    stop.set()
-    sampler.join()
-    settings = dict(
-        stats.con.execute(
-            "SELECT name, value FROM duckdb_settings() WHERE name IN "
-            "('threads', 'memory_limit', 'preserve_insertion_order')"
-        ).fetchall()
-    )
-    return {
-        "case": case,
-        "seconds": seconds,
-        "peak_rss": _peak_rss(),
-        "duckdb_peak": duck_peak,
-        "n_docs": summary["n_docs"],
-        "groups": len(summary["groups"]),
-        "settings": settings,
-        "table": table.to_pydict(),
-    }
+    groups = sorted(counts)
+    arrays["counts"] = np.array([counts[g] for g in groups], dtype=np.int64)
+    if kind == "band":
+        wanted = _band_ranks(counts)
+        flat = [(g, r) for g in groups for r in wanted[g]]
+        arrays["values"] = np.array([keys[k][0] for k in flat], dtype=np.float64)
+        arrays["ids"] = np.array([keys[k][1] for k in flat], dtype=np.uint64)
+        arrays["rows"] = np.array([keys[k][3] for k in flat], dtype=np.int64)
+        arrays["files"] = np.array([Path(keys[k][2]).name for k in flat], dtype=str)
+    else:
+        for m in ("ppl", "bpb"):
+            arrays[m] = np.array([q[m][g] for g in groups], dtype=np.float64)
+    np.savez(result_path, **arrays)
+    digest = hashlib.sha256(b"".join(a.tobytes() for a in arrays.values())).hexdigest()[:12]
+    return {"seconds": seconds, "groups": len(groups), "rows": int(sum(counts.values())),
+            "digest": digest, **info}
 
 
-def check_exact(folder: Path, result: dict, n_groups_checked: int = 3) -> str:
-    """numpy's percentiles (linear interpolation) of ppl for a few groups, against the table."""
-    meta = json.loads((folder / "meta.json").read_text())
-    t = result["table"]
-    got: dict[str, list[float]] = {}
-    for g, m, v in zip(t["group"], t["metric"], t["value"], strict=True):
-        if m == "ppl":
-            got.setdefault(g, []).append(v)
-    groups = sorted(got)[:n_groups_checked]
-    values: dict[str, list[np.ndarray]] = {g: [] for g in groups}
-    for name in meta["files"]:
-        s = pq.read_table(folder / "scores" / name, columns=["ppl", "reject_reason"])
-        ppl = s.column("ppl").to_numpy()
-        valid = s.column("reject_reason").is_null().to_numpy(zero_copy_only=False)
-        if groups == ["__all__"]:
-            values["__all__"].append(ppl[valid])
-            continue
-        dom = pq.read_table(folder / "input" / name, columns=["domain"]).column(0)
-        dom = np.asarray(dom.to_pylist(), dtype=object)
-        for g in groups:
-            values[g].append(ppl[valid & (dom == g)])
-    worst = 0.0
-    for g in groups:
-        want = np.quantile(np.concatenate(values[g]), [i / 100 for i in range(101)])
-        rel = np.max(np.abs(np.asarray(got[g]) - want) / np.abs(want))
-        worst = max(worst, float(rel))
-    if worst > 1e-12:
-        raise SystemExit(f"FAIL {result['case']}: percentiles differ from numpy by {worst:.3g}")
-    return f"{len(groups)} group(s) checked against numpy: max rel diff {worst:.1e}"
+# ------------------------------------------------------------------------ parent side -----------
+def compare(new: Path, old: Path) -> str:
+    """``identical`` (bit for bit, signed zeros equal) or the largest difference in ulps."""
+    a, b = np.load(new), np.load(old)
+    if set(a.files) != set(b.files):
+        return "different shapes"
+    worst, differing, total = 0, 0, 0
+    for name in a.files:
+        x, y = a[name], b[name]
+        if x.shape != y.shape:
+            return f"{name}: different shapes"
+        if x.dtype == np.float64:
+            x, y = x + 0.0, y + 0.0
+            same = (x.view(np.uint64) == y.view(np.uint64)) | (np.isnan(x) & np.isnan(y))
+            if not same.all():
+                ulps = np.abs(x.view(np.int64) - y.view(np.int64))[~same]
+                worst = max(worst, int(ulps.max()))
+                differing += int((~same).sum())
+        elif not (x == y).all():
+            return f"{name} differ"
+        total += x.size
+    if not differing:
+        return "identical"
+    return f"{differing}/{total} values differ, by <= {worst} ulp"
+
+
+def run_case(folder: Path, case: str, method: str, out: Path) -> dict:
+    name = f"{folder.name}-{case.replace(' ', '-')}-{method}.npz"
+    result_path = out / "thresholds-results" / name
+    result_path.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, __file__, "--child", case, "--method", method,
+           "--folder", str(folder), "--result", str(result_path)]
+    peak = Peak(case)
+    load0 = os.getloadavg()[0]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sampler = TreeSampler(proc.pid, peak, 0.1, 10**9)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    sampler.stop()
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{case} / {method} failed:\n{stderr[-3000:]}")
+    res = json.loads(stdout.strip().splitlines()[-1])
+    res.update(wall=wall, tree_rss=peak.tree_rss, hwm=peak.driver_hwm, load=(load0,
+               os.getloadavg()[0]), result=str(result_path))
+    return res
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=float, default=1e8, help="scored rows (1e8)")
-    parser.add_argument("--shards", type=int, default=100, help="shards (100)")
-    parser.add_argument("--groups", type=int, default=1000, help="values of the group column")
-    parser.add_argument(
-        "--row-group-rows", type=int, default=65536, help="rows per score-shard row group (65536)"
-    )
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--threads", type=int, default=None, help="DuckDB threads (its default)")
-    parser.add_argument("--memory-limit", default=None, help="DuckDB memory_limit (its default)")
-    parser.add_argument("--no-check", action="store_true", help="skip the numpy check")
+    parser.add_argument("--sizes", nargs="+", type=float, default=[1e7, 1e8, 1e9])
+    parser.add_argument("--groups", type=int, default=1000)
+    parser.add_argument("--shard-rows", type=float, default=1e6, help="rows per shard (1e6)")
+    parser.add_argument("--cases", nargs="+", default=list(CASES),
+                        help=f"cases, or their first word ({', '.join(CASES)})")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--current-max", type=float, default=1e8,
+                        help="largest size today's method runs thresholds at (1e8)")
+    parser.add_argument("--current-max-band", type=float, default=1e7,
+                        help="largest size today's method runs band plans at (1e7: 4.6 GB)")
     parser.add_argument("--out", type=Path, default=Path("bench/out"))
+    parser.add_argument("--delete-after", type=float, default=None,
+                        help="delete the data of sizes >= this once measured")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--method", help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    rows = int(args.rows)
-    folder = _gen_dir(args.out.resolve(), rows, args.shards, args.groups, args.row_group_rows)
     if args.child:
-        result = run_case(folder, args.child, args.threads, args.memory_limit)
-        sys.stdout.write(json.dumps(result))
+        print(json.dumps(run_child(args.folder, args.child, args.method, args.result)))
         return 0
 
-    import duckdb
-
-    t0 = time.perf_counter()
-    meta = generate(folder, rows, args.shards, args.groups, args.row_group_rows)
-    gen_s = time.perf_counter() - t0
+    cases = [c for c in CASES if c in args.cases or c.split()[0] in args.cases]
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    usage = shutil.disk_usage(out)
     print("Thresholds at scale (datafilter bench/thresholds_bench.py)")
-    print(
-        f"data: {rows:,} rows in {args.shards} score shards + {args.shards} input shards, "
-        f"{args.groups} groups, row groups of {args.row_group_rows} rows, "
-        f"{meta['bytes'] / 1e9:.2f} GB on disk ({folder}; "
-        + (f"generated in {gen_s:.0f} s)" if gen_s > 5 else "reused)")
-    )
-    print(
-        f"duckdb {duckdb.__version__}; {os.cpu_count()} cores; load avg "
-        f"{os.getloadavg()[0]:.2f}; threads {args.threads or 'default'}, memory_limit "
-        f"{args.memory_limit or 'default'}"
-    )
+    print(f"{os.cpu_count()} cores; disk free {usage.free / 1e9:.0f} GB of "
+          f"{usage.total / 1e9:.0f} GB under {out}")
     print()
-    head = f"{'case':<22}{'seconds':>9}{'peak RSS GB':>13}{'DuckDB GB':>11}{'groups':>8}  check"
+    head = (f"{'rows':>6}  {'case':<18}{'method':<12}{'seconds':>8}{'peak RSS GB':>12}"
+            f"{'load':>11}  passes / agreement")
     print(head)
     print("-" * len(head))
-    for case in args.cases:
-        cmd = [sys.executable, __file__, "--child", case, "--rows", str(rows)]
-        cmd += ["--shards", str(args.shards), "--groups", str(args.groups)]
-        cmd += ["--row-group-rows", str(args.row_group_rows), "--out", str(args.out)]
-        if args.threads:
-            cmd += ["--threads", str(args.threads)]
-        if args.memory_limit:
-            cmd += ["--memory-limit", args.memory_limit]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"{case:<22} FAILED:\n{proc.stderr[-2000:]}")
-            return 1
-        res = json.loads(proc.stdout)
-        check = "-"
-        if not args.no_check and not CASES[case][1]:
-            check = check_exact(folder, res)
-        print(
-            f"{case:<22}{res['seconds']:>9.2f}{res['peak_rss'] / 1e9:>13.2f}"
-            f"{res['duckdb_peak'] / 1e9:>11.2f}{res['groups']:>8}  {check}"
-        )
+    previous: dict[tuple[str, str], dict] = {}
+    growth_lines = []
+    for size in args.sizes:
+        rows = int(size)
+        shards = max(1, int(rows // args.shard_rows))
+        t0 = time.perf_counter()
+        meta = generate(out, rows, shards, args.groups,
+                        log=lambda m: print(m, file=sys.stderr, flush=True))
+        folder = data_dir(out, rows, shards, args.groups, 0)
+        if time.perf_counter() - t0 > 5:
+            print(f"# data: {rows:,} rows, {shards} shards, {meta['bytes'] / 1e9:.1f} GB, "
+                  f"written in {meta['seconds']:.0f} s", flush=True)
+        for case in cases:
+            results = {}
+            for method in args.methods:
+                limit = args.current_max_band if case.startswith("band") else args.current_max
+                if method == "before" and rows > limit:
+                    continue
+                res = results[method] = run_case(folder, case, method, out)
+                detail = ""
+                if method == "ScoreStats":
+                    times = "+".join(f"{p['seconds']:.0f}" for p in res["passes"])
+                    detail = f"{len(res['passes'])} passes ({times} s)"
+                    if "rank_error" in res:
+                        e = res["rank_error"]
+                        detail += (f", rank error <= {e['rows']:,} rows ({e['share']:.2%} of "
+                                   f"group {e['group']}; median group {e['median_share']:.2%})")
+                if method == "before" and "ScoreStats" in results:
+                    agree = "approximate" if case.startswith("approx") else compare(
+                        Path(results["ScoreStats"]["result"]), Path(res["result"]))
+                    detail = f"agree: {agree}"
+                peak = max(res["tree_rss"], res["hwm"])
+                print(f"{size:>6.0e}  {case:<18}{method:<12}{res['seconds']:>8.1f}"
+                      f"{peak / 1e9:>12.2f}{res['load'][0]:>5.1f}/{res['load'][1]:<5.1f}  "
+                      f"{detail}", flush=True)
+                key = (case, method)
+                if key in previous:
+                    before = previous[key]
+                    before_peak = max(before["tree_rss"], before["hwm"])
+                    growth_lines.append(
+                        f"{case} / {method}: {before['size']:.0e} -> {size:.0e} rows: time x"
+                        f"{res['seconds'] / before['seconds']:.1f}, peak RSS "
+                        f"{(peak - before_peak) / 1e6:+.0f} MB"
+                    )
+                previous[key] = {**res, "size": size}
+        if args.delete_after is not None and size >= args.delete_after:
+            shutil.rmtree(folder)
+            print(f"# deleted {folder}", flush=True)
     print()
-    print(f"DuckDB settings in the child: {res['settings']}")
+    print("Growth from one size to the next:")
+    for line in growth_lines:
+        print(f"  {line}")
+    print()
+    print("load: the 1-minute load average at the start/end of the case (2 cores, shared).")
     return 0
 
 

@@ -9,29 +9,44 @@
   score shards and, when grouping, the group column of the row-aligned input shards.
 - :class:`ScoreStats`: what the thresholds stage, the selectors' plans and the report read from
   that view: :class:`Aggregates` (counts, quantiles, moments, histograms, samples) and
-  :class:`DocumentLookups` (documents at ranks, near values, by id).
+  :class:`DocumentLookups` (documents at ranks, near values, by id). Counts, quantiles, sort
+  keys at ranks and samples of ppl/bpb come from :mod:`datafilter.order_stats` (exact, in
+  streaming passes of bounded memory); the rest, and anything over other scorers' columns, from
+  DuckDB.
 
 DuckDB is imported where a connection is made, so ``import datafilter`` stays fast.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 
-from datafilter.columnar_stats import ColumnarScores
 from datafilter.errors import ConfigError, InputError
 from datafilter.logs import quiet_duckdb
+from datafilter.order_stats import OrderStats, ScoreShards
+from datafilter.order_stats.encoding import (
+    PROBE_HIGH,
+    PROBE_LOW,
+    PROBE_N,
+    PROBE_Q,
+    interpolate,
+    quantile_ranks,
+)
 from datafilter.scorers.columns import METRICS
 
 ALL = "__all__"  # the one group when no group column is used
 NULL_GROUP = "__null__"  # documents whose group value is null
 PERCENTILES = [i / 100 for i in range(101)]
+# Bytes the order-statistics passes may hold (histograms, collected rows; without a memory
+# limit): the batches being read take about 120 MB more on two workers.
+ORDER_STATS_BUDGET = 1 << 29
 
 
 class ScoredDoc(NamedTuple):
@@ -159,13 +174,20 @@ class ScoreSource:
         self._copies = LocalCopies()
         local = _local_files(self._copies, files, group_by)
         self._source, self._params = self._source_query(local)
-        # Exact counts and quantiles of ppl/bpb without SQL (see columnar_stats); not with other
-        # scorers' columns, whose rejections also filter the rows, nor with calibrated scores.
-        self._columnar = (
+        self._given_score_file = dict(zip(local.score_files, files.score_files, strict=True))
+        # Exact counts, quantiles and sort keys at ranks of ppl/bpb in streaming passes of
+        # bounded memory (see datafilter.order_stats); not with other scorers' columns, whose
+        # rejections also filter the rows, nor with calibrated (cross-fitted) scores.
+        self._order = (
             None
             if self.extra_ids or self.fold_maps
-            else ColumnarScores(local.score_files, local.input_files, group_by, ALL, NULL_GROUP)
+            else OrderStats(
+                ScoreShards(local.score_files, local.input_files, group_by, ALL, NULL_GROUP),
+                METRICS,
+                memory_budget=_order_stats_budget(memory_limit),
+            )
         )
+        self.rank_error: dict[tuple[str, str], int] = {}  # of the last approximate quantiles
 
     @property
     def con(self) -> Any:
@@ -292,8 +314,8 @@ class ScoreSource:
 
     def counts(self) -> dict[str, int]:
         """Valid scored documents per group."""
-        if self._columnar is not None:
-            return self._columnar.group_counts()
+        if self._order is not None:
+            return self._order.counts()
         return dict(self._query("SELECT grp, count(*) FROM {scores} GROUP BY grp ORDER BY grp"))
 
 
@@ -303,10 +325,32 @@ class Aggregates(ScoreSource):
     def quantiles(
         self, qs: Sequence[float], metric: str = "ppl", approx: bool = False
     ) -> dict[str, list[float]]:
-        """Per group, the quantiles ``qs`` of ``metric`` (exact by default)."""
+        """Per group, the quantiles ``qs`` of ``metric``: exact by default (``quantile_cont``'s
+        ranks, interpolated as ``lo + (hi - lo) * d``); ``approx`` estimates them from the first
+        pass's histogram and sets ``rank_error[(metric, group)]``, a bound on how many ranks off
+        each estimate is."""
+        return self.quantiles_many({metric: qs}, approx)[metric]
+
+    def quantiles_many(
+        self, wanted: Mapping[str, Sequence[float]], approx: bool = False
+    ) -> dict[str, dict[str, list[float]]]:
+        """``quantiles`` of several metrics (metric -> quantiles), ppl and bpb found in the
+        same streaming passes."""
+        out: dict[str, dict[str, list[float]]] = {}
+        native = {m: qs for m, qs in wanted.items() if m in METRICS}
+        if self._order is not None and native:
+            out.update(self._order.quantiles_many(native, approx, formula="numpy"))
+            if approx:
+                self.rank_error = dict(self._order.last_rank_error)
+        for metric, qs in wanted.items():
+            if metric not in out:
+                out[metric] = self._sql_quantiles(qs, metric, approx)
+        return out
+
+    def _sql_quantiles(
+        self, qs: Sequence[float], metric: str, approx: bool
+    ) -> dict[str, list[float]]:
         col = self.metric_sql(metric)
-        if not approx and self._columnar is not None and metric in METRICS:
-            return self._columnar.quantiles(qs, metric)
         fn = f"approx_quantile({col}, $qs::FLOAT[])" if approx else f"quantile_cont({col}, $qs)"
         rows = self._query(
             f"SELECT grp, {fn} FROM {{scores}} GROUP BY grp ORDER BY grp", {"qs": list(qs)}
@@ -409,7 +453,10 @@ class Aggregates(ScoreSource):
 
     def sample(self, metric: str, n: int) -> dict[str, np.ndarray]:
         """Per group: the metric of up to ``n`` documents, a fixed pseudo-random subset
-        (smallest id hashes), all of them when the group is smaller."""
+        (smallest id hashes; ties by score file and row), all of them when the group is
+        smaller."""
+        if self._order is not None and metric in METRICS:
+            return self._order.sample(metric, n)
         col = self.metric_sql(metric)
         rows = self._query(
             f"SELECT grp, list(v) FROM (SELECT grp, {col} AS v, row_number() OVER "
@@ -429,6 +476,8 @@ class DocumentLookups(ScoreSource):
         """Per group: the ``k`` (doc_id, metric) pairs closest to that group's value."""
         if not values:
             return {}
+        if self._order is not None and metric in METRICS:
+            return self._nearest_streamed(metric, values, k)
         col = self.metric_sql(metric)
         self.db.register(
             "targets",
@@ -445,6 +494,29 @@ class DocumentLookups(ScoreSource):
         for grp, doc_id, v in rows:
             out.setdefault(grp, []).append((doc_id, float(v)))
         return out
+
+    def _nearest_streamed(
+        self, metric: str, values: dict[str, float], k: int
+    ) -> dict[str, list[tuple[str, float]]]:
+        """``nearest`` in one streaming pass; the ids of the few rows found are read from
+        their score shards."""
+        import pyarrow.parquet as pq
+
+        found = self._order.nearest(metric, values, k)
+        wanted: dict[str, set[int]] = {}
+        for docs in found.values():
+            for score_file, row, _ in docs:
+                wanted.setdefault(score_file, set()).add(row)
+        doc_ids: dict[tuple[str, int], str] = {}
+        for score_file, rows in wanted.items():
+            table = pq.ParquetFile(score_file).read(columns=["doc_id", "row"])
+            at = {r: i for i, r in enumerate(table.column("row").to_pylist()) if r in rows}
+            ids = table.column("doc_id")
+            for r in rows:
+                doc_ids[(score_file, r)] = str(ids[at[r]])
+        return {
+            g: [(doc_ids[(f, r)], v) for f, r, v in docs] for g, docs in found.items()
+        }
 
     def lookup(self, metric: str, ids: Sequence[str]) -> list[tuple[str, str, float]]:
         """(doc_id, group, metric) of each valid scored document whose id is in ``ids`` (a few
@@ -465,6 +537,12 @@ class DocumentLookups(ScoreSource):
     ) -> dict[tuple[str, int], tuple[float, int, str, int]]:
         """The full sort key (metric, id_hash, score file, row) at each 0-based rank of each
         group, ascending: unique per document even when ids and scores repeat."""
+        if self._order is not None and metric in METRICS:
+            keys = self._order.keys_at_ranks(wanted, metric)
+            return {
+                at: (value, id_hash, self._given_score_file[score_file], row)
+                for at, (value, id_hash, score_file, row) in keys.items()
+            }
         docs = self.documents_at_ranks(wanted, metric)
         return {
             key: (doc.value, doc.id_hash, self._score_file_of[doc.input_file], doc.row)
@@ -559,6 +637,39 @@ def _checked_size(value: str) -> str:
     if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value.strip()):
         raise ConfigError(f"memory limit {value!r} is not a size such as '4GB'")
     return value.strip()
+
+
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}  # fmt: skip
+
+
+def _order_stats_budget(memory_limit: str | None) -> int:
+    """The order-statistics budget: ``ORDER_STATS_BUDGET``, or half the memory limit when
+    that is smaller (a small budget takes more passes)."""
+    if memory_limit is None:
+        return ORDER_STATS_BUDGET
+    import re
+
+    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(\w+)", _checked_size(memory_limit)).groups()
+    return min(ORDER_STATS_BUDGET, int(float(number) * _UNITS[unit]) // 2)
+
+
+@cache
+def duckdb_fuses_interpolation() -> bool:
+    """Whether the installed DuckDB's ``quantile_cont`` rounds ``lo * (1 - d) + hi * d`` once
+    (a fused multiply-add, as its x86-64 and arm64 wheels do) or twice: asked once, on values
+    where the two differ (``order_stats.encoding``'s probe)."""
+    lo, _, d = quantile_ranks(PROBE_N, PROBE_Q)
+    fused = interpolate(PROBE_LOW, PROBE_HIGH, d, True)
+    plain = interpolate(PROBE_LOW, PROBE_HIGH, d, False)
+    if fused == plain:  # not a probe on this machine's arithmetic: the wheels' default
+        return True
+    values = [PROBE_LOW] * (lo + 1) + [PROBE_HIGH] * (PROBE_N - lo - 1)
+    got = Database().query(
+        "SELECT quantile_cont(v, $q) FROM (SELECT unnest($v::DOUBLE[]) AS v)",
+        {"q": PROBE_Q, "v": values},
+    )[0][0]
+    return got != plain
 
 
 def _local_files(copies, files: ScoreFiles, group_by: str | None) -> ScoreFiles:

@@ -1,4 +1,5 @@
-"""The pyarrow/numpy fast path of ScoreStats against DuckDB's own SQL on the same shards."""
+"""ScoreStats' streaming order statistics against DuckDB's own SQL and today's in-memory numpy
+method (columnar_stats) on the same shards."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from score_fixtures import write_scored_shards
 
-from datafilter.aggregate import PERCENTILES, ScoreStats
+from datafilter.aggregate import ALL, NULL_GROUP, PERCENTILES, ScoreStats
+from datafilter.columnar_stats import ColumnarScores
 from datafilter.errors import InputError
 
 QS = [*PERCENTILES, 0.333, 0.0001, 0.9999]
@@ -16,7 +18,7 @@ QS = [*PERCENTILES, 0.333, 0.0001, 0.9999]
 
 def _sql(stats: ScoreStats) -> ScoreStats:
     """The same statistics through DuckDB alone."""
-    stats._columnar = None
+    stats._order = None
     return stats
 
 
@@ -55,6 +57,50 @@ def test_quantiles_and_counts_equal_duckdb(shards, group_by, metric) -> None:
     for group in want:
         # The same order statistics; DuckDB may fuse the interpolation's multiply-add (1 ulp).
         np.testing.assert_allclose(got[group], want[group], rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("group_by", [None, "domain"])
+def test_the_same_bits_as_the_in_memory_method(shards, group_by) -> None:
+    """ScoreStats' streaming passes (tiny budget: many passes) give exactly what sorting every
+    value in memory (columnar_stats, the method before) gave: counts, quantiles, sort keys."""
+    new = ScoreStats(shards, group_by, memory_limit="2MB")
+    new._order.memory_budget = 2000  # a few hundred rows a pass: many passes
+    old = ColumnarScores(shards.score_files, shards.input_files, group_by, ALL, NULL_GROUP)
+    assert new.counts() == old.group_counts()
+    for metric in ("ppl", "bpb"):
+        got, want = new.quantiles(QS, metric), old.quantiles(QS, metric)
+        assert list(got) == list(want)
+        for group in want:
+            assert np.array_equal(np.array(got[group]), np.array(want[group]), equal_nan=True)
+    assert len(new._order.passes) > 2
+    wanted = {g: list(range(n)) for g, n in new.counts().items()}
+    assert new.keys_at_ranks(wanted) == _sql(ScoreStats(shards, group_by)).keys_at_ranks(wanted)
+
+
+@pytest.mark.parametrize("group_by", [None, "domain"])
+def test_the_sample_is_duckdbs_smallest_id_hashes(shards, group_by, monkeypatch) -> None:
+    from datafilter.order_stats import sample
+
+    monkeypatch.setattr(sample, "COMPACT_ROWS", 16)  # compact often
+    for n in (100, 5000):
+        new = ScoreStats(shards, group_by)
+        new._order.batch_rows = 50
+        got, want = new.sample("ppl", n), _sql(ScoreStats(shards, group_by)).sample("ppl", n)
+        assert list(got) == list(want)
+        for group in want:
+            assert np.array_equal(np.sort(got[group]), np.sort(want[group]), equal_nan=True)
+
+
+@pytest.mark.parametrize("group_by", [None, "domain"])
+def test_the_nearest_documents_are_duckdbs(shards, group_by, monkeypatch) -> None:
+    from datafilter.order_stats import sample
+
+    monkeypatch.setattr(sample, "COMPACT_ROWS", 8)  # compact often
+    new, old = ScoreStats(shards, group_by), _sql(ScoreStats(shards, group_by))
+    groups = list(new.counts())
+    targets = {g: 120.0 + 7 * i for i, g in enumerate(groups[1:])} if group_by else {ALL: 150.0}
+    for k in (1, 5, 40):
+        assert new.nearest("ppl", targets, k) == old.nearest("ppl", targets, k)
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """The thresholds stage: percentiles of the scores and, when a selector is named, its plan.
 
-:func:`run_thresholds` reads every finished score shard of one scorer (DuckDB through
-:mod:`datafilter.aggregate`; memory flat in the corpus) and writes ``RUN/thresholds/<id>
+:func:`run_thresholds` reads every finished score shard of one scorer (through
+:mod:`datafilter.aggregate`: exact order statistics in streaming passes of bounded memory,
+:mod:`datafilter.order_stats`) and writes ``RUN/thresholds/<id>
 [.by-<column>].parquet`` (group, metric, quantile, value: percentiles 0..100 of ppl and bpb and
 any extra quantile) with a readable ``.json`` summary. With ``selector`` it also runs that
 selector's ``plan`` on the same statistics and writes the plan file (:mod:`.plan`), which the
@@ -69,7 +70,11 @@ class ThresholdsSettings(BaseModel):
         description="extra quantile in [0, 1] beside the percentiles 0..100",
         json_schema_extra={"flag": "--quantile"},
     )
-    approx: bool = Field(False, description="memory-bounded approximate quantiles")
+    approx: bool = Field(
+        False,
+        description="approximate quantiles from one pass over the scores (the summary states "
+        "each group's rank error bound)",
+    )
     memory_limit: str | None = Field(
         None, description="DuckDB memory limit, e.g. 4GB (past it DuckDB spills to disk)"
     )
@@ -269,8 +274,14 @@ def threshold_table(
         "n_docs": sum(counts.values()),
         "groups": {},
     }
+    found = stats.quantiles_many(dict.fromkeys(METRICS, quantiles), approx)  # the same passes
+    if approx:  # estimated from the first pass: how many ranks off each group's values may be
+        summary["max_rank_error"] = {
+            m: {g: e for (metric, g), e in sorted(stats.rank_error.items()) if metric == m}
+            for m in METRICS
+        }
     for metric in METRICS:
-        for group, values in stats.quantiles(quantiles, metric, approx).items():
+        for group, values in found[metric].items():
             for q, v in zip(quantiles, values, strict=True):
                 columns["group"].append(group)
                 columns["metric"].append(metric)

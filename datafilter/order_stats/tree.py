@@ -1,0 +1,159 @@
+"""Refinement of key ranges between passes: a radix tree over each metric's sort key.
+
+A row's full sort key is four unsigned words: the metric's key (``encoding.encode``), the id
+hash, the rank of its score file's name, and its ``row`` (sign-flipped so unsigned order is
+signed order). Every row lands in one *slot*: first a cell of the metric's grid; a slot that
+needed a closer look in an earlier pass became a *node* whose own slots split its range further
+(``bucket`` nodes: equal sub-ranges of one word; ``values`` nodes: single values of one word,
+found by counting the distinct words of a range). Slot codes: ``IGNORE`` (-1) not needed,
+``>= 0`` a leaf (work of the current pass), ``<= -2`` the node ``-(code + 2)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+WORD_MAX = (1 << 64) - 1
+IGNORE = -1
+SIGN = np.uint64(1 << 63)
+
+
+class Tree:
+    """The slots of one metric: ``root_slots`` grid cells, then the slots of each node."""
+
+    def __init__(self, root_slots: int):
+        self.slot_to = np.full(root_slots, IGNORE, dtype=np.int64)
+        self.dim = np.zeros(0, dtype=np.int64)
+        self.base = np.zeros(0, dtype=np.int64)
+        self.lo = np.zeros(0, dtype=np.uint64)
+        self.shift = np.zeros(0, dtype=np.uint64)
+        self.top = np.zeros(0, dtype=np.uint64)
+        self.values: dict[int, np.ndarray] = {}  # values nodes: node -> its sorted words
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.dim)
+
+    def add_bucket_nodes(
+        self, slots: np.ndarray, dims: np.ndarray, los: np.ndarray, shifts: np.ndarray,
+        tops: np.ndarray,
+    ) -> np.ndarray:
+        """Turn ``slots`` into bucket nodes; returns each node's first slot."""
+        sizes = tops.astype(np.int64) + 1
+        return self._attach(slots, dims, los, shifts.astype(np.uint64), tops.astype(np.uint64),
+                            sizes)
+
+    def add_values_node(self, slot: int, dim: int, values: np.ndarray) -> int:
+        """Turn ``slot`` into a values node (slot i: rows whose word is ``values[i]``)."""
+        values = np.asarray(values, dtype=np.uint64)
+        base = self._attach(
+            np.array([slot]), np.array([dim]), np.zeros(1, np.uint64), np.zeros(1, np.uint64),
+            np.zeros(1, np.uint64), np.array([len(values)]),
+        )
+        self.values[self.n_nodes - 1] = values
+        return int(base[0])
+
+    def _attach(self, slots, dims, los, shifts, tops, sizes) -> np.ndarray:
+        first = self.n_nodes
+        bases = len(self.slot_to) + np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self.slot_to[np.asarray(slots, dtype=np.int64)] = -(first + np.arange(len(slots)) + 2)
+        self.slot_to = np.concatenate(
+            [self.slot_to, np.full(int(np.sum(sizes)), IGNORE, dtype=np.int64)]
+        )
+        self.dim = np.concatenate([self.dim, np.asarray(dims, dtype=np.int64)])
+        self.base = np.concatenate([self.base, bases])
+        self.lo = np.concatenate([self.lo, np.asarray(los, dtype=np.uint64)])
+        self.shift = np.concatenate([self.shift, shifts])
+        self.top = np.concatenate([self.top, tops])
+        return bases
+
+    def reset_leaves(self) -> None:
+        """Forget the leaves of the last pass (nodes stay)."""
+        self.slot_to[self.slot_to >= 0] = IGNORE
+
+    def route(self, ref: np.ndarray, words: WordSource) -> tuple[np.ndarray, np.ndarray]:
+        """Follow rows from their grid slots' codes ``ref`` (none IGNORE) down the nodes:
+        the positions (into ``ref``) of the rows that reach a leaf, and their leaf ids."""
+        pos = np.arange(len(ref))
+        if not self.n_nodes:
+            return pos, ref
+        ref = ref.copy()
+        while True:
+            inner = np.flatnonzero(ref <= -2)
+            if not len(inner):
+                return pos, ref
+            node = -(ref[inner] + 2)
+            slot = np.full(len(inner), -1, dtype=np.int64)
+            dims = self.dim[node]
+            for dim in np.unique(dims).tolist():
+                here = np.flatnonzero(dims == dim)
+                nd = node[here]
+                word = words.get(dim, pos[inner[here]])
+                is_values = np.isin(nd, list(self.values)) if self.values else None
+                bucket = here if is_values is None else here[~is_values]
+                if len(bucket):
+                    n = node[bucket]
+                    w = word if is_values is None else word[~is_values]
+                    offset = np.minimum((w - self.lo[n]) >> self.shift[n], self.top[n])
+                    slot[bucket] = self.base[n] + offset.astype(np.int64)
+                if is_values is not None and is_values.any():
+                    for k in np.unique(nd[is_values]).tolist():
+                        mine = nd == k
+                        values = self.values[k]
+                        at = np.searchsorted(values, word[mine])
+                        hit = (at < len(values)) & (
+                            values[np.minimum(at, len(values) - 1)] == word[mine]
+                        )
+                        slot[here[mine]] = np.where(hit, self.base[k] + at, -1)
+            new_ref = np.full(len(inner), IGNORE, dtype=np.int64)
+            found = slot >= 0
+            new_ref[found] = self.slot_to[slot[found]]
+            ref[inner] = new_ref
+            keep = ref != IGNORE
+            pos, ref = pos[keep], ref[keep]
+
+
+class WordSource:
+    """The four key words of the rows of one batch that passed the grid (``rows``: their
+    indices in the batch), by position among them."""
+
+    def __init__(self, keys: np.ndarray, rows: np.ndarray, id_hash: np.ndarray | None,
+                 file_rank: int, row: np.ndarray | None):
+        self.keys = keys
+        self._rows = rows
+        self._id = id_hash
+        self._file = file_rank
+        self._row = row
+
+    def get(self, dim: int, pos: np.ndarray) -> np.ndarray:
+        if dim == 0:
+            return self.keys[pos]
+        if dim == 1:
+            assert self._id is not None
+            return self._id[self._rows[pos]]
+        if dim == 2:
+            return np.full(len(pos), self._file, dtype=np.uint64)
+        assert self._row is not None
+        return row_word(self._row[self._rows[pos]])
+
+
+def row_word(row: np.ndarray) -> np.ndarray:
+    """Signed int64 rows as unsigned words in the same order."""
+    return np.asarray(row, dtype=np.int64).view(np.uint64) ^ SIGN
+
+
+def word_to_row(word: int) -> int:
+    """The signed row of a word made by ``row_word``."""
+    value = word ^ (1 << 63)
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def bit_length(values: np.ndarray) -> np.ndarray:
+    """``int.bit_length`` of each uint64."""
+    v = np.asarray(values, dtype=np.uint64)
+    out = np.zeros(len(v), dtype=np.uint64)
+    for step in (32, 16, 8, 4, 2, 1):
+        s = np.uint64(step)
+        higher = (v >> (out + s - np.uint64(1)) >> np.uint64(1)) != 0
+        out += np.where(higher, s, np.uint64(0))
+    return out + (v != 0).astype(np.uint64)
