@@ -38,7 +38,9 @@ class Bounds(BaseModel):
 
 
 class PerplexityRangeOptions(SelectorOptions, Bounds):
-    metric: Literal["ppl", "bpb"] = "ppl"
+    metric: Literal["ppl", "bpb"] = Field(
+        "ppl", description="the score the bounds apply to: perplexity or bits per byte"
+    )
     groups: dict[str, Bounds] = Field(
         {}, description="bounds per group value (select by --group-by), over the global ones"
     )
