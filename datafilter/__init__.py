@@ -7,6 +7,7 @@ Public API (``datafilter.api``; heavy dependencies load only when a function is 
     select(run_dir, output, ...)          run(config)
     report(run_dir, ...)                  train_reference(input, output, ...)
     list_plugins()                        build_demo_corpus(output, ...)
+    evaluate(run_dir, candidates=[...])   (proxy models: which selection to keep)
 
 The library logs through :mod:`logging` (logger ``datafilter``); the command line shows it.
 
@@ -29,6 +30,7 @@ _API = (
     "corr_run",
     "corr_sample",
     "corr_weights",
+    "evaluate",
     "import_kenlm",
     "list_plugins",
     "report",

@@ -1,8 +1,9 @@
 """``datafilter run``: every stage of a config in order, each one resumable.
 
 demo corpus and KenLM training (optional) -> score -> thresholds (the percentile tables, and the
-``select:`` section's plan) -> select (applies that plan). Each step is the stage's own
-function with the config's section as its options.
+``select:`` section's plan) -> select (applies that plan) -> evaluate (optional: proxy models on
+candidate selections). Each step is the stage's own function with the config's section as its
+options.
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ def _run(cfg: RunConfig) -> dict[str, Any]:
     manifest = select_step(cfg, cfg.ray, plan)
     results["select"] = manifest["totals"]
     results["groups_read_kept"] = {g: [c["read"], c["kept"]] for g, c in manifest["groups"].items()}
+    if cfg.evaluate:
+        from datafilter.stages.evaluate import run_evaluate
+
+        table = run_evaluate(cfg.run_dir, cfg.evaluate, cfg.ray)
+        results["evaluate"] = [r["statement"] for r in table["recommendations"]]
     return results
 
 

@@ -306,9 +306,12 @@ def run_select(
     layout = RunLayout.at(run_dir)
     out = location(opts.output)
     record = require_record(layout)
+    # An evaluation's selections live inside the run folder (RUN/evaluate/<name>/selection).
+    evaluation = place("output folder", out).relation(place("", layout.root / "evaluate"))
     refuse_overlaps(
         [place("output folder", out)],
         [place("run folder", layout.root), *input_places(record.input)],
+        allowed={("output folder", "run folder")} if evaluation == "is inside" else set(),
     )
     owned = is_select_output(out)
     require_own_folder(out, "output folder", owned, {STATE_DIR}, opts.overwrite, "--overwrite")
@@ -397,9 +400,11 @@ def run_select(
         manifest = build_manifest(shard_stats, context)
         manifest["plan"] = {"path": str(path), "request": request.key, "sha256": body_digest(data)}
         write_json(out / MANIFEST, manifest)
-        write_json(
-            layout.selection_record_path(out), {"output": str(out), "selector": request.selector}
-        )
+        if evaluation != "is inside":  # the report's selections: not an evaluation's
+            write_json(
+                layout.selection_record_path(out),
+                {"output": str(out), "selector": request.selector},
+            )
     t = manifest["totals"]
     log.info(
         f"select: read {t['read']}, kept {t['kept']}, dropped {t['dropped']}, "
