@@ -105,13 +105,25 @@ def encode(tokenizer, texts: list[str]) -> list[list[int]]:
     return out
 
 
+def enough(tokenizer, texts: list[str], budget: int, chunk: int = 256) -> int:
+    """How many of the first ``texts`` hold at least ``budget`` tokens (as trained: ``<s> ids
+    </s>``), encoding chunk by chunk; all of them when they hold fewer."""
+    total = 0
+    for start in range(0, len(texts), chunk):
+        for k, doc in enumerate(encode(tokenizer, texts[start : start + chunk])):
+            total += len(doc) + 2
+            if total >= budget:
+                return start + k + 1
+    return len(texts)
+
+
 def count_tokens(ids: Iterable[list[int]]) -> int:
     """Tokens of the documents as trained: ``<s> ids </s>`` each."""
     return sum(len(x) + 2 for x in ids)
 
 
 def budget_rows(
-    ids: list[list[int]], order: list[int], budget: int, bos: int, eos: int, context: int
+    ids: list[list[int]], order: Iterable[int], budget: int, bos: int, eos: int, context: int
 ) -> tuple[np.ndarray, list[int]]:
     """Exactly ``budget`` tokens of the documents taken in ``order`` (``<s> ids </s>`` back to
     back, the last document cut), as rows of ``context`` tokens (a partial last row is dropped),

@@ -50,6 +50,7 @@ from datafilter.proxy.texts import (
     budget_rows,
     count_tokens,
     encode,
+    enough,
     heldout_sample,
     order_key,
     target_table,
@@ -146,6 +147,11 @@ class EvaluateOptions(BaseModel):
         json_schema_extra={"choices": sorted(PRESETS)},
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where to train")
+    heldout: bool | None = Field(
+        None,
+        description="measure on a held-out sample of the pool too (default: only when no "
+        "targets are given)",
+    )
     holdout: float = Field(
         0.05, gt=0, le=0.5, description="share of the pool held out as the default target"
     )
@@ -216,7 +222,7 @@ def run_evaluate(
             root, selections[CONTROL][0], record.text_column, excluded, opts.preset
         )
         sizes = {
-            name: _size(path, record.text_column, excluded, tokenizer)
+            name: _size(path, record.text_column, excluded, tokenizer, opts.tokens)
             for name, (path, _) in selections.items()
         }
         for name, size in sizes.items():
@@ -296,15 +302,16 @@ def _write_targets(
 ) -> dict[str, AnyPath]:
     """The target sets as ``RUN/evaluate/targets/<name>.parquet`` (text, text_hash)."""
     folder = layout.root / EVALUATE_DIR / "targets"
-    if opts.targets:
-        tables = {
-            n: target_table(p, opts.target_text_column, opts.target_max_docs)
-            for n, p in opts.targets.items()
-        }
-    else:
-        tables = {
-            HELDOUT: heldout_sample(pool, text_column, opts.holdout, opts.holdout_max_docs, 0)
-        }
+    tables = {
+        n: target_table(p, opts.target_text_column, opts.target_max_docs)
+        for n, p in opts.targets.items()
+    }
+    if opts.heldout or (opts.heldout is None and not opts.targets):
+        if HELDOUT in tables:
+            raise ConfigError(f"target name {HELDOUT!r} is the held-out sample's; use another")
+        tables[HELDOUT] = heldout_sample(
+            pool, text_column, opts.holdout, opts.holdout_max_docs, 0
+        )
     out = {}
     for name, table in tables.items():
         if not _NAME.match(name):
@@ -371,14 +378,17 @@ def _tokenizer(root: AnyPath, control: AnyPath, text_column: str, excluded, pres
     return folder, tokenizer
 
 
-def _size(path: AnyPath, text_column: str, excluded, tokenizer) -> dict[str, int]:
-    """Documents and tokens of a selection without the targets."""
+def _size(
+    path: AnyPath, text_column: str, excluded, tokenizer, cap: int | None
+) -> dict[str, int]:
+    """Documents and tokens of a selection without the targets (tokens counted up to ``cap``
+    only, when given: enough to know the selection holds the budget)."""
     texts, _, dropped = training_texts(path, text_column, set(excluded))
-    return {
-        "documents": len(texts),
-        "tokens": count_tokens(encode(tokenizer, texts)),
-        "excluded": dropped,
-    }
+    n_docs = len(texts)
+    if cap is not None:
+        texts = texts[: enough(tokenizer, texts, cap)]
+    size = {"documents": n_docs, "tokens": count_tokens(encode(tokenizer, texts))}
+    return {**size, "excluded": dropped, **({"counted_up_to": cap} if cap else {})}
 
 
 def _budget(tokens: int | None, sizes: dict[str, dict[str, int]]) -> int:
@@ -474,11 +484,14 @@ def train_and_measure(
     texts, hashes, dropped = training_texts(
         task.selection, settings.text_column, set(settings.excluded)
     )
-    ids = encode(tokenizer, texts)
     order = sorted(range(len(texts)), key=lambda i: order_key(texts[i], task.candidate, task.seed))
+    first = enough(tokenizer, [texts[i] for i in order], settings.tokens)
+    ids = encode(tokenizer, [texts[i] for i in order[:first]])
     rows, used = budget_rows(
-        ids, order, settings.tokens, tokenizer.bos_token_id, tokenizer.eos_token_id, p.context
-    )
+        ids, range(first), settings.tokens, tokenizer.bos_token_id, tokenizer.eos_token_id,
+        p.context,
+    )  # fmt: skip
+    used = [order[i] for i in used]
     model = train_proxy(rows, p, tokenizer, settings.steps, task.seed, settings.device)
     losses = {
         name: target_loss(model, tokenizer, t_texts, t_ids, p.context, settings.device)
