@@ -121,6 +121,7 @@ class ReportData:
     threshold_tables: list[str]
     notes: list[str]
     harmful: list[Any] = field(default_factory=list)  # harmful_outlier: reporting.harmful
+    evaluation: dict[str, Any] | None = None  # RUN/evaluate/table.json, when evaluated
 
     @property
     def panel_groups(self) -> list[str]:
@@ -367,7 +368,19 @@ def collect(
         threshold_tables=[str(layout.thresholds_path(sid, c)) for c in tables],
         notes=notes,
         harmful=harmful,
+        evaluation=_evaluation(layout),
     )
+
+
+def _evaluation(layout: RunLayout) -> dict[str, Any] | None:
+    """The table of ``datafilter evaluate`` in this run folder, if any."""
+    path = layout.root / "evaluate" / "table.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} cannot be read ({exc}); run datafilter evaluate again") from None
 
 
 def _pct_label(q: float) -> str:

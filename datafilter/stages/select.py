@@ -39,7 +39,7 @@ from datafilter.io.storage import AnyPath, location, remove_tree
 from datafilter.pause_points import pause_point
 from datafilter.runtime import RuntimeOptions
 from datafilter.scorers.columns import SCORE_SCHEMA
-from datafilter.selectors import make_selector
+from datafilter.selectors import make_selector, with_defaults
 from datafilter.selectors.base import Selector
 from datafilter.stages.jobs import drive, raise_failures
 from datafilter.stages.plan import (
@@ -429,7 +429,9 @@ def _find_plan(layout: RunLayout, record, opts: SelectOptions) -> tuple[PlanRequ
         }
         if "options" in given:
             name = opts.selector if "selector" in given else request.selector
-            asked["options"] = make_selector(name, opts.options).options.model_dump(mode="json")
+            sid = resolve_scorer_id(record, opts.scorer_id or request.scorer_id)
+            options, _ = with_defaults(name, opts.options, record.scorers[sid])
+            asked["options"] = make_selector(name, options).options.model_dump(mode="json")
         wanted = {k: v for k, v in asked.items() if k in given}
         for name, value in wanted.items():
             if value != getattr(request, name):
@@ -463,7 +465,8 @@ def _find_plan(layout: RunLayout, record, opts: SelectOptions) -> tuple[PlanRequ
 def _request(record, opts: SelectOptions) -> PlanRequest:
     """The plan request that the select options make."""
     sid = resolve_scorer_id(record, opts.scorer_id)
-    selector = make_selector(opts.selector, opts.options)
+    options, _ = with_defaults(opts.selector, opts.options, record.scorers[sid])
+    selector = make_selector(opts.selector, options)
     extra = selector.extra_scorers()
     for x in extra:
         resolve_scorer_id(record, x)

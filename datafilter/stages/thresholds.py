@@ -35,7 +35,7 @@ from datafilter.io.record import (
 from datafilter.io.storage import AnyPath, ObjectPath
 from datafilter.pause_points import pause_point
 from datafilter.scorers.columns import METRICS
-from datafilter.selectors import Selector, make_selector
+from datafilter.selectors import Selector, make_selector, with_defaults
 from datafilter.stages.plan import PlanRequest, plan_path, write_plan
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,12 @@ def run_thresholds(run_dir: str | AnyPath, opts: ThresholdsOptions) -> dict[str,
     for q in opts.quantiles:
         if not 0.0 <= q <= 1.0:
             raise ConfigError(f"quantile {q} is outside [0, 1]")
-    selector = make_selector(opts.selector, opts.options) if opts.selector else None
+    selector = None
+    if opts.selector:
+        options, warning = with_defaults(opts.selector, opts.options, record.scorers[sid])
+        if warning:
+            log.warning(f"thresholds: warning: {warning}")
+        selector = make_selector(opts.selector, options)
     if selector is None and not opts.table:
         raise ConfigError("--no-table makes only a plan: name a selector (--selector NAME)")
     extra_ids = selector.extra_scorers() if selector else []

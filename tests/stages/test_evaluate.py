@@ -212,3 +212,12 @@ def test_differences_are_better_worse_or_within_noise():
     rec = recommend(rows, losses, "random", "t", 0.95)
     assert rec["candidate"] == "good" and rec["runner_up"]["candidate"] == "same"
     assert "lower in 3 of 3 seeds" in rec["statement"] and "beyond noise" in rec["statement"]
+
+
+def test_the_report_shows_the_evaluation(evaluated, tmp_path):
+    run, table = evaluated
+    summary = api.report(run, output=tmp_path / "report.html")
+    assert "evaluation" in summary["sections"]
+    page = (tmp_path / "report.html").read_text()
+    assert "Which selection to keep (evaluate)" in page and "target clean" in page
+    assert "worse than random: junk" in page
