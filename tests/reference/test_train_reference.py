@@ -53,6 +53,7 @@ def test_loss_decreases(one_fold):
     assert not (folder / "checkpoint.pt").exists()
     record = json.loads((out / "crossfit.json").read_text())
     assert record["folds"] == 1 and record["cross_fitted"] is False
+    assert record["reference_kind"] == "corpus"  # the band selector's default: medium
 
 
 def test_held_out_news_beats_other_distributions(one_fold, demo_corpus):
