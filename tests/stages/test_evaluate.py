@@ -217,7 +217,7 @@ def test_differences_are_better_worse_or_within_noise():
 def test_the_report_shows_the_evaluation(evaluated, tmp_path):
     run, table = evaluated
     summary = api.report(run, output=tmp_path / "report.html")
-    assert "evaluation" in summary["sections"]
+    assert "Which selection to keep (evaluate)" in summary["sections"]
     page = (tmp_path / "report.html").read_text()
     assert "Which selection to keep (evaluate)" in page and "target clean" in page
     assert "worse than random: junk" in page
