@@ -142,10 +142,18 @@ def recommend(
             "wins": wins,
             "clear": clear,
         }
-        statement += (
-            f"; ahead of the next best, {runner!r}, by {-diffs.mean():.4f} bits/byte, "
-            + ("beyond noise" if clear else "within noise (either would do)")
-            + f", in {round(wins * n_seeds)} of {n_seeds} seeds"
-        )
+        if clear:
+            statement += (
+                f"; ahead of the next best, {runner!r}, by {-diffs.mean():.4f} bits/byte, beyond "
+                f"noise, in {round(wins * n_seeds)} of {n_seeds} seeds"
+            )
+        else:
+            span = ""
+            if interval:
+                span = f", {pct} interval {-interval[1]:+.4f} to {-interval[0]:+.4f}"
+            statement += (
+                f"; {runner!r} is within noise of it ({runner} minus {name}: "
+                f"{-diffs.mean():+.4f} bits/byte{span}): either would do"
+            )
     result["statement"] = statement + "."
     return result
