@@ -221,3 +221,15 @@ def test_the_report_shows_the_evaluation(evaluated, tmp_path):
     page = (tmp_path / "report.html").read_text()
     assert "Which selection to keep (evaluate)" in page and "target clean" in page
     assert "worse than random: junk" in page
+
+
+def test_the_demo_evaluation_config_is_valid():
+    from pathlib import Path
+
+    from datafilter.config import load_config
+
+    cfg = load_config(Path(__file__).parents[2] / "configs" / "evaluate_demo.yaml")
+    assert cfg.evaluate is not None and cfg.evaluate.seeds == 3 and cfg.evaluate.device == "cpu"
+    labels = [c.label for c in cfg.evaluate.candidates]
+    assert labels == [f"{c}-{k}" for c in ("low", "medium", "high") for k in ("0.25", "0.5")]
+    assert "criterion" not in cfg.select.options  # from the model's reference kind
