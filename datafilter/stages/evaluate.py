@@ -226,8 +226,11 @@ def run_evaluate(
             for name, (path, _) in selections.items()
         }
         for name, size in sizes.items():
+            tokens = f"{size['tokens']} tokens"
+            if size.get("counted_up_to"):
+                tokens = f"at least {size['counted_up_to']} tokens"
             log.info(
-                f"evaluate: {name}: {size['documents']} documents, {size['tokens']} tokens "
+                f"evaluate: {name}: {size['documents']} documents, {tokens} "
                 f"({size['excluded']} target documents left out)"
             )
         budget = _budget(opts.tokens, sizes)
