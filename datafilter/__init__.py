@@ -8,7 +8,7 @@ Public API (``datafilter.api``; heavy dependencies load only when a function is 
     run(config)
     report(run_dir, ...)                  train_reference(input, output, ...)
     list_plugins()                        build_demo_corpus(output, ...)
-    describe(name)
+    describe(name)                        evaluate(run_dir, candidates=[...])
 
 The library logs through :mod:`logging` (logger ``datafilter``); the command line shows it.
 
@@ -33,6 +33,7 @@ _API = (
     "corr_sample",
     "corr_weights",
     "describe",
+    "evaluate",
     "import_kenlm",
     "list_plugins",
     "report",

@@ -28,6 +28,7 @@ from datafilter.registry import parse_options
 from datafilter.reporting import ReportOptions
 from datafilter.runtime import RuntimeOptions
 from datafilter.stages.combine import CombineOptions
+from datafilter.stages.evaluate import EvaluateOptions
 from datafilter.stages.score import ScoreOptions
 from datafilter.stages.select import SelectOptions
 from datafilter.stages.thresholds import ThresholdsOptions
@@ -110,6 +111,17 @@ def select(
     if output is not None:
         options["output"] = str(output)
     return run_select(run_dir, _options(SelectOptions, options, "select"), _runtime(runtime))
+
+
+@_takes(EvaluateOptions)
+def evaluate(run_dir: str | Path, *, runtime: Runtime = None, **options: Any) -> dict[str, Any]:
+    """Train small proxy models on equal tokens of each candidate selection and of a random
+    control, measure them on the target sets, and say which selection to keep (the table in
+    ``RUN/evaluate/table.json``)."""
+    from datafilter.stages.evaluate import run_evaluate
+
+    opts = _options(EvaluateOptions, options, "evaluate")
+    return run_evaluate(run_dir, opts, _runtime(runtime))
 
 
 def run(config: str | Path, *, progress: bool = True) -> dict[str, Any]:

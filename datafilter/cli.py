@@ -224,6 +224,14 @@ def _select(args: argparse.Namespace, values: dict[str, Any]) -> Any:
     return {"output": str(out), "manifest": str(out / MANIFEST), "totals": manifest["totals"]}
 
 
+def _evaluate(args: argparse.Namespace, values: dict[str, Any]) -> Any:
+    table = _api().evaluate(args.run, runtime=_runtime(args), **values)
+    return {
+        "table": str(args.run) + "/evaluate/table.json",
+        "recommendations": [r["statement"] for r in table["recommendations"]],
+    }
+
+
 def _corr_distill(args: argparse.Namespace, values: dict[str, Any]) -> Any:
     summary = _api().corr_distill(args.run, args.weights, args.output, **values)
     return {k: v for k, v in summary.items() if k != "shards"}
@@ -354,6 +362,14 @@ COMMANDS = [
         "apply a selector's plan: filtered shards and a manifest",
         _select,
         model="datafilter.stages.select:SelectOptions",
+        paths=(RUN,),
+        runtime=True,
+    ),
+    Command(
+        "evaluate",
+        "which selection to keep: proxy models trained on equal tokens of each, and of random",
+        _evaluate,
+        model="datafilter.stages.evaluate:EvaluateOptions",
         paths=(RUN,),
         runtime=True,
     ),

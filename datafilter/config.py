@@ -25,6 +25,7 @@ from datafilter.kenlm.options import TrainKenlmOptions
 from datafilter.registry import strict_validate
 from datafilter.runtime import RuntimeOptions
 from datafilter.stages.combine import CombineOptions
+from datafilter.stages.evaluate import EvaluateOptions
 from datafilter.stages.score import ScoreOptions
 from datafilter.stages.select import SelectOptions
 from datafilter.stages.thresholds import ThresholdsSettings
@@ -60,6 +61,8 @@ class RunConfig(_Strict):
     combine: CombineOptions | None = None
     thresholds: RunThresholdsOptions = RunThresholdsOptions()
     select: SelectOptions
+    # Optional last step: proxy models on candidate selections of the same run folder.
+    evaluate: EvaluateOptions | None = None
     ray: RuntimeOptions = RuntimeOptions()
     # pyarrow filesystem options per URI scheme, e.g. {"s3": {"endpoint_override": "...",
     # "region": "..."}}; keep credentials in the environment (AWS_ACCESS_KEY_ID, ...).

@@ -11,7 +11,8 @@ counts that point's visits in the process, from 1) and waits until ``<point>.<pi
 sees the ``.here`` file appear, and either kills the process, which is then certainly inside
 the stage, or releases it. Points: ``score:shard`` and ``select:shard`` (inside a shard, its
 temporary output file open, after the first batch), ``thresholds`` (percentiles computed, the
-table not yet written).
+table not yet written), ``evaluate:task`` (a proxy model trained and measured, its completion
+record not yet written).
 
 When ``DATAFILTER_TEST_PAUSE_AT`` is unset (always, outside tests) a point costs one
 environment lookup.

@@ -58,6 +58,7 @@ def test_every_api_name_is_a_function_before_and_after_the_stages_run(
         "corr_weights": lambda f: f(tmp_path / "b.csv", tmp_path / "m.csv", tmp_path / "w.csv"),
         "corr_distill": lambda f: f(run, tmp_path / "w.parquet", tmp_path / "clf"),
         "corr_run": lambda f: f(tmp_path / "missing.yaml"),
+        "evaluate": lambda f: f(run, candidates=[]),
     }
     for name, call in refused.items():
         with pytest.raises(DatafilterError):

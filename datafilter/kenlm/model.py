@@ -46,6 +46,9 @@ class KenlmRecipe(BaseModel):
     training: dict[str, Any] = {}
     # Set by ``import-kenlm``: the source files and the fit checks they passed.
     imported: dict[str, Any] = {}
+    # What the model was trained on: clean reference text (train-kenlm), the corpus itself, or
+    # unknown (imported); the band selector's default criterion follows it.
+    reference_kind: Literal["clean_reference", "corpus", "unknown"] = "unknown"
 
     @model_validator(mode="before")
     @classmethod

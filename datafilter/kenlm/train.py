@@ -110,6 +110,7 @@ def train_kenlm(
             vocab_size=_vocab_size(work / "tokenizer.model"),
             binary_type=opts.binary_type,
             normalization=opts.normalization,
+            reference_kind="clean_reference",
             checksums={name: file_sha256(work / name) for name in ("model.bin", "tokenizer.model")},
             training={
                 **summary,

@@ -215,6 +215,7 @@ def train_reference(opts: TrainReferenceOptions) -> dict[str, Any]:
         if not result["finished"]:
             return {"output": str(out), "finished": False, "folds": results}
     crossfit = {
+        "reference_kind": "corpus",  # trained on the corpus itself (the band's default: medium)
         "folds": folds,
         "fold_dirs": [f"fold-{j}" for j in range(folds)],
         "hash_scheme": HASH_SCHEME,

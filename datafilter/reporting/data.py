@@ -139,6 +139,7 @@ class ReportData:
     calibration: dict[str, Any] | None = None
     metadata: dict[str, Any] = field(default_factory=dict)  # run_metadata()
     keep_table: dict[str, Any] | None = None  # reporting.what_if.keep_table, with its setting
+    evaluation: dict[str, Any] | None = None  # RUN/evaluate/table.json, when evaluated
 
     @property
     def panel_groups(self) -> list[str]:
@@ -394,6 +395,7 @@ def collect(
         calibration=calibration,
         metadata=run_metadata(layout, record, sid, out),
         keep_table=_keep_table(tables, panel_column, plan_metric, options),
+        evaluation=_evaluation(layout),
     )
 
 
@@ -444,6 +446,18 @@ def _keep_table(
     if found is None:
         return None
     return {**found, "criterion": criterion, "metric": metric, "column": panel_column}
+
+
+
+def _evaluation(layout: RunLayout) -> dict[str, Any] | None:
+    """The table of ``datafilter evaluate`` in this run folder, if any."""
+    path = layout.root / "evaluate" / "table.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} cannot be read ({exc}); run datafilter evaluate again") from None
 
 
 def _pct_label(q: float) -> str:

@@ -164,6 +164,7 @@ def render(data: ReportData) -> str:
         _groups(data, m),
         _samples(data),
         _near(data),
+        _evaluation(data) if data.evaluation else "",
         _config(data, m),
         f"<footer>Written by datafilter {esc(__version__)} · <code>datafilter report "
         f"{esc(data.run_dir)}</code></footer>",
@@ -182,17 +183,22 @@ def _subtitle(data: ReportData) -> str:
 
 
 HARMFUL_SECTION = ("harmful", "Harmful-content decision")
+EVALUATION_SECTION = ("evaluation", "Which selection to keep (evaluate)")
 
 
 def sections(data: ReportData) -> list[tuple[str, str]]:
-    """The page's sections in order (the harmful one only for a harmful_outlier selection)."""
-    if not data.harmful:
-        return list(SECTIONS)
-    return [*SECTIONS[:2], HARMFUL_SECTION, *SECTIONS[2:]]
+    """The page's sections in order (the harmful one only for a harmful_outlier selection, the
+    evaluation only when the run was evaluated)."""
+    out = list(SECTIONS)
+    if data.harmful:
+        out = [*out[:2], HARMFUL_SECTION, *out[2:]]
+    if data.evaluation:
+        out = [*out[:-1], EVALUATION_SECTION, out[-1]]
+    return out
 
 
 def _section(sid: str, body: str) -> str:
-    name = dict([*SECTIONS, HARMFUL_SECTION])[sid]
+    name = dict([*SECTIONS, HARMFUL_SECTION, EVALUATION_SECTION])[sid]
     return f'<section id="{sid}"><h2>{esc(name)}</h2>{body}</section>'
 
 
@@ -644,6 +650,49 @@ def _plan_table(plan: dict[str, Any], data: ReportData) -> str:
     meta = {k: v for k, v in plan.items() if k not in ("groups", "warnings", "notes")}
     line = f'<p class="caption">{esc(_compact(meta))}</p>' if meta else ""
     return header + line + _table(["group", *keys, "drawn marks"], rows)
+
+
+def _signed(v: float | None) -> str:
+    return "–" if v is None else f"{v:+.4f}"
+
+
+def _evaluation(data: ReportData) -> str:
+    """The evaluate table: per target, each candidate's loss, its difference to the random
+    control with the interval, the seeds it won, the verdict; the recommendations first."""
+    ev = data.evaluation or {}
+    pct = f"{ev.get('confidence', 0.95):.0%}"
+    parts = [
+        f"<p>Proxy models (preset <code>{esc(ev.get('preset'))}</code>, {_n(ev.get('tokens'))} "
+        f"tokens and {_n(ev.get('steps'))} steps each, {_n(ev.get('seeds'))} seeds) trained on "
+        f"each candidate selection and on the random control ({esc(ev.get('control_is'))}); "
+        "lower bits per byte on a target is better. Differences are candidate minus control, "
+        f"paired by seed, with a {pct} t interval.</p>"
+    ]
+    for rec in ev.get("recommendations", []):
+        parts.append(f'<p class="note"><b>{esc(rec["target"])}:</b> {esc(rec["statement"])}</p>')
+    for target in ev.get("targets", []):
+        rows = [
+            [
+                esc(r["candidate"]),
+                _v(r["bits_per_byte_mean"]),
+                _v(r["bits_per_byte_sd"]),
+                _v(r["nats_per_token_mean"]),
+                _signed(r["bits_per_byte_diff"]),
+                "–" if r["bits_per_byte_diff_low"] is None else
+                f"{r['bits_per_byte_diff_low']:+.4f} … {r['bits_per_byte_diff_high']:+.4f}",
+                "–" if r["wins"] is None else _pct(r["wins"]),
+                esc(r["verdict"]),
+            ]
+            for r in sorted(
+                (r for r in ev.get("rows", []) if r["target"] == target),
+                key=lambda r: r["bits_per_byte_mean"],
+            )
+        ]  # fmt: skip
+        headers = ["candidate", "bits/byte", "sd", "nats/token", "vs random", f"{pct} interval",
+                   "seeds won", "verdict"]  # fmt: skip
+        parts.append(f"<h3>target {esc(target)}</h3>")
+        parts.append(_table(headers, rows, numeric={1, 2, 3, 4, 5, 6}))
+    return _section("evaluation", "".join(parts))
 
 
 def _raw(name: str, obj: Any) -> str:

@@ -67,6 +67,7 @@ class CrossfitScorer(Scorer):
             digest.update(json.dumps([d.name, folder_sha256(d)], sort_keys=True).encode())
         info["model_files"] = digest.hexdigest()[:16]
         info["folds"] = len(self.fold_dirs())
+        info["reference_kind"] = self.record().get("reference_kind", "unknown")
         return info
 
     def setup(self) -> None:

@@ -23,10 +23,30 @@ SELECTORS: Registry[Selector] = Registry(
 )
 
 
+def with_defaults(
+    name: str, options: dict[str, Any], scorer_entry: dict[str, Any]
+) -> tuple[dict[str, Any], str | None]:
+    """The options with the defaults that depend on the scores' model filled in (the band's
+    criterion follows the recorded reference kind), and a warning to show, if any."""
+    if name != "perplexity_band" or "criterion" in options:
+        return options, None
+    from datafilter.selectors.perplexity_band import default_criterion
+
+    criterion, warning = default_criterion(scorer_entry)
+    return {**options, "criterion": criterion}, warning
+
+
 def make_selector(name: str, options: dict[str, Any] | None = None) -> Selector:
     """Build a selector from its registered name and raw options (validated)."""
     cls = SELECTORS.get(name)
     return cls(parse_options(cls.Options, options or {}, f"selector {name!r}"))
 
 
-__all__ = ["SELECTORS", "Decision", "Selector", "SelectorOptions", "make_selector"]
+__all__ = [
+    "SELECTORS",
+    "Decision",
+    "Selector",
+    "SelectorOptions",
+    "make_selector",
+    "with_defaults",
+]

@@ -4,6 +4,12 @@ Documents are ordered by (metric, id_hash, score shard, row): ties in the metric
 the hash of the document id, and repeated ids by their place in the corpus, so the kept count is
 exactly ``floor(keep * n + 0.5)`` per group (``keep * n`` in float64, rounded half up: keep 0.5
 of 5 documents keeps 3, where Python's ``round`` would give 2) and reruns agree.
+
+Without a ``criterion``, the stages take it from the kind of reference the scores' model was
+trained on (:func:`default_criterion`): ``low`` for a model of clean reference text (CCNet's
+head: KenLM's recipe says ``clean_reference``), ``medium`` for a model of the corpus itself
+(Ankner et al.: train-reference says ``corpus``), and ``medium`` with a warning when unknown.
+Which is better for a given corpus is measured by ``datafilter evaluate``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,29 @@ class PerplexityBandOptions(SelectorOptions):
     )
     keep: float = Field(0.5, ge=0.0, le=1.0, description="fraction of documents kept per group")
     metric: Literal["ppl", "bpb"] = Field("ppl", description="rank by perplexity or bits/byte")
+
+
+DEFAULT_BY_REFERENCE = {"clean_reference": "low", "corpus": "medium"}
+
+
+def reference_kind(scorer_entry: dict[str, Any]) -> str:
+    """The reference kind recorded with a run's scorer (``run.json``): the KenLM recipe's or
+    train-reference's ``reference_kind``; ``unknown`` when neither says."""
+    described = scorer_entry.get("scorer", {})
+    recipe = described.get("model_recipe") or {}
+    return str(recipe.get("reference_kind") or described.get("reference_kind") or "unknown")
+
+
+def default_criterion(scorer_entry: dict[str, Any]) -> tuple[str, str | None]:
+    """The criterion to use when none is given, and a warning when the reference kind is
+    unknown."""
+    kind = reference_kind(scorer_entry)
+    if kind in DEFAULT_BY_REFERENCE:
+        return DEFAULT_BY_REFERENCE[kind], None
+    return "medium", (
+        f"perplexity_band: the scores' model records no reference kind ({kind}); criterion "
+        "medium is assumed: check it against low and high with datafilter evaluate"
+    )
 
 
 def band_ranks(n: int, keep: float, criterion: str) -> tuple[int, int]:

@@ -1,8 +1,9 @@
 """``datafilter run``: every stage of a config in order, each one resumable.
 
 demo corpus and KenLM training (optional) -> score -> combine (optional) -> thresholds (the
-percentile tables, and the ``select:`` section's plan) -> select (applies that plan). Each step
-is the stage's own function with the config's section as its options.
+percentile tables, and the ``select:`` section's plan) -> select (applies that plan) -> evaluate
+(optional: proxy models on candidate selections). Each step is the stage's own function with the
+config's section as its options.
 """
 
 from __future__ import annotations
@@ -108,6 +109,13 @@ def _run(cfg: RunConfig) -> dict[str, Any]:
     }
     outputs["selection"] = str(storage.location(cfg.select.output))
     outputs["manifest"] = str(storage.location(cfg.select.output) / MANIFEST)
+    if cfg.evaluate:
+        from datafilter.stages.evaluate import run_evaluate
+
+        with _timed(seconds, "evaluate"):
+            table = run_evaluate(cfg.run_dir, cfg.evaluate, cfg.ray)
+        results["evaluate"] = [r["statement"] for r in table["recommendations"]]
+        outputs["evaluation"] = str(layout.root / "evaluate" / "table.json")
     seconds["total"] = round(time.monotonic() - started, 3)
     return {**results, "seconds": seconds, "outputs": outputs}
 

@@ -43,7 +43,7 @@ from datafilter.pause_points import pause_point
 from datafilter.reference.calibration import fold_maps
 from datafilter.runtime import RuntimeOptions
 from datafilter.scorers.columns import FOLD, SCORE_SCHEMA
-from datafilter.selectors import make_selector
+from datafilter.selectors import make_selector, with_defaults
 from datafilter.selectors.base import Selector
 from datafilter.stages.jobs import drive, raise_failures
 from datafilter.stages.plan import (
@@ -376,7 +376,13 @@ def run_select(
     writes = [place("output folder", out)]
     if dropped_dir is not None:
         writes.append(place("dropped folder", dropped_dir))
-    refuse_overlaps(writes, [place("run folder", layout.root), *input_places(record.input)])
+    # An evaluation's selections live inside the run folder (RUN/evaluate/<name>/selection).
+    evaluation = place("output folder", out).relation(place("", layout.root / "evaluate"))
+    refuse_overlaps(
+        writes,
+        [place("run folder", layout.root), *input_places(record.input)],
+        allowed={("output folder", "run folder")} if evaluation == "is inside" else set(),
+    )
     owned = is_select_output(out)
     require_own_folder(out, "output folder", owned, {STATE_DIR}, opts.overwrite, "--overwrite")
     if dropped_dir is not None:  # the output folder's rules: datafilter's, empty or new
@@ -491,12 +497,13 @@ def run_select(
             }
         manifest["plan"] = {"path": str(path), "request": request.key, "sha256": body_digest(data)}
         write_json(out / MANIFEST, manifest)
-        record_path = layout.selection_record_path(out)
-        previous = None if jobs else read_marker(record_path)
-        timing = (previous or {}).get("timing") or clock.record()  # the last run that wrote
-        write_json(
-            record_path, {"output": str(out), "selector": request.selector, "timing": timing}
-        )
+        if evaluation != "is inside":  # the report's selections: not an evaluation's
+            record_path = layout.selection_record_path(out)
+            previous = None if jobs else read_marker(record_path)
+            timing = (previous or {}).get("timing") or clock.record()  # the last run that wrote
+            write_json(
+                record_path, {"output": str(out), "selector": request.selector, "timing": timing}
+            )
     t = manifest["totals"]
     log.info(
         f"select: read {t['read']}, kept {t['kept']}, dropped {t['dropped']}, "
@@ -521,7 +528,9 @@ def _find_plan(layout: RunLayout, record, opts: SelectOptions) -> tuple[PlanRequ
         }
         if "options" in given:
             name = opts.selector if "selector" in given else request.selector
-            asked["options"] = make_selector(name, opts.options).options.model_dump(mode="json")
+            sid = resolve_scorer_id(record, opts.scorer_id or request.scorer_id)
+            options, _ = with_defaults(name, opts.options, record.scorers[sid])
+            asked["options"] = make_selector(name, options).options.model_dump(mode="json")
         wanted = {k: v for k, v in asked.items() if k in given}
         for name, value in wanted.items():
             if value != getattr(request, name):
@@ -555,7 +564,8 @@ def _find_plan(layout: RunLayout, record, opts: SelectOptions) -> tuple[PlanRequ
 def _request(record, opts: SelectOptions) -> PlanRequest:
     """The plan request that the select options make."""
     sid = resolve_scorer_id(record, opts.scorer_id)
-    selector = make_selector(opts.selector, opts.options)
+    options, _ = with_defaults(opts.selector, opts.options, record.scorers[sid])
+    selector = make_selector(opts.selector, options)
     extra = selector.extra_scorers()
     for x in extra:
         resolve_scorer_id(record, x)

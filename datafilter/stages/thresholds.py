@@ -50,7 +50,7 @@ from datafilter.pause_points import pause_point
 from datafilter.progress import heartbeat
 from datafilter.reference.calibration import fold_calibration, fold_maps
 from datafilter.scorers.columns import METRICS
-from datafilter.selectors import Selector, make_selector
+from datafilter.selectors import Selector, make_selector, with_defaults
 from datafilter.stages.plan import PlanRequest, plan_path, write_plan
 from datafilter.validation import check_columns
 
@@ -107,7 +107,12 @@ def run_thresholds(run_dir: str | AnyPath, opts: ThresholdsOptions) -> dict[str,
     for q in opts.quantiles:
         if not 0.0 <= q <= 1.0:
             raise ConfigError(f"quantile {q} is outside [0, 1]")
-    selector = make_selector(opts.selector, opts.options) if opts.selector else None
+    selector = None
+    if opts.selector:
+        options, warning = with_defaults(opts.selector, opts.options, record.scorers[sid])
+        if warning:
+            log.warning(f"thresholds: warning: {warning}")
+        selector = make_selector(opts.selector, options)
     if selector is None and not opts.table:
         raise ConfigError("--no-table makes only a plan: name a selector (--selector NAME)")
     extra_ids = selector.extra_scorers() if selector else []

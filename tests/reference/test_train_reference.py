@@ -53,6 +53,7 @@ def test_loss_decreases(one_fold):
     assert not (folder / "checkpoint.pt").exists()
     record = json.loads((out / "crossfit.json").read_text())
     assert record["folds"] == 1 and record["cross_fitted"] is False
+    assert record["reference_kind"] == "corpus"  # the band selector's default: medium
 
 
 def test_step_lines_say_the_time_left(tmp_path, demo_corpus):
