@@ -45,8 +45,9 @@ def _message(model, values) -> str:
         (CcnetBucketsOptions, {"cuts": [0.7, 0.2]},
          "invalid options for w: cuts must satisfy 0 <= low <= high <= 1"),
         (RunConfig, {"input": "x", "run_dir": "y", "select": {"output": "o"}, "scor": {}},
-         "invalid options for w: unknown option 'scor'; valid options: combine, demo_corpus, input, "
-         "ray, run_dir, score, select, storage, thresholds, train_kenlm; did you mean 'score'?"),
+         "invalid options for w: unknown option 'scor'; valid options: combine, demo_corpus, "
+         "evaluate, input, ray, run_dir, score, select, storage, thresholds, train_kenlm; "
+         "did you mean 'score'?"),
         (RunConfig, {"input": "x", "run_dir": "y"},
          "invalid options for w: option 'select' is required"),
     ],
