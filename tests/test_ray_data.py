@@ -41,6 +41,8 @@ def test_ray_data_scores_equal_the_score_stage(tmp_path: Path, demo_corpus, kenl
     reasons = stage["reject_reason"].to_pylist()
     assert {"empty_text", "null_text", "too_long", "null_id"} <= set(reasons)
 
+    if ray.is_initialized():  # a stage run on Ray earlier in this process keeps its Ray
+        ray.shutdown()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         ctx = ray.data.DataContext.get_current()

@@ -413,6 +413,8 @@ def test_verified_model_hashes_are_cached_by_file_signature(tmp_path, monkeypatc
 class _OverflowScorer:
     """A scorer (the Scorer interface) whose model gives non-finite sums for some texts."""
 
+    extra_columns = ()  # no columns beyond the score schema
+
     def score_batch(self, texts):
         from datafilter.scorers.base import BatchScores
 
