@@ -13,17 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from datafilter.reference.presets import Preset, llama_config
-
-
-def learning_rate(step: int, total: int, p: Preset) -> float:
-    """Linear warmup over ``warmup_fraction`` of the steps, then cosine decay to
-    ``min_lr_ratio`` of the peak."""
-    warmup = max(1, int(p.warmup_fraction * total))
-    if step < warmup:
-        return p.lr * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return p.lr * (p.min_lr_ratio + (1 - p.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+from datafilter.reference.presets import Preset
+from datafilter.reference.train import learning_rate, new_model
 
 
 def row_order(n_rows: int, n_needed: int, seed: int) -> np.ndarray:
@@ -38,23 +29,9 @@ def train_proxy(rows: np.ndarray, p: Preset, tokenizer, steps: int, seed: int, d
     steps on ``rows``; returned in eval mode."""
     import torch
     import torch.nn.functional as F
-    from transformers import LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = llama_config(
-        p, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
-    )
-    model = LlamaForCausalLM(config).to(device)
-    decay = [q for q in model.parameters() if q.dim() >= 2]
-    no_decay = [q for q in model.parameters() if q.dim() < 2]
-    opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": p.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=p.lr,
-        betas=p.betas,
-    )
+    model, opt = new_model(p, tokenizer, device)
     data = torch.from_numpy(rows)
     order = row_order(len(rows), steps * p.grad_accum * p.batch_rows, seed)
     model.train()

@@ -251,7 +251,33 @@ def _save_dir(save: Callable[[Path], None], target: Path) -> None:
     os.replace(tmp, target)
 
 
-def _lr(step: int, total: int, p: Preset) -> float:
+def new_model(p: Preset, tokenizer: Any, device: str) -> tuple[Any, Any]:
+    """A Llama of the preset with fresh weights (from torch's current seed) on ``device``, and
+    its AdamW (weight decay on matrices only, the preset's betas)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    config = llama_config(
+        p, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+    )
+    model = LlamaForCausalLM(config).to(device)
+    decay = [q for q in model.parameters() if q.dim() >= 2]
+    no_decay = [q for q in model.parameters() if q.dim() < 2]
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": p.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=p.lr,
+        betas=p.betas,
+        fused=device == "cuda",
+    )
+    return model, opt
+
+
+def learning_rate(step: int, total: int, p: Preset) -> float:
+    """Linear warmup over ``warmup_fraction`` of the steps, then cosine decay to
+    ``min_lr_ratio`` of the peak."""
     warmup = max(1, int(p.warmup_fraction * total))
     if step < warmup:
         return p.lr * (step + 1) / warmup
@@ -300,7 +326,6 @@ def _train_fold(
 ) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
-    from transformers import LlamaForCausalLM
 
     fold_dir = out / f"fold-{j}"
     done = fold_dir / "training.json"
@@ -311,21 +336,7 @@ def _train_fold(
         return json.loads(done.read_text())
     fold_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed * 1000 + j)
-    config = llama_config(
-        p, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
-    )
-    model = LlamaForCausalLM(config).to(dev)
-    decay = [q for q in model.parameters() if q.dim() >= 2]
-    no_decay = [q for q in model.parameters() if q.dim() < 2]
-    opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": p.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=p.lr,
-        betas=p.betas,
-        fused=dev == "cuda",
-    )
+    model, opt = new_model(p, tokenizer, dev)
     ckpt = fold_dir / "checkpoint.pt"
     start, history, resumed_from = 0, [], None
     if resume and ckpt.is_file():
@@ -372,7 +383,7 @@ def _train_fold(
     fold_start = t_last
     step = start
     for step in range(start, total_steps):
-        lr = _lr(step, total_steps, p)
+        lr = learning_rate(step, total_steps, p)
         for group in opt.param_groups:
             group["lr"] = lr
         for micro in range(p.grad_accum):
