@@ -30,8 +30,14 @@ def test_worked_example_picks_news_domains(tmp_path) -> None:
     assert len(summary["models"]) == 10
     assert abs(sum(r["weight"] for r in weights) - 1) < 1e-6
     ranked = sorted((r for r in weights if r["status"] == "estimated"), key=lambda r: r["rank"])
-    # The benchmark is news text: the five BBC topics come first, the junk domains last.
-    assert {r["domain"] for r in ranked[:5]} == NEWS
+    # The benchmark is news text: the five BBC topics come first (a domain whose estimate ties a
+    # news topic's may share its place: with ten models the correlations take few values; the
+    # demo's shuffled BBC text ties entertainment), the junk domains last.
+    news_floor = min(r["estimate"] for r in ranked if r["domain"] in NEWS)
+    assert all(r["estimate"] <= news_floor for r in ranked if r["domain"] not in NEWS)
+    assert {r["domain"] for r in ranked[:5]} <= NEWS | {
+        r["domain"] for r in ranked if r["estimate"] == news_floor
+    }
     assert {r["domain"] for r in ranked[-2:]} <= {"noise", "tokens", "spam"}
     assert {r["domain"] for r in weights if r["selected"]} <= NEWS
     manifest = json.loads((out / "output" / "manifest.json").read_text())
