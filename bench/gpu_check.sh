@@ -24,7 +24,7 @@ CARRY=bench/out/gpu
 STAGE=/tmp/datafilter-gpu-stage
 PY=${GPU_CHECK_PYTHON:-python3}
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
-DOCS=${GPU_CHECK_DOCS:-1933}
+DOCS=${GPU_CHECK_DOCS:-1885}
 PRESET=${GPU_CHECK_PRESET:-125m}
 RESULTS=${OUT:-bench/out/gpu-results}
 # Wheels for the GPU image's Python 3.12 (versions as in this project's environment).

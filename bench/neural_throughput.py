@@ -3,8 +3,8 @@
 Run from the repository root (see bench/README.md)::
 
     python bench/neural_throughput.py --docs 12 --max-length 512                  # CPU
-    python bench/neural_throughput.py --device cuda --docs 1933 --spearman         # GPU, bf16
-    python bench/neural_throughput.py --device cuda --preset-model 125m --docs 1933
+    python bench/neural_throughput.py --device cuda --docs 1885 --spearman         # GPU, bf16
+    python bench/neural_throughput.py --device cuda --preset-model 125m --docs 1885
 
 Each row runs in a fresh child process (an in-process vLLM CPU engine changes the host's torch
 threading, and one process per backend is how Ray actors run them anyway): the scorer is built
