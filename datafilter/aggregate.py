@@ -43,6 +43,8 @@ from datafilter.scorers.columns import METRICS
 
 ALL = "__all__"  # the one group when no group column is used
 NULL_GROUP = "__null__"  # documents whose group value is null
+# Group columns are read by position from Parquet input shards (a positional join).
+JSONL_GROUPS = "group columns are read from Parquet input shards only, not JSONL"
 PERCENTILES = [i / 100 for i in range(101)]
 # Bytes the order-statistics passes may hold (histograms, collected rows; without a memory
 # limit): the batches being read take about 120 MB more on two workers.
@@ -294,9 +296,8 @@ class ScoreSource:
         for path in input_files:
             if is_jsonl(path):
                 raise InputError(
-                    f"thresholds by group ({self.group_by!r}) read the group column of Parquet "
-                    "input only; convert the JSONL shards to Parquet, or make the thresholds "
-                    "and plan without group_by",
+                    f"{JSONL_GROUPS} (group column {self.group_by!r}); convert the JSONL shards "
+                    "to Parquet, or run without a group column",
                     path=path,
                 )
             schema = open_parquet(location(path)).schema_arrow

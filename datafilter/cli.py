@@ -337,7 +337,9 @@ COMMANDS = [
         _score,
         model="datafilter.stages.score:ScoreOptions",
         paths=(
-            _required("--input", help="folder of Parquet shards, one file, or a quoted glob"),
+            _required(
+                "--input", help="folder of Parquet or JSONL shards, one file, or a quoted glob"
+            ),
             _required("--output", help="run folder"),
         ),
         runtime=True,
@@ -398,7 +400,7 @@ COMMANDS = [
         lambda a, v: _api().corr_sample(a.input, a.output, **v),
         model="datafilter.correlation.steps:CorrSampleOptions",
         paths=(
-            _required("--input", help="folder of Parquet shards"),
+            _required("--input", help="folder of Parquet or JSONL shards"),
             _required("--output", help="sample folder (Parquet shards)"),
         ),
     ),

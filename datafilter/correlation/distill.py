@@ -27,7 +27,7 @@ from datafilter.io.atomic import atomic_path, write_json, write_table
 from datafilter.io.layout import RunLayout
 from datafilter.io.markers import file_fingerprint
 from datafilter.io.record import finished_score_shards, require_record, resolve_scorer_id
-from datafilter.io.shards import open_parquet, open_shard
+from datafilter.io.shards import open_shard
 from datafilter.selectors.order import at_or_before
 from datafilter.selectors.random_keys import uniform
 
@@ -189,7 +189,7 @@ def _accuracy(model, path: Path) -> float:
 
 def _probabilities(model, path, text_column: str) -> np.ndarray:
     """P(include) of every row of an input shard; NaN where the text is null or not UTF-8."""
-    pf = open_parquet(path)
+    pf = open_shard(path)
     out = np.full(pf.metadata.num_rows, np.nan)
     offset = 0
     for batch in pf.iter_batches(batch_size=4096, columns=[text_column]):

@@ -38,9 +38,13 @@ def _quote(name: str) -> str:
 
 
 def _check_column(input_files: list[str], spec: DomainSpec) -> None:
+    from datafilter.aggregate import JSONL_GROUPS
+    from datafilter.io.jsonl import is_jsonl
     from datafilter.io.shards import open_parquet
 
     for path in input_files:
+        if is_jsonl(path):
+            raise InputError(f"{JSONL_GROUPS} ({spec.kind} column {spec.column!r})", path=path)
         schema = open_parquet(path).schema_arrow
         if spec.column not in schema.names:
             raise InputError(f"{spec.kind} column {spec.column!r} not found", path=path)

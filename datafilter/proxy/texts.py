@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from datafilter.errors import ConfigError
-from datafilter.io.shards import discover_shards, open_parquet, require_column
+from datafilter.io.shards import discover_shards, open_shard, require_column
 from datafilter.io.storage import AnyPath
 from datafilter.reference.crossfit import sample_key, text_hash
 
@@ -22,9 +22,10 @@ TARGET_SCHEMA = pa.schema([("text", pa.string()), ("text_hash", pa.uint64())])
 
 
 def iter_texts(source: str | AnyPath, text_column: str) -> Iterator[str]:
-    """Every non-empty text of the Parquet shards under ``source``, in shard and row order."""
+    """Every non-empty text of the shards (Parquet or JSONL) under ``source``, in shard and row
+    order."""
     for shard in discover_shards(source):
-        pf = open_parquet(shard.path)
+        pf = open_shard(shard.path)
         require_column(pf, text_column, shard.path)
         for batch in pf.iter_batches(batch_size=4096, columns=[text_column]):
             for text in batch.column(0).to_pylist():

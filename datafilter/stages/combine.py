@@ -191,6 +191,13 @@ def _check_names(record: RunRecord, opts: CombineOptions) -> None:
         if term.scorer_id == opts.name:
             raise ConfigError(f"the combined score {opts.name!r} cannot be one of its terms")
         resolve_scorer_id(record, term.scorer_id)
+        if record.scorers[term.scorer_id].get("scorer", {}).get("scorer") == "crossfit":
+            # thresholds calibrate the folds before pooling (reference.calibration); combine
+            # does not yet, and the folds' scales would pass into the combined value
+            raise ConfigError(
+                f"term {term.label}: combine cannot use cross-fitted scores (their folds are "
+                "calibrated by thresholds only); combine scores of single models"
+            )
 
 
 def _definition(record: RunRecord, opts: CombineOptions) -> dict[str, Any]:

@@ -96,7 +96,8 @@ class Candidate(BaseModel):
 
 
 def parse_candidate(text: str) -> dict[str, Any]:
-    """``[NAME=]SELECTOR[:KEY=VALUE,...]`` (values read as YAML scalars) as a candidate."""
+    """``[NAME=]SELECTOR[:KEY=VALUE,...]`` (values read as YAML scalars) as a candidate;
+    ``scorer_id=`` and ``group_by=`` are the candidate's, every other key the selector's."""
     import yaml
 
     head, _, rest = text.partition(":")
@@ -113,6 +114,9 @@ def parse_candidate(text: str) -> dict[str, Any]:
         except yaml.YAMLError:
             raise ConfigError(f"candidate {text!r}: {value!r} is not a YAML value") from None
     out: dict[str, Any] = {"selector": selector.strip(), "options": options}
+    for key in ("scorer_id", "group_by"):  # the candidate's own fields, not the selector's
+        if key in options:
+            out[key] = str(options.pop(key))
     if name:
         out["name"] = name.strip()
     return out
@@ -125,13 +129,14 @@ class EvaluateOptions(BaseModel):
 
     candidates: list[Candidate] = Field(
         description="selections to compare with a random control of the same size: "
-        "[NAME=]SELECTOR[:KEY=VALUE,...], e.g. low=perplexity_band:criterion=low,keep=0.5",
+        "[NAME=]SELECTOR[:KEY=VALUE,...], e.g. low=perplexity_band:criterion=low,keep=0.5 "
+        "(scorer_id= and group_by= are the candidate's: which scores, which groups)",
         json_schema_extra={"flag": "--candidate", "metavar": "CANDIDATE"},
     )
     targets: dict[str, str] = Field(
         {},
-        description="target sets NAME=PARQUET (text column); default: a held-out sample of the "
-        "pool",
+        description="target sets NAME=PATH (Parquet or JSONL shards with the text column); "
+        "default: a held-out sample of the pool",
         json_schema_extra={"flag": "--target", "metavar": "NAME=PATH"},
     )
     tokens: int | None = Field(
@@ -297,7 +302,11 @@ def _with_control(given: list[Candidate]) -> list[Candidate]:
             raise ConfigError(f"two candidates are named {name!r}; give them names (NAME=...)")
         seen.add(name)
         out.append(c)
-    return [*out, Candidate(name=CONTROL, **CONTROL_SELECTOR)]
+    # The control keeps every scored document; its score id decides only which are rejected:
+    # the candidates' (the first one's where they differ), else the run's only one.
+    ids = [c.scorer_id for c in out if c.scorer_id is not None]
+    control = Candidate(name=CONTROL, scorer_id=ids[0] if ids else None, **CONTROL_SELECTOR)
+    return [*out, control]
 
 
 def _write_targets(

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from datafilter.config import RunConfig, load_config
+from datafilter.errors import ConfigError
 from datafilter.io import storage
 from datafilter.io.layout import RunLayout
 from datafilter.io.owned import MANIFEST
@@ -173,17 +174,28 @@ def check_paths(cfg: RunConfig) -> None:
 
 def check_config_columns(cfg: RunConfig) -> None:
     """Before any step runs: every column the config names is in the first input shard."""
-    from datafilter.validation import check_columns
+    from datafilter.aggregate import JSONL_GROUPS
+    from datafilter.io.jsonl import is_jsonl
+    from datafilter.validation import check_columns, first_shard
 
     columns: dict[str, str | None] = {
         "score.text_column": cfg.score.text_column,
         "score.id_column": cfg.score.id_column,
-        "select.group_by": cfg.select.group_by,
         "select.report_by": cfg.select.report_by,
     }
+    groups: dict[str, str | None] = {"select.group_by": cfg.select.group_by}
     for i, group_by in enumerate(cfg.thresholds.group_by):
-        columns[f"thresholds.group_by[{i}]"] = group_by
-    check_columns(cfg.input, columns)
+        groups[f"thresholds.group_by[{i}]"] = group_by
+    if cfg.combine:
+        groups["combine.group_by"] = cfg.combine.group_by
+    if cfg.evaluate:
+        for i, candidate in enumerate(cfg.evaluate.candidates):
+            groups[f"evaluate.candidates[{i}].group_by"] = candidate.group_by
+    check_columns(cfg.input, {**columns, **groups})
+    used = sorted(key for key, column in groups.items() if column is not None)
+    shard = first_shard(cfg.input)
+    if used and shard is not None and is_jsonl(shard.name):
+        raise ConfigError(f"{used[0]}: {JSONL_GROUPS} ({shard})")
 
 
 def score_step(cfg: RunConfig, runtime: RuntimeOptions | None = None) -> dict[str, Any]:

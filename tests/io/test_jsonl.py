@@ -137,3 +137,32 @@ def test_training_inputs_read_jsonl_shards_as_parquet_ones(tmp_path) -> None:
         _write_jsonl(folder / f"part{suffix}", rows, codec, blank_lines=False)
     texts = list(iter_texts([folder], ["text"]))
     assert texts == [r["text"] for r in rows[:7]] * len(SUFFIXES)
+
+
+def test_a_run_config_grouping_jsonl_input_is_refused_before_any_work(tmp_path) -> None:
+    """Group columns are read from Parquet input only: a run config that groups JSONL input says
+    so in one line before anything is scored (no score shard, no run folder)."""
+    from datafilter.config import load_config
+    from datafilter.stages.run import check_config_columns
+
+    (tmp_path / "in").mkdir()
+    _write_jsonl(tmp_path / "in" / "part.jsonl", [{"text": "a b c", "domain": "x"}], None, False)
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"input: {tmp_path / 'in'}\nrun_dir: {tmp_path / 'run'}\n"
+        "score: {options: {model: m}}\nthresholds: {group_by: [null, domain]}\n"
+        f"select: {{output: {tmp_path / 'out'}}}\n"
+    )
+    with pytest.raises(DatafilterError, match=r"thresholds.group_by\[1\]: group columns are read"):
+        check_config_columns(load_config(config))
+    assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_targets_and_samples_read_jsonl_shards(tmp_path) -> None:
+    from datafilter.proxy.texts import iter_texts
+
+    folder = tmp_path / "targets"
+    folder.mkdir()
+    _write_jsonl(folder / "t.jsonl.gz", [{"text": "one"}, {"text": ""}, {"text": "two"}], "gzip",
+                 False)  # fmt: skip
+    assert list(iter_texts(folder, "text")) == ["one", "two"]

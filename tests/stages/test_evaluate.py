@@ -233,3 +233,16 @@ def test_the_demo_evaluation_config_is_valid():
     labels = [c.label for c in cfg.evaluate.candidates]
     assert labels == [f"{c}-{k}" for c in ("low", "medium", "high") for k in ("0.25", "0.5")]
     assert "criterion" not in cfg.select.options  # from the model's reference kind
+
+
+def test_a_candidate_names_its_scores_and_groups_and_the_control_reads_the_same_scores():
+    from datafilter.stages.evaluate import _with_control
+
+    given = parse_candidate("c=perplexity_band:scorer_id=mix,group_by=domain,keep=0.5")
+    assert given == {"name": "c", "selector": "perplexity_band", "options": {"keep": 0.5},
+                     "scorer_id": "mix", "group_by": "domain"}  # fmt: skip
+    opts = EvaluateOptions(candidates=["c=perplexity_band:scorer_id=mix,keep=0.5"])
+    control = _with_control(opts.candidates)[-1]
+    assert control.name == "random" and control.scorer_id == "mix"  # a run with several ids
+    plain = EvaluateOptions(candidates=["perplexity_band"]).candidates
+    assert _with_control(plain)[-1].scorer_id is None  # the run's only score id
