@@ -39,6 +39,7 @@ from datafilter.order_stats.encoding import (
     interpolate,
     quantile_ranks,
 )
+from datafilter.order_stats.scan import check_group_column
 from datafilter.scorers.columns import METRICS
 
 ALL = "__all__"  # the one group when no group column is used
@@ -80,15 +81,6 @@ class ScoreFiles:
     # Per-fold calibration of cross-fitted scores (reference.calibration.fold_maps: fold ->
     # ppl shift, ppl scale, bpb shift, bpb scale): the view's ppl and bpb are calibrated.
     calibration: dict[int, tuple[float, float, float, float]] = field(default_factory=dict)
-
-
-_GROUPABLE = (
-    pa.types.is_string,
-    pa.types.is_large_string,
-    pa.types.is_integer,
-    pa.types.is_boolean,
-    pa.types.is_null,
-)
 
 
 def _quote_identifier(name: str) -> str:
@@ -300,18 +292,7 @@ class ScoreSource:
                     "to Parquet, or run without a group column",
                     path=path,
                 )
-            schema = open_parquet(location(path)).schema_arrow
-            if self.group_by not in schema.names:
-                raise InputError(f"group column {self.group_by!r} not found", path=path)
-            kind = schema.field(self.group_by).type
-            if pa.types.is_dictionary(kind):
-                kind = kind.value_type
-            if not any(check(kind) for check in _GROUPABLE):
-                raise InputError(
-                    f"group column {self.group_by!r} has type {kind}; group by a string, integer "
-                    "or boolean column (other types print differently in DuckDB and Arrow)",
-                    path=path,
-                )
+            check_group_column(open_parquet(location(path)).schema_arrow, self.group_by, path)
 
     def counts(self) -> dict[str, int]:
         """Valid scored documents per group."""
