@@ -1,5 +1,5 @@
-"""DuckDB over score shards: bits per byte per (model, domain), and tokens per domain with the
-per-domain cutoffs that fill a token quota in a fixed document order.
+"""Per domain over score shards: bits per byte per model (DuckDB), and tokens per domain with
+the cutoffs that fill a token quota in a fixed document order (streaming passes).
 
 Values are bound parameters; the only identifier pasted into SQL is a column name, quoted.
 """
@@ -13,10 +13,17 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from datafilter.aggregate import NULL_GROUP, Database
-from datafilter.correlation.domains import HOST_PATTERN, DomainSpec, registered_domain
+from datafilter.aggregate import ALL, NULL_GROUP, Database
+from datafilter.correlation.domains import (
+    HOST_PATTERN,
+    DomainSpec,
+    hosts_of,
+    registered_domain,
+)
 from datafilter.correlation.tables import BpbTable
 from datafilter.errors import InputError
+from datafilter.order_stats.quotas import fill_quotas
+from datafilter.order_stats.scan import GroupCodes, ScoreShards
 
 UNIT_COLUMNS = {"tokens": "n_tokens", "bytes": "n_bytes"}
 LN2 = math.log(2.0)
@@ -168,48 +175,27 @@ def amounts_per_domain(
 ) -> dict[str, dict[str, Any]]:
     """Per domain: valid documents and their tokens (or bytes); with ``quotas``, also the
     documents kept when each domain's documents are taken in (id_hash, score shard, row) order
-    while the running total stays within its quota, and the sort key of the last one kept."""
+    while the running total stays within its quota, and the sort key of the last one kept.
+    Streaming passes over the shards in bounded memory (:mod:`datafilter.order_stats.quotas`)."""
     if unit not in UNIT_COLUMNS:
         from datafilter.errors import ConfigError
 
         raise ConfigError(f"unit must be 'tokens' or 'bytes', got {unit!r}")
-    shard_map = pa.table(
-        {
-            "input_file": [p.input_file for p in pairs],
-            "score_file": [p.score_file for p in pairs],
-        }
-    )
-    session = _Session(shard_map, sorted({p.input_file for p in pairs}), spec)
-    session.params["scores"] = [p.score_file for p in pairs]
-    session.db.register(
-        "quotas",
-        pa.table(
-            {
-                "domain": pa.array(list(quotas or {}), pa.string()),
-                "quota": pa.array(list((quotas or {}).values()), pa.int64()),
-            }
-        ),
-    )
-    amount = UNIT_COLUMNS[unit]
-    rows = session.query(
-        ", s AS (SELECT d.domain, s.id_hash, s.filename AS score_file, s.row, "
-        f"s.{amount} AS amount "
-        "FROM read_parquet($scores, filename=true) s "
-        "JOIN shard_map m ON s.filename = m.score_file "
-        "JOIN domains d ON d.input_file = m.input_file AND d.row = s.row "
-        "WHERE s.reject_reason IS NULL), "
-        "c AS (SELECT s.*, coalesce(q.quota, 0) AS quota, sum(amount) OVER (PARTITION BY "
-        "s.domain ORDER BY id_hash, score_file, row ROWS BETWEEN UNBOUNDED PRECEDING AND "
-        "CURRENT ROW) AS cum FROM s LEFT JOIN quotas q ON s.domain = q.domain) "
-        "SELECT domain, count(*), sum(amount), count(*) FILTER (WHERE cum <= quota), "
-        "coalesce(sum(amount) FILTER (WHERE cum <= quota), 0), "
-        "arg_max(struct_pack(id_hash := id_hash, shard := score_file, row := row), cum) "
-        "FILTER (WHERE cum <= quota) FROM c GROUP BY domain ORDER BY domain"
-    )
+    _check_column([p.input_file for p in pairs], spec)
+    shards = ScoreShards([p.score_file for p in pairs], [p.input_file for p in pairs],
+                         spec.column, ALL, NULL_GROUP)  # fmt: skip
+    groups = GroupCodes(ALL, NULL_GROUP, None if spec.kind == "column" else _registered_domains)
+    fills = fill_quotas(shards, UNIT_COLUMNS[unit], quotas, groups=groups)
     out = {}
-    for domain, n, total, kept, kept_amount, last in rows:
-        entry: dict[str, Any] = {"documents": int(n), "amount": int(total)}
+    for domain, fill in fills.items():
+        entry: dict[str, Any] = {"documents": fill.documents, "amount": fill.amount}
         if quotas is not None:
-            entry.update(kept_documents=int(kept), kept_amount=int(kept_amount), last=last)
+            entry.update(kept_documents=fill.kept_documents, kept_amount=fill.kept_amount,
+                         last=fill.last)  # fmt: skip
         out[domain] = entry
     return out
+
+
+def _registered_domains(urls: pa.Array) -> list[str | None]:
+    """The registered domain of each URL (see :mod:`datafilter.correlation.domains`)."""
+    return [registered_domain(h) for h in hosts_of(urls).to_pylist()]

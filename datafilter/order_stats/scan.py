@@ -71,10 +71,17 @@ class Batch:
 
 class GroupCodes:
     """Group names seen so far and their codes (1, 2, ...; 0 is REJECTED), shared by the
-    readers of one scan."""
+    readers of one scan. ``names_of`` names the distinct values of a group column (default:
+    the value as text; None for the null group)."""
 
-    def __init__(self, all_label: str, null_label: str):
+    def __init__(
+        self,
+        all_label: str,
+        null_label: str,
+        names_of: Callable[[pa.Array], list[str | None]] | None = None,
+    ):
         self.all_label, self.null_label = all_label, null_label
+        self._names_of = names_of or (lambda values: values.cast(pa.string()).to_pylist())
         self.names: list[str] = ["<rejected>"]  # index = code
         self._code_of: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -116,7 +123,7 @@ class GroupCodes:
         cached = getattr(self._local, "last", None)
         if cached is not None and cached[0].equals(dictionary):
             return cached[1]
-        names = dictionary.cast(pa.string()).to_pylist()
+        names = self._names_of(dictionary)
         with self._lock:
             table = [self._code(self.null_label if v is None else v) for v in names]
             table.append(self._code(self.null_label))
