@@ -58,6 +58,14 @@ CASES = {
     "band groups": ("band", "domain"),
     "approx global": ("approx", None),
     "approx groups": ("approx", "domain"),
+    "buckets global": ("plan:ccnet_buckets", None),
+    "buckets groups": ("plan:ccnet_buckets", "domain"),
+    "sampling groups": ("plan:perplexity_sampling", "domain"),
+    "harmful groups": ("plan:harmful_outlier", "domain"),
+    "quotas groups": ("plan:perplexity_correlation", "domain"),
+}
+PLAN_OPTIONS = {  # what each plan case asks of its selector (others: the defaults)
+    "perplexity_sampling": {"target_keep": 0.5},
 }
 METHODS = ("ScoreStats", "before")
 
@@ -106,6 +114,9 @@ def run_child(folder: Path, case: str, method: str, result_path: Path) -> dict:
     arrays: dict[str, np.ndarray] = {}
     q: dict[str, dict[str, list[float]]] = {"ppl": {}, "bpb": {}}
     stats = ScoreStats(ScoreFiles(scores, inputs), group_by)
+    if kind.startswith("plan:"):
+        return _run_plan(folder, kind.removeprefix("plan:"), method, stats, result_path, t0,
+                         (scores, inputs, group_by))
     if method == "ScoreStats":  # what `datafilter thresholds` runs: streaming order statistics
         counts = stats.counts()
         if kind == "band":
@@ -162,6 +173,96 @@ def run_child(folder: Path, case: str, method: str, result_path: Path) -> dict:
             "digest": digest, **info}
 
 
+def _run_plan(folder: Path, name: str, method: str, stats, result_path: Path, t0: float,
+              files: tuple) -> dict:
+    """A selector's plan, as the thresholds stage makes it; ``before``: as before issue 22,
+    quantiles by ``columnar_stats`` (every value sorted in memory), every other statistic by
+    DuckDB over every row, and the quota fill by the DuckDB window it ran."""
+    from datafilter.selectors import make_selector
+
+    options = dict(PLAN_OPTIONS.get(name, {}))
+    if name == "perplexity_correlation":
+        options.update(weights=str(_weights_file(folder)), unit="tokens")
+    selector = make_selector(name, options)
+    if method == "before":
+        from datafilter.aggregate import ALL, NULL_GROUP
+        from datafilter.columnar_stats import ColumnarScores
+
+        stats._order = None
+        old = ColumnarScores(*files, ALL, NULL_GROUP)
+        stats.quantiles_many = lambda wanted, approx=False: {
+            m: old.quantiles(qs, m) for m, qs in wanted.items()
+        }
+        if name == "perplexity_correlation":
+            import datafilter.correlation.per_domain as per_domain
+
+            per_domain.amounts_per_domain = _quota_fill_before
+    body = selector.plan(stats)
+    seconds = time.perf_counter() - t0
+    text = json.dumps(body, sort_keys=True, default=str).encode()
+    np.savez(result_path, plan=np.frombuffer(text, dtype=np.uint8))
+    counts = stats.counts()
+    return {"seconds": seconds, "groups": len(counts), "rows": int(sum(counts.values())),
+            "digest": hashlib.sha256(text).hexdigest()[:12]}
+
+
+def _weights_file(folder: Path) -> Path:
+    """Perplexity-correlation weights over the synthetic domains (every tenth domain left out)
+    whose budget is half the tokens: quotas cut inside most domains."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = folder / "bench-weights.parquet"
+    if not path.is_file():
+        meta = json.loads((folder / "meta.json").read_text())
+        domains = [f"g{g:04d}" for g in range(meta["groups"])]
+        rng = np.random.default_rng(0)
+        weight = rng.random(len(domains))
+        weight[::10] = 0.0
+        weight /= weight.sum()
+        pq.write_table(pa.table({"domain": domains, "weight": weight}), path)
+        budget = int(meta["rows"] * 4.5 * 64 / 2)  # n_tokens: 64 x uniform{1..8}, mean 288
+        path.with_suffix(".json").write_text(json.dumps({"unit": "tokens", "budget": budget}))
+    return path
+
+
+def _quota_fill_before(pairs, spec, unit="tokens", quotas=None):
+    """The quota fill before issue 22: a DuckDB window over every row of every domain."""
+    import pyarrow as pa
+
+    from datafilter.correlation.per_domain import UNIT_COLUMNS, _Session
+
+    shard_map = pa.table({"input_file": [p.input_file for p in pairs],
+                          "score_file": [p.score_file for p in pairs]})
+    session = _Session(shard_map, sorted({p.input_file for p in pairs}), spec)
+    session.params["scores"] = [p.score_file for p in pairs]
+    session.db.register("quotas", pa.table({
+        "domain": pa.array(list(quotas or {}), pa.string()),
+        "quota": pa.array(list((quotas or {}).values()), pa.int64())}))
+    amount = UNIT_COLUMNS[unit]
+    rows = session.query(
+        ", s AS (SELECT d.domain, s.id_hash, s.filename AS score_file, s.row, "
+        f"s.{amount} AS amount FROM read_parquet($scores, filename=true) s "
+        "JOIN shard_map m ON s.filename = m.score_file "
+        "JOIN domains d ON d.input_file = m.input_file AND d.row = s.row "
+        "WHERE s.reject_reason IS NULL), "
+        "c AS (SELECT s.*, coalesce(q.quota, 0) AS quota, sum(amount) OVER (PARTITION BY "
+        "s.domain ORDER BY id_hash, score_file, row ROWS BETWEEN UNBOUNDED PRECEDING AND "
+        "CURRENT ROW) AS cum FROM s LEFT JOIN quotas q ON s.domain = q.domain) "
+        "SELECT domain, count(*), sum(amount), count(*) FILTER (WHERE cum <= quota), "
+        "coalesce(sum(amount) FILTER (WHERE cum <= quota), 0), "
+        "arg_max(struct_pack(id_hash := id_hash, shard := score_file, row := row), cum) "
+        "FILTER (WHERE cum <= quota) FROM c GROUP BY domain ORDER BY domain"
+    )
+    out = {}
+    for domain, n, total, kept, kept_amount, last in rows:
+        entry = {"documents": int(n), "amount": int(total)}
+        if quotas is not None:
+            entry.update(kept_documents=int(kept), kept_amount=int(kept_amount), last=last)
+        out[domain] = entry
+    return out
+
+
 # ------------------------------------------------------------------------ parent side -----------
 def compare(new: Path, old: Path) -> str:
     """``identical`` (bit for bit, signed zeros equal) or the largest difference in ulps."""
@@ -180,6 +281,8 @@ def compare(new: Path, old: Path) -> str:
                 ulps = np.abs(x.view(np.int64) - y.view(np.int64))[~same]
                 worst = max(worst, int(ulps.max()))
                 differing += int((~same).sum())
+        elif name == "plan":
+            return "identical" if x.tobytes() == y.tobytes() else "plans differ"
         elif not (x == y).all():
             return f"{name} differ"
         total += x.size
@@ -222,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--current-max", type=float, default=1e8,
                         help="largest size today's method runs thresholds at (1e8)")
     parser.add_argument("--current-max-band", type=float, default=1e7,
-                        help="largest size today's method runs band plans at (1e7: 4.6 GB)")
+                        help="largest size today's method runs plans at (1e7: band 4.6 GB)")
     parser.add_argument("--out", type=Path, default=Path("bench/out"))
     parser.add_argument("--delete-after", type=float, default=None,
                         help="delete the data of sizes >= this once measured")
@@ -262,12 +365,13 @@ def main(argv: list[str] | None = None) -> int:
         for case in cases:
             results = {}
             for method in args.methods:
-                limit = args.current_max_band if case.startswith("band") else args.current_max
+                whole_table = case.split()[0] in ("thresholds", "approx")
+                limit = args.current_max if whole_table else args.current_max_band
                 if method == "before" and rows > limit:
                     continue
                 res = results[method] = run_case(folder, case, method, out)
                 detail = ""
-                if method == "ScoreStats":
+                if method == "ScoreStats" and res.get("passes"):
                     times = "+".join(f"{p['seconds']:.0f}" for p in res["passes"])
                     detail = f"{len(res['passes'])} passes ({times} s)"
                     if "rank_error" in res:

@@ -19,6 +19,7 @@ DuckDB is imported where a connection is made, so ``import datafilter`` stays fa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -482,23 +483,29 @@ class DocumentLookups(ScoreSource):
     ) -> dict[str, list[tuple[str, float]]]:
         """``nearest`` in one streaming pass; the ids of the few rows found are read from
         their score shards."""
-        import pyarrow.parquet as pq
 
         found = self._order.nearest(metric, values, k)
+        rows = {(f, r) for docs in found.values() for f, r, _ in docs}
+        fields = self._row_fields(rows)
+        return {g: [(fields[(f, r)]["doc_id"], v) for f, r, v in docs]
+                for g, docs in found.items()}  # fmt: skip
+
+    def _row_fields(self, rows: set[tuple[str, int]]) -> dict[tuple[str, int], dict[str, Any]]:
+        """doc_id, ppl, bpb and id_hash of a few rows (local score file, ``row`` value), read
+        from their score shards one shard at a time."""
+        import pyarrow.parquet as pq
+
         wanted: dict[str, set[int]] = {}
-        for docs in found.values():
-            for score_file, row, _ in docs:
-                wanted.setdefault(score_file, set()).add(row)
-        doc_ids: dict[tuple[str, int], str] = {}
-        for score_file, rows in wanted.items():
-            table = pq.ParquetFile(score_file).read(columns=["doc_id", "row"])
-            at = {r: i for i, r in enumerate(table.column("row").to_pylist()) if r in rows}
-            ids = table.column("doc_id")
-            for r in rows:
-                doc_ids[(score_file, r)] = str(ids[at[r]])
-        return {
-            g: [(doc_ids[(f, r)], v) for f, r, v in docs] for g, docs in found.items()
-        }
+        for score_file, row in rows:
+            wanted.setdefault(score_file, set()).add(row)
+        out: dict[tuple[str, int], dict[str, Any]] = {}
+        columns = ["doc_id", "row", "ppl", "bpb", "id_hash"]
+        for score_file, want in wanted.items():
+            table = pq.ParquetFile(score_file).read(columns=columns)
+            at = {r: i for i, r in enumerate(table.column("row").to_pylist()) if r in want}
+            for r in want:
+                out[(score_file, r)] = {c: table.column(c)[at[r]].as_py() for c in columns}
+        return out
 
     def lookup(self, metric: str, ids: Sequence[str]) -> list[tuple[str, str, float]]:
         """(doc_id, group, metric) of each valid scored document whose id is in ``ids`` (a few
@@ -534,10 +541,23 @@ class DocumentLookups(ScoreSource):
     def documents_at_ranks(
         self, wanted: dict[str, list[int]], metric: str = "ppl"
     ) -> dict[tuple[str, int], ScoredDoc]:
-        """The document at each 0-based rank of each group, ordered by (metric, id_hash)."""
+        """The document at each 0-based rank of each group, ordered by (metric, id_hash, score
+        file, row)."""
         pairs = [(g, r) for g, ranks in wanted.items() for r in ranks]
         if not pairs:
             return {}
+        if self._order is not None and metric in METRICS:
+            keys = self._order.keys_at_ranks(wanted, metric)
+            fields = self._row_fields({(f, r) for _, _, f, r in keys.values()})
+            input_of = {s: i for i, s in self._score_file_of.items()}
+            out = {}
+            for (g, rank), (value, _, local, row) in keys.items():
+                doc = fields[(local, row)]
+                out[(g, rank)] = ScoredDoc(
+                    g, str(doc["doc_id"]), input_of[self._given_score_file[local]], row,
+                    value, _float(doc["ppl"]), _float(doc["bpb"]), int(doc["id_hash"]),
+                )
+            return out
         col = self.metric_sql(metric)
         self.db.register(
             "wanted_docs", pa.table({"grp": [g for g, _ in pairs], "rnk": [r for _, r in pairs]})
@@ -675,10 +695,15 @@ def _scored_doc(group, value, doc_id, input_file, row, ppl, bpb, id_hash) -> Sco
         str(input_file),
         int(row),
         float(value),
-        float(ppl),
-        float(bpb),
+        _float(ppl),
+        _float(bpb),
         int(id_hash),
     )
+
+
+def _float(value: float | None) -> float:
+    """A score as a float: ``math.nan`` (one object, so documents compare equal) for null."""
+    return math.nan if value is None else float(value)
 
 
 # The calibrated scores of a row ``s`` of a score shard and its fold's map ``c``: the one

@@ -385,3 +385,22 @@ def test_histograms_equal_score_stats(tmp_path, log) -> None:
     want_edges, want_counts = old.shared_histogram("ppl", 10, True, lo=3.0, hi=6.0)
     assert np.array_equal(edges, want_edges)
     assert all(np.array_equal(counts[g], want_counts[g]) for g in want_counts)
+
+
+def test_documents_at_ranks_are_duckdbs(tmp_path) -> None:
+    """The report's documents at ranks (streaming passes, then a read of the few rows) equal
+    DuckDB's window over every row, ties on the metric and on id_hash included."""
+    from datafilter.aggregate import ScoreFiles, ScoreStats
+
+    corpus = write_corpus(tmp_path, seed=12)
+    files = ScoreFiles(list(corpus.shards.score_files), list(corpus.shards.input_files))
+    new, old = ScoreStats(files, "domain"), ScoreStats(files, "domain")
+    old._order = None
+    assert new._order is not None
+    for metric in ("ppl", "bpb"):
+        wanted = {g: sorted({0, 1, n // 3, n // 2, n - 1})
+                  for g, n in new._order.value_counts(metric).items()}
+        got = new.documents_at_ranks(wanted, metric)
+        assert got == old.documents_at_ranks(wanted, metric)
+        assert len(got) == sum(len(r) for r in wanted.values())
+    assert new.documents_at_quantiles(QS[:11]) == old.documents_at_quantiles(QS[:11])
