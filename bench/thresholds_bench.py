@@ -374,6 +374,10 @@ def main(argv: list[str] | None = None) -> int:
                 if method == "ScoreStats" and res.get("passes"):
                     times = "+".join(f"{p['seconds']:.0f}" for p in res["passes"])
                     detail = f"{len(res['passes'])} passes ({times} s)"
+                    print("# passes: " + "; ".join(
+                        f"{p['collected']:,} rows collected, {p['counted']:,} ranges counted, "
+                        f"{p['by_distinct']:,} by distinct values" for p in res["passes"][1:]),
+                        file=sys.stderr, flush=True)
                     if "rank_error" in res:
                         e = res["rank_error"]
                         detail += (f", rank error <= {e['rows']:,} rows ({e['share']:.2%} of "

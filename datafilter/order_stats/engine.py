@@ -49,7 +49,6 @@ from datafilter.order_stats.scan import (
     run_workers,
 )
 from datafilter.order_stats.tree import (
-    IGNORE,
     WORD_MAX,
     Tree,
     WordSource,
@@ -63,7 +62,7 @@ PACKED_ROW_BYTES = 16  # a collected row of a value rank: (leaf, key) packed in 
 VALUE_ROW_BYTES = 32  # the same unpacked: leaf id, key, and the sort's order
 KEY_ROW_BYTES = 64  # of a full-key rank: leaf id and four words, and the sort's order
 DISTINCT_ENTRY_BYTES = 32  # a distinct entry and its count, and merge space
-DISTINCT_MIN_ROWS = 1 << 15  # value ranges with fewer rows are only counted over sub-ranges
+DISTINCT_MIN_ROWS = 1 << 10  # value ranges with fewer rows are only counted over sub-ranges
 ID_BITS = 12  # id_hash bits counted with each distinct key of a full-key range
 LOCAL_HIST_CELLS = 1 << 22  # sub-range counts up to this size are kept per worker
 
@@ -603,6 +602,7 @@ class OrderStats:
             tree = self._trees[metric]
             tree.reset_leaves()
             tree.slot_to[lv.slot] = np.arange(len(lv))
+            tree.mark_needed_cells()
         need_keys = any(lv.full.any() or (lv.dim > 0).any() for lv in plans.values())
         columns = [*plans, *(["id_hash", "row"] if need_keys else [])]
         shared = _PassShared(plans, self._distinct_cap())
@@ -826,13 +826,13 @@ def _head(batch: Batch, n: int) -> Batch:
 
 
 def _auto_cells(n_groups: int, est_rows: int, budget: int, workers: int, n_metrics: int) -> int:
-    """Grid cells per metric: 4,096 per group (at least 2**16 in all) within an eighth of the
-    budget per metric (the shared histogram and the workers' counts in flight), and no more
-    than one per 8 rows."""
-    budget_cells = budget // 8 // (8 * (1 + workers) * max(1, n_metrics))
-    cells = max(1 << 16, n_groups << 12)
-    cells = min(cells, budget_cells, max(1 << 10, est_rows // 8))
-    return 1 << max(10, cells.bit_length() - 1)
+    """Grid cells per metric: up to 16,384 per group (at least 2**16 in all), and no more than
+    one per 8 rows, within half the budget: pass 1 holds, per metric, the shared histogram
+    and each worker's pending cell numbers and their count (8 bytes a cell each). Only the
+    shared histogram outlives pass 1."""
+    budget_cells = budget // 2 // (8 * (1 + 2 * workers) * max(1, n_metrics))
+    cells = max(1 << 16, n_groups << 14)
+    return max(1 << 10, min(cells, budget_cells, est_rows // 8))
 
 
 # -------------------------------------------------------------------- later passes --------------
@@ -901,17 +901,17 @@ class _PassState:
         grid, tree, lv = owner.grids[metric], owner._trees[metric], self.plans[metric]
         values = batch.columns[metric]
         cells = grid.cells_of(values, batch.codes.astype(np.int64) * grid.cells)
-        ref = tree.slot_to[cells]
-        rows = np.flatnonzero(ref != IGNORE)
+        rows = np.flatnonzero(tree.needed_cells[cells])
         if not len(rows):
             return
+        ref = tree.slot_to[cells[rows]]
         keys = encode(values[rows])
         null = batch.nulls[metric]
         if null is not None:
             keys[null[rows]] = NULL_KEY
         words = WordSource(keys, rows, batch.columns.get("id_hash"), file_rank,
                            batch.columns.get("row"))
-        pos, leaf = tree.route(ref[rows], words)
+        pos, leaf = tree.route(ref, words)
         if not len(pos):
             return
         action = lv.action[leaf]

@@ -23,6 +23,10 @@ class Tree:
 
     def __init__(self, root_slots: int):
         self.slot_to = np.full(root_slots, IGNORE, dtype=np.int64)
+        self.root_slots = root_slots
+        # Whether each grid cell is needed this pass: one byte a cell, so the lookup every
+        # row makes stays in the CPU's caches (``mark_needed_cells``).
+        self.needed_cells = np.zeros(root_slots, dtype=bool)
         self.dim = np.zeros(0, dtype=np.int64)
         self.base = np.zeros(0, dtype=np.int64)
         self.lo = np.zeros(0, dtype=np.uint64)
@@ -66,6 +70,10 @@ class Tree:
         self.shift = np.concatenate([self.shift, shifts])
         self.top = np.concatenate([self.top, tops])
         return bases
+
+    def mark_needed_cells(self) -> None:
+        """Note the grid cells holding a leaf or a node, once this pass's leaves are set."""
+        self.needed_cells = self.slot_to[: self.root_slots] != IGNORE
 
     def reset_leaves(self) -> None:
         """Forget the leaves of the last pass (nodes stay)."""
