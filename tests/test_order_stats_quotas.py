@@ -124,3 +124,27 @@ def test_every_quota_from_none_to_all_of_one_group(tmp_path) -> None:
         wanted = {"web": quota}
         got = fill_quotas(shards, "n_bytes", wanted, memory_budget=200, batch_rows=64)
         assert found(got, wanted)["web"] == reference(by_bytes, wanted)["web"], quota
+
+
+def test_quota_fills_read_shards_on_object_storage(tmp_path, s3_bucket) -> None:
+    """The same fills from s3:// copies of the shards; the last key names the remote shard."""
+    from datafilter.io.storage import location
+
+    shards, rows = write_shards(tmp_path, 3, sizes=(600, 900))
+    remote: dict[str, list[str]] = {"scores": [], "input": []}
+    for kind, files in (("scores", shards.score_files), ("input", shards.input_files)):
+        for f in files:
+            name = f"{s3_bucket}/{kind}/{Path(f).name}"
+            location(name).upload(Path(f))
+            remote[kind].append(name)
+    totals = reference(rows, None)
+    quotas = {g: total // 2 for g, (_, total) in totals.items()}
+    got = fill_quotas(ScoreShards(remote["scores"], remote["input"], "domain"), "n_tokens",
+                      quotas, memory_budget=2000, workers=2)
+    names = dict(zip(shards.score_files, remote["scores"], strict=True))
+    want = {}
+    for g, (n, total, kept, kept_amount, last) in reference(rows, quotas).items():
+        if last is not None:
+            last = {**last, "shard": names[last["shard"]]}
+        want[g] = (n, total, kept, kept_amount, last)
+    assert found(got, quotas) == want
