@@ -32,7 +32,11 @@ class Tree:
         self.lo = np.zeros(0, dtype=np.uint64)
         self.shift = np.zeros(0, dtype=np.uint64)
         self.top = np.zeros(0, dtype=np.uint64)
-        self.values: dict[int, np.ndarray] = {}  # values nodes: node -> its sorted words
+        # Values nodes: the sorted words of each, one after another in ``words``; per node
+        # its first entry there (-1: a bucket node) and its number of words.
+        self.words = np.zeros(0, dtype=np.uint64)
+        self.words_start = np.zeros(0, dtype=np.int64)
+        self.words_count = np.zeros(0, dtype=np.int64)
 
     @property
     def n_nodes(self) -> int:
@@ -54,7 +58,9 @@ class Tree:
             np.array([slot]), np.array([dim]), np.zeros(1, np.uint64), np.zeros(1, np.uint64),
             np.zeros(1, np.uint64), np.array([len(values)]),
         )
-        self.values[self.n_nodes - 1] = values
+        self.words_start[-1] = len(self.words)
+        self.words_count[-1] = len(values)
+        self.words = np.concatenate([self.words, values])
         return int(base[0])
 
     def _attach(self, slots, dims, los, shifts, tops, sizes) -> np.ndarray:
@@ -69,6 +75,8 @@ class Tree:
         self.lo = np.concatenate([self.lo, np.asarray(los, dtype=np.uint64)])
         self.shift = np.concatenate([self.shift, shifts])
         self.top = np.concatenate([self.top, tops])
+        self.words_start = np.concatenate([self.words_start, np.full(len(bases), -1, np.int64)])
+        self.words_count = np.concatenate([self.words_count, np.zeros(len(bases), np.int64)])
         return bases
 
     def mark_needed_cells(self) -> None:
@@ -97,28 +105,42 @@ class Tree:
                 here = np.flatnonzero(dims == dim)
                 nd = node[here]
                 word = words.get(dim, pos[inner[here]])
-                is_values = np.isin(nd, list(self.values)) if self.values else None
-                bucket = here if is_values is None else here[~is_values]
-                if len(bucket):
-                    n = node[bucket]
-                    w = word if is_values is None else word[~is_values]
+                is_values = self.words_start[nd] >= 0
+                bucket = ~is_values
+                if bucket.any():
+                    n, w = nd[bucket], word[bucket]
                     offset = np.minimum((w - self.lo[n]) >> self.shift[n], self.top[n])
-                    slot[bucket] = self.base[n] + offset.astype(np.int64)
-                if is_values is not None and is_values.any():
-                    for k in np.unique(nd[is_values]).tolist():
-                        mine = nd == k
-                        values = self.values[k]
-                        at = np.searchsorted(values, word[mine])
-                        hit = (at < len(values)) & (
-                            values[np.minimum(at, len(values) - 1)] == word[mine]
-                        )
-                        slot[here[mine]] = np.where(hit, self.base[k] + at, -1)
+                    slot[here[bucket]] = self.base[n] + offset.astype(np.int64)
+                if is_values.any():
+                    n = nd[is_values]
+                    at = self._find_words(n, word[is_values])
+                    slot[here[is_values]] = np.where(at >= 0, self.base[n] + at, -1)
             new_ref = np.full(len(inner), IGNORE, dtype=np.int64)
             found = slot >= 0
             new_ref[found] = self.slot_to[slot[found]]
             ref[inner] = new_ref
             keep = ref != IGNORE
             pos, ref = pos[keep], ref[keep]
+
+
+    def _find_words(self, nodes: np.ndarray, words: np.ndarray) -> np.ndarray:
+        """Each word's index among its values node's words (-1: not one of them), by a
+        binary search of all rows at once, each within its node's words."""
+        if not len(self.words):
+            return np.full(len(words), -1, dtype=np.int64)
+        lo = self.words_start[nodes].copy()
+        hi = lo + self.words_count[nodes]
+        end = hi.copy()
+        while True:
+            open_ = np.flatnonzero(lo < hi)
+            if not len(open_):
+                break
+            mid = (lo[open_] + hi[open_]) // 2
+            right = self.words[mid] < words[open_]
+            lo[open_[right]] = mid[right] + 1
+            hi[open_[~right]] = mid[~right]
+        hit = (lo < end) & (self.words[np.minimum(lo, len(self.words) - 1)] == words)
+        return np.where(hit, lo - self.words_start[nodes], -1)
 
 
 class WordSource:
