@@ -65,7 +65,7 @@ CASES = {
     "quotas groups": ("plan:perplexity_correlation", "domain"),
 }
 PLAN_OPTIONS = {  # what each plan case asks of its selector (others: the defaults)
-    "perplexity_sampling": {"target_keep": 0.5},
+    "perplexity_sampling": {"target_keep": 0.5, "sample_size": 1000},
 }
 METHODS = ("ScoreStats", "before")
 

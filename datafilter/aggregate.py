@@ -434,9 +434,14 @@ class Aggregates(ScoreSource):
         self.db.unregister("centres")
         return {g: (int(n), float(m), float(spreads[g])) for g, n, m in rows}
 
+    def sample_size(self, n: int) -> int:
+        """Documents per group ``sample`` takes when asked for ``n``: fewer when ``n`` for
+        every group would not fit the memory budget."""
+        return n if self._order is None else self._order.sample_size(n)
+
     def sample(self, metric: str, n: int) -> dict[str, np.ndarray]:
-        """Per group: the metric of up to ``n`` documents, a fixed pseudo-random subset
-        (smallest id hashes; ties by score file and row), all of them when the group is
+        """Per group: the metric of up to ``sample_size(n)`` documents, a fixed pseudo-random
+        subset (smallest id hashes; ties by score file and row), all of them when the group is
         smaller."""
         if self._order is not None and metric in METRICS:
             return self._order.sample(metric, n)

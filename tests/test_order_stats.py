@@ -363,3 +363,19 @@ def test_documents_at_ranks_are_duckdbs(tmp_path) -> None:
         assert got == old.documents_at_ranks(wanted, metric)
         assert len(got) == sum(len(r) for r in wanted.values())
     assert new.documents_at_quantiles(QS[:11]) == old.documents_at_quantiles(QS[:11])
+
+
+def test_samples_of_many_groups_shrink_to_the_budget(tmp_path) -> None:
+    """A sample too large for the budget in every group shrinks to what fits, and is then the
+    same rows a sample of that size takes (the smallest id hashes)."""
+    corpus = write_corpus(tmp_path, seed=13, sizes=(6000, 5000, 4000))
+    groups = len(OrderStats(corpus.shards, ("ppl",)).counts())
+    assert groups == 5  # news, web, "", wiki and the null group
+    small = OrderStats(corpus.shards, ("ppl",), memory_budget=320 * 2000 * groups)
+    taken = small.sample_size(5000)
+    assert taken == 2000
+    got = small.sample("ppl", 5000)
+    want = OrderStats(corpus.shards, ("ppl",)).sample("ppl", taken)
+    assert got.keys() == want.keys() and max(len(v) for v in got.values()) == taken
+    for g in got:
+        assert np.array_equal(got[g], want[g], equal_nan=True)

@@ -45,7 +45,10 @@ class PerplexitySamplingOptions(SelectorOptions):
     action: Literal["drop", "flag"] = Field(
         "drop", description="drop unsampled documents, or keep them with a flag column"
     )
-    sample_size: int = Field(200_000, ge=100, description="documents per group to solve on")
+    sample_size: int = Field(
+        200_000, ge=100,
+        description="documents per group to solve on (fewer if all groups' do not fit memory)",
+    )
 
 
 def keep_probability(
@@ -104,6 +107,7 @@ class PerplexitySampling(Selector):
         target = self._target()
         quartiles = stats.quantiles([0.25, 0.5, 0.75], "ppl")
         samples = stats.sample("ppl", opts.sample_size)
+        taken = stats.sample_size(opts.sample_size)
         groups = {}
         for g, qs in quartiles.items():
             q = (qs[0], qs[1], qs[2])
@@ -113,7 +117,16 @@ class PerplexitySampling(Selector):
                 factor = opts.factor or BERTIN_GAUSSIAN_FACTOR
             expected = keep_probability(samples[g], q, opts.method, factor, opts.width).mean()
             groups[g] = {"quartiles": list(q), "factor": factor, "expected_keep": float(expected)}
-        return {"method": opts.method, "width": opts.width, "target_keep": target, "groups": groups}
+        plan = {"method": opts.method, "width": opts.width, "target_keep": target,
+                "groups": groups}
+        if taken < opts.sample_size:
+            plan["sample_size"] = taken
+            plan["notes"] = [
+                f"perplexity_sampling solved on {taken:,} documents per group, not "
+                f"{opts.sample_size:,}: {len(groups):,} groups of that many do not fit the "
+                "order statistics' memory budget"
+            ]
+        return plan
 
     def decide(
         self, scores: dict[str, np.ndarray], groups: np.ndarray, plan: dict[str, Any], seed: int
