@@ -357,6 +357,8 @@ class Aggregates(ScoreSource):
 
         Non-finite values (and, with ``log``, non-positive ones) are left out.
         """
+        if self._order is not None and metric in METRICS:
+            return self._order.histogram(metric, bins, log)
         col = self.metric_sql(metric)
         x = f"ln({col})" if log else col
         rows = self._query(
@@ -386,6 +388,8 @@ class Aggregates(ScoreSource):
         smallest to the largest value unless ``lo``/``hi`` are given; values outside fall in the
         end bins) and each group's counts. Non-finite (and, with ``log``, non-positive) values
         are left out."""
+        if self._order is not None and metric in METRICS:
+            return self._order.shared_histogram(metric, bins, log, lo, hi)
         col = self.metric_sql(metric)
         x = f"ln(CASE WHEN {col} > 0 THEN {col} END)" if log else col
         rows = self._query(
