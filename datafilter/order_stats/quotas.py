@@ -24,6 +24,7 @@ from functools import partial
 
 import numpy as np
 
+from datafilter.errors import InputError
 from datafilter.order_stats.scan import (
     REJECTED,
     Batch,
@@ -231,7 +232,11 @@ def _narrow(windows: _Windows, c: int, lo: np.uint64, shift: np.uint64, docs: np
     quota and the non-empty one before it (``docs``, ``sums``: the window's sub-buckets of
     ``2**shift`` id_hash values from ``lo``)."""
     running = windows.base_amount[c] + np.cumsum(sums)
-    first_over = int(np.argmax(running > quota))
+    over = running > quota
+    if not over.any():
+        raise InputError("the score shards changed while being read: a later pass found "
+                         "fewer tokens than the first; run the command again")
+    first_over = int(np.argmax(over))
     before = np.flatnonzero(docs[:first_over])
     start = int(before[-1]) if len(before) else first_over
     windows.base_docs[c] += int(docs[:start].sum())
