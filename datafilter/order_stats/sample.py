@@ -21,7 +21,7 @@ from datafilter.order_stats.scan import (
 )
 
 MAX_HASH = np.uint64(np.iinfo(np.uint64).max)
-COMPACT_ROWS = 1 << 20  # rows buffered beyond twice the kept ones before a compaction
+COMPACT_ROWS = 1 << 18  # rows buffered beyond twice the kept ones before a compaction
 
 
 class _Smallest:
