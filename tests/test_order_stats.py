@@ -372,7 +372,7 @@ def test_samples_of_many_groups_shrink_to_the_budget(tmp_path) -> None:
     corpus = write_corpus(tmp_path, seed=13, sizes=(6000, 5000, 4000))
     groups = len(OrderStats(corpus.shards, ("ppl",)).counts())
     assert groups == 5  # news, web, "", wiki and the null group
-    small = OrderStats(corpus.shards, ("ppl",), memory_budget=320 * 2000 * groups * 3, workers=2)
+    small = OrderStats(corpus.shards, ("ppl",), memory_budget=320 * 2000 * groups, workers=2)
     taken = small.sample_size(5000)
     assert taken == 2000
     got = small.sample("ppl", 5000)

@@ -63,8 +63,7 @@ VALUE_ROW_BYTES = 32  # the same unpacked: leaf id, key, and the sort's order
 KEY_ROW_BYTES = 64  # of a full-key rank: leaf id and four words, and the sort's order
 DISTINCT_ENTRY_BYTES = 32  # a distinct entry and its count, and merge space
 DISTINCT_MIN_ROWS = 1 << 10  # value ranges with fewer rows are only counted over sub-ranges
-SAMPLE_ROW_BYTES = 320  # a sampled row kept by a worker (or the merge): six columns, a buffer
-# of up to as many, sort copies
+SAMPLE_ROW_BYTES = 320  # a sampled row: six columns, a buffer of up to as many, sort copies
 MIN_SAMPLE = 1000  # rows per group a sample keeps whatever the budget
 ID_BITS = 12  # id_hash bits counted with each distinct key of a full-key range
 LOCAL_HIST_CELLS = 1 << 22  # sub-range counts up to this size are kept per worker
@@ -423,8 +422,7 @@ class OrderStats:
         would not fit the memory budget (at least ``MIN_SAMPLE`` a group)."""
         self._ensure_pass1()
         groups = max(1, int(np.count_nonzero(self._counts)))
-        per_group = self.memory_budget // SAMPLE_ROW_BYTES // (self.workers + 1) // groups
-        return min(n, max(MIN_SAMPLE, per_group))
+        return min(n, max(MIN_SAMPLE, self.memory_budget // SAMPLE_ROW_BYTES // groups))
 
     def sample(self, metric: str, n: int) -> dict[str, np.ndarray]:
         """Per group (sorted by name): ``metric`` of up to ``sample_size(n)`` valid rows, a

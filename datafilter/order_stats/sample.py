@@ -8,6 +8,8 @@ plus a batch, whatever the number of rows.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from datafilter.order_stats.encoding import NULL_KEY, encode
@@ -25,10 +27,12 @@ COMPACT_ROWS = 1 << 18  # rows buffered beyond twice the kept ones before a comp
 
 
 class _Smallest:
-    """One worker's (or the merged) rows of smallest (key, id_hash, file rank, row) per group."""
+    """The rows of smallest (key, id_hash, file rank, row) per group, kept for all workers at
+    once (one buffer, added to under a lock: memory does not grow with the workers)."""
 
     def __init__(self, n: int):
         self.n = n
+        self.lock = threading.Lock()
         # code, key, id_hash, file rank, row, value
         self.parts: list[tuple[np.ndarray, ...]] = []
         self.rows = 0
@@ -37,14 +41,19 @@ class _Smallest:
 
     def add(self, codes: np.ndarray, keys: np.ndarray, hashes: np.ndarray, files: np.ndarray,
             rows: np.ndarray, values: np.ndarray) -> None:
-        self._grow(int(codes.max(initial=0)) + 1)
-        take = keys <= self.limit[codes]
+        limit = self.limit  # a stale copy only lets more rows through: compaction drops them
+        size = int(codes.max(initial=0)) + 1
+        if len(limit) < size:
+            limit = np.concatenate([limit, np.full(size - len(limit), MAX_HASH, np.uint64)])
+        take = keys <= limit[codes]
         if not take.any():
             return
-        self.parts.append(tuple(a[take] for a in (codes, keys, hashes, files, rows, values)))
-        self.rows += int(take.sum())
-        if self.rows > 2 * self.kept + COMPACT_ROWS:
-            self.compact()
+        part = tuple(a[take] for a in (codes, keys, hashes, files, rows, values))
+        with self.lock:
+            self.parts.append(part)
+            self.rows += len(part[0])
+            if self.rows > 2 * self.kept + COMPACT_ROWS:
+                self.compact()
 
     def _grow(self, size: int) -> None:
         if len(self.limit) < size:
@@ -105,12 +114,9 @@ def smallest_rows(
         for batch in read_shard(shards, index, [metric, "id_hash", "row"], groups, batch_rows):
             _add(state, batch, metric, int(file_rank[index]), targets)
 
-    states = run_workers(len(shards.score_files), work, lambda: _Smallest(n), workers)
-    merged = _Smallest(n)
-    for state in states:
-        state.compact()
-        merged.parts.extend(state.parts)
-    return merged.result()
+    shared = _Smallest(n)
+    run_workers(len(shards.score_files), work, lambda: shared, workers)
+    return shared.result()
 
 
 def smallest_hash_sample(
