@@ -21,8 +21,10 @@ import contextlib
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,6 +47,28 @@ def _die_with_parent(parent_pid: int) -> None:
             ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
     if os.getppid() != parent_pid:  # the parent died before the line above took effect
         os._exit(1)
+
+
+@contextlib.contextmanager
+def _woken_by_signals() -> Iterator[socket.socket | None]:
+    """A socket that becomes readable when a signal arrives, whichever thread the kernel gave
+    it to: waiting on it too, the driver's main thread wakes up and runs the signal's handler
+    (Ctrl-C's KeyboardInterrupt) instead of sleeping on while every worker is busy. None
+    outside the main thread (only it may set the wakeup file descriptor)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield None
+        return
+    read, write = socket.socketpair()
+    read.setblocking(False)
+    write.setblocking(False)
+    previous = signal.set_wakeup_fd(write.fileno(), warn_on_full_buffer=False)
+    try:
+        yield read
+    finally:
+        with contextlib.suppress(ValueError):  # closed from another thread: leave it set
+            signal.set_wakeup_fd(previous)
+        read.close()
+        write.close()
 
 
 def worker_main(fd: int) -> None:
@@ -136,6 +160,12 @@ class ProcessPool:
 
     def run(self, tasks: list[Any], retries: int = 1) -> Iterator[tuple[int, dict[str, Any]]]:
         """Yield ``(index, raw outcome)`` for every task, in the order they finish."""
+        with _woken_by_signals() as wake:
+            yield from self._run(tasks, retries, wake)
+
+    def _run(
+        self, tasks: list[Any], retries: int, wake: socket.socket | None
+    ) -> Iterator[tuple[int, dict[str, Any]]]:
         queue = deque(range(len(tasks)))
         deaths: dict[int, int] = {}
         try:
@@ -147,7 +177,10 @@ class ProcessPool:
                     if worker.ready and worker.task is None and queue:
                         worker.task = queue.popleft()
                         worker.conn.send((worker.task, tasks[worker.task]))
-                wait([w.conn for w in self._workers])
+                ready = wait([w.conn for w in self._workers] + ([wake] if wake else []))
+                if wake is not None and wake in ready:
+                    with contextlib.suppress(OSError):
+                        wake.recv(64)  # the signal's own handler runs now, in this thread
                 for worker in list(self._workers):
                     for index, raw in self._collect(worker):
                         remaining -= 1

@@ -171,6 +171,58 @@ def test_no_worker_process_outlives_the_command(tmp_path, demo_corpus, kenlm_mod
         wait_until(lambda p=pid: _is_gone(p), timeout=60)
 
 
+_HOLDING_WORKER = """
+import os, pathlib, threading
+
+def factory():
+    def run(task):
+        pathlib.Path(task).write_text(str(os.getpid()))  # "I hold a task now"
+        threading.Event().wait()  # and hold it until killed
+    return run
+"""
+
+_INTERRUPTED_DRIVER = """
+import signal, sys, threading, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import holding_worker
+from datafilter.runtime import RuntimeOptions, run_tasks
+
+held = [str(Path(sys.argv[1]) / f"task{i}") for i in range(2)]
+
+def interrupt_from_another_thread():
+    while not all(Path(p).exists() for p in held):  # both workers hold a task: they come
+        time.sleep(0.01)
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)  # to this thread, not main
+
+threading.Thread(target=interrupt_from_another_thread).start()
+try:
+    list(run_tasks(held, holding_worker.factory,
+                   RuntimeOptions(executor="process", num_actors=2)))
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(130)
+"""
+
+
+def test_ctrl_c_reaches_the_driver_whichever_thread_the_kernel_gives_it_to(tmp_path) -> None:
+    """Both workers hold a task forever; SIGINT is delivered to another thread of the driver
+    (the kernel may pick any thread that does not block it, e.g. the progress thread's). The
+    driver, waiting on its workers, still wakes, raises KeyboardInterrupt and kills them."""
+    import sys
+
+    (tmp_path / "holding_worker.py").write_text(_HOLDING_WORKER)
+    proc = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_DRIVER, str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "DATAFILTER_PROGRESS": "0"},
+    )  # fmt: skip
+    assert proc.returncode == 130 and proc.stdout.strip() == "interrupted", proc.stderr
+    for i in range(2):
+        pid = int((tmp_path / f"task{i}").read_text())
+        wait_until(lambda p=pid: _is_gone(p), timeout=60)
+
+
 def test_a_run_on_the_process_pool_writes_the_in_process_bytes(
     tmp_path, demo_corpus, kenlm_model_dir
 ):
