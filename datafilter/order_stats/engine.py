@@ -45,6 +45,7 @@ from datafilter.order_stats.scan import (
     Batch,
     GroupCodes,
     ScoreShards,
+    file_ranks,
     read_shard,
     run_workers,
 )
@@ -170,9 +171,7 @@ class OrderStats:
         self.grid_cells = grid_cells
         self.distinct_min_rows = distinct_min_rows
         self.groups = GroupCodes(shards.all_label, shards.null_label)
-        order = sorted(range(len(shards.score_files)), key=lambda i: str(shards.score_files[i]))
-        self._file_rank = np.empty(len(order), dtype=np.int64)
-        self._file_rank[order] = np.arange(len(order))
+        self._file_rank = file_ranks(shards.score_files)
         self.passes: list[PassInfo] = []
         self.last_rank_error: dict[tuple[str, str], int] = {}
         self._pass1_done = False

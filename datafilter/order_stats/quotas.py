@@ -30,6 +30,7 @@ from datafilter.order_stats.scan import (
     Batch,
     GroupCodes,
     ScoreShards,
+    file_ranks,
     read_shard,
     run_workers,
 )
@@ -132,9 +133,7 @@ def fill_quotas(
     ``sum(amount) OVER (PARTITION BY group ORDER BY id_hash, score_file, row) <= quota``."""
     groups = groups or GroupCodes(shards.all_label, shards.null_label)
     workers = workers or min(os.cpu_count() or 1, 8)
-    order = sorted(range(len(shards.score_files)), key=lambda i: str(shards.score_files[i]))
-    file_rank = np.empty(len(order), dtype=np.int64)
-    file_rank[order] = np.arange(len(order))
+    file_rank = file_ranks(shards.score_files)
     columns = [amount, "id_hash", "row"]
 
     def scan(work, make_state):

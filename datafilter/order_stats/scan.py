@@ -55,6 +55,15 @@ class ScoreShards:
 REJECTED = 0  # the group code of a rejected row (``reject_reason`` not null)
 
 
+def file_ranks(score_files: Sequence[str]) -> np.ndarray:
+    """Each score shard's rank by its path as text: the ``score_file`` word of the sort keys
+    (DuckDB orders the file names so)."""
+    order = sorted(range(len(score_files)), key=lambda i: str(score_files[i]))
+    ranks = np.empty(len(order), dtype=np.int64)
+    ranks[order] = np.arange(len(order))
+    return ranks
+
+
 @dataclass
 class Batch:
     """One batch of rows of one shard: group codes and the requested columns."""
