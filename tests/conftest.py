@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,13 @@ def s3_bucket(tmp_path):
         server.send_signal(signal.SIGCONT)
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _ctrl_c_reaches_commands():
+    """A test run started in the background of a non-interactive shell (``cmd &`` in a script)
+    inherits SIGINT ignored, and so would every command a test starts: the tests that press
+    Ctrl-C on a command need it at its default, as in a terminal."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
