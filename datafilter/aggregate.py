@@ -492,7 +492,6 @@ class DocumentLookups(ScoreSource):
     ) -> dict[str, list[tuple[str, float]]]:
         """``nearest`` in one streaming pass; the ids of the few rows found are read from
         their score shards."""
-
         found = self._order.nearest(metric, values, k)
         rows = {(f, r) for docs in found.values() for f, r, _ in docs}
         fields = self._row_fields(rows)

@@ -98,42 +98,21 @@ def kenlm_model_dir(tmp_path_factory: pytest.TempPathFactory, demo_corpus: DemoC
 @pytest.fixture
 def s3_bucket(tmp_path):
     """A moto S3 server on loopback and a bucket on it; storage options point at it."""
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import time
-
     pytest.importorskip("moto")
     boto3 = pytest.importorskip("boto3")
+    from moto_s3 import CREDENTIALS, running_moto_server
+
     from datafilter.io import storage
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [Path(sys.executable).parent / "moto_server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        credentials = {"access_key": "testing", "secret_key": "testing", "region": "us-east-1"}
+    with running_moto_server() as (_, endpoint):
         boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
                      aws_secret_access_key="testing", region_name="us-east-1").create_bucket(
             Bucket="scores")
-        storage.configure({"s3": {"endpoint_override": endpoint, **credentials}})
-        yield "s3://scores"
-    finally:
-        storage.configure(None)
-        server.send_signal(signal.SIGCONT)
-        server.terminate()
-        server.wait(timeout=10)
+        storage.configure({"s3": {"endpoint_override": endpoint, **CREDENTIALS}})
+        try:
+            yield "s3://scores"
+        finally:
+            storage.configure(None)
 
 
 @pytest.fixture(autouse=True, scope="session")

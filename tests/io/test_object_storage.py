@@ -12,13 +12,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from helpers_corpus import LOCAL, files_under, log_lines, split_pool
+from moto_s3 import CREDENTIALS, running_moto_server
 
 from datafilter import api
 from datafilter.config import RunConfig
@@ -31,39 +31,15 @@ from datafilter.stages.run import run_config as run
 pytest.importorskip("moto")
 boto3 = pytest.importorskip("boto3")
 
-CREDENTIALS = {"access_key": "testing", "secret_key": "testing", "region": "us-east-1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def s3_server():
-    """A moto S3 server on 127.0.0.1; yields its endpoint URL."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [Path(sys.executable).parent / "moto_server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
+    """A moto S3 server on 127.0.0.1; yields (its process, its endpoint URL)."""
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            pytest.fail("moto server did not start")
-        yield server, endpoint
+        with running_moto_server() as found:
+            yield found
     finally:
-        server.send_signal(signal.SIGCONT)
-        server.terminate()
-        server.wait(timeout=10)
         storage.configure(None)
 
 
